@@ -1,0 +1,113 @@
+"""Drivers: background workers that move runs without anyone calling tick.
+
+Each worker claims the oldest runnable run (a RUNNING run that is not parked in a
+backoff, a WAITING run whose timer is due, or any of those whose lease expired
+because its holder died) and steps it until it waits or ends. Claims go through
+the same leases as API ticks, so a driver and a client never execute one run at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .engine import Engine
+from .errors import FlowrtError
+
+log = logging.getLogger("flowrt.driver")
+
+
+class Drivers:
+    """A pool of driver threads over one engine."""
+
+    def __init__(self, engine: Engine, workers: int = 2, poll_interval: float = 0.25) -> None:
+        self.engine = engine
+        self.workers = max(1, workers)
+        self.poll_interval = poll_interval
+        self._stop = threading.Event()
+        self._wakeup = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.steps_driven = 0
+        engine.add_listener(self.wake)
+
+    def start(self) -> Drivers:
+        for i in range(self.workers):
+            thread = threading.Thread(target=self._loop, name=f"flowrt-driver-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("started %d driver(s)", self.workers)
+        return self
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming; runs already claimed finish their current step first."""
+        self._stop.set()
+        self._wakeup.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads.clear()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.engine.drive_next()
+            except FlowrtError as exc:
+                log.debug("driver: %s", exc)
+                worked = True
+            except Exception:  # noqa: BLE001 - a driver must survive database hiccups
+                log.exception("driver error; retrying shortly")
+                worked = False
+                self._stop.wait(1.0)
+            if worked:
+                self.steps_driven += 1
+                continue
+            self._wakeup.wait(self.poll_interval)
+            self._wakeup.clear()
+
+
+@dataclass
+class RecoveryReport:
+    found: int
+    driven: int
+    seconds: float
+
+
+def recover(
+    engine: Engine,
+    *,
+    concurrency: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+) -> RecoveryReport:
+    """Drive every runnable run (RUNNING, due timers, expired leases) to its next wait or end."""
+    started = time.monotonic()
+    found = len(engine.storage.runnable_ids())
+    driven = 0
+    lock = threading.Lock()
+
+    def work() -> None:
+        nonlocal driven
+        while True:
+            try:
+                if not engine.drive_next(max_sleep=0):
+                    return
+            except FlowrtError as exc:
+                log.warning("recovery: %s", exc)
+            with lock:
+                driven += 1
+                if progress is not None:
+                    progress(driven, found)
+
+    threads = [threading.Thread(target=work, name=f"flowrt-recover-{i}") for i in range(max(1, concurrency))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    report = RecoveryReport(found, driven, time.monotonic() - started)
+    log.info("recovery: %d runnable run(s) found, %d driven in %.2fs", found, driven, report.seconds)
+    return report

@@ -1,0 +1,110 @@
+"""Every error flowrt raises, each with a stable machine ``code`` and HTTP status.
+
+    FlowrtError
+    ├── DefinitionError        DEFINITION_ERROR      a flow is malformed (found when it is built)
+    ├── InvalidInput           BAD_REQUEST           an argument is missing, ill-typed or not JSON
+    ├── FlowNotFound           FLOW_NOT_FOUND        no such flow/version is registered
+    ├── FlowNotRegistered      FLOW_NOT_REGISTERED   a stored run's flow version is not loaded here
+    ├── RunNotFound            RUN_NOT_FOUND
+    ├── RunBusy                RUN_BUSY              another executor holds the run's lease
+    ├── RunNotWaiting          RUN_NOT_WAITING       resume of a run that is not WAITING
+    ├── RunFinished            RUN_FINISHED          cancel of a run that already ended
+    └── StorageUnavailable     STORAGE_UNAVAILABLE   the database cannot be reached
+
+The HTTP API and the CLI map ``code`` and ``http_status`` straight through, so a
+Python caller, a curl user and a shell script all see the same names.
+"""
+
+from __future__ import annotations
+
+
+class FlowrtError(Exception):
+    """A flowrt error."""
+
+    code = "FLOWRT_ERROR"
+    http_status = 500
+
+    def __init__(self, message: str | None = None, **details: object) -> None:
+        self.message = message or (self.__doc__ or self.code).strip()
+        self.details = details
+        super().__init__(self.message)
+
+    def to_json(self) -> dict[str, object]:
+        return {"error": self.message, "code": self.code}
+
+
+class DefinitionError(FlowrtError):
+    """The flow definition is invalid."""
+
+    code = "DEFINITION_ERROR"
+    http_status = 400
+
+
+class InvalidInput(FlowrtError):
+    """The request is malformed."""
+
+    code = "BAD_REQUEST"
+    http_status = 400
+
+
+class FlowNotFound(FlowrtError):
+    """No such flow is registered."""
+
+    code = "FLOW_NOT_FOUND"
+    http_status = 404
+
+
+class FlowNotRegistered(FlowrtError):
+    """The run's flow version is not loaded in this process."""
+
+    code = "FLOW_NOT_REGISTERED"
+    http_status = 422
+
+
+class RunNotFound(FlowrtError):
+    """No such run."""
+
+    code = "RUN_NOT_FOUND"
+    http_status = 404
+
+
+class RunBusy(FlowrtError):
+    """The run is being executed by another worker; try again shortly."""
+
+    code = "RUN_BUSY"
+    http_status = 409
+
+
+class RunNotWaiting(FlowrtError):
+    """The run is not waiting, so it cannot be resumed."""
+
+    code = "RUN_NOT_WAITING"
+    http_status = 409
+
+
+class RunFinished(FlowrtError):
+    """The run has already ended."""
+
+    code = "RUN_FINISHED"
+    http_status = 409
+
+
+class StorageUnavailable(FlowrtError):
+    """The database cannot be reached."""
+
+    code = "STORAGE_UNAVAILABLE"
+    http_status = 503
+
+
+__all__ = [
+    "DefinitionError",
+    "FlowNotFound",
+    "FlowNotRegistered",
+    "FlowrtError",
+    "InvalidInput",
+    "RunBusy",
+    "RunFinished",
+    "RunNotFound",
+    "RunNotWaiting",
+    "StorageUnavailable",
+]

@@ -1,0 +1,136 @@
+"""What a run and its timeline look like to callers: :class:`Run`, :class:`Event`, :class:`RunStatus`."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class RunStatus(StrEnum):
+    """A run's status; compares equal to the plain strings ``"RUNNING"``, ..."""
+
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+ACTIVE = frozenset({RunStatus.RUNNING, RunStatus.WAITING})
+
+
+class EventType(StrEnum):
+    RUN_STARTED = "RUN_STARTED"
+    NODE_STARTED = "NODE_STARTED"
+    NODE_FINISHED = "NODE_FINISHED"
+    NODE_FAILED = "NODE_FAILED"
+    RUN_WAITING = "RUN_WAITING"
+    RUN_RESUMED = "RUN_RESUMED"
+    RUN_COMPLETED = "RUN_COMPLETED"
+    RUN_ABORTED = "RUN_ABORTED"
+    RUN_CANCELLED = "RUN_CANCELLED"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def iso(ms: int | None) -> str | None:
+    """Epoch milliseconds as ISO-8601 UTC with a ``Z``, as the reference's JSON dates."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def to_datetime(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def new_run_id() -> str:
+    """A UUIDv7-style id: time-ordered, so the primary key doubles as the listing order."""
+    value = (now_ms() & ((1 << 48) - 1)) << 80
+    value |= int.from_bytes(os.urandom(10), "big") & ((1 << 80) - 1)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    run_id: str
+    flow_id: str
+    flow_version: str
+    tenant_id: str | None
+    status: RunStatus
+    current_node_id: str | None
+    input: Any
+    state: dict[str, Any]
+    outputs: dict[str, Any]
+    attempts: dict[str, int]
+    error: dict[str, Any] | None
+    wait_reason: str | None
+    wait_until: str | None
+    wake_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def to_json(self) -> dict[str, Any]:
+        """The HTTP API's run object (the reference's fields, plus attempts/waitReason/wakeAt/error)."""
+        return {
+            "runId": self.run_id,
+            "flowId": self.flow_id,
+            "flowVersion": self.flow_version,
+            "tenantId": self.tenant_id,
+            "status": str(self.status),
+            "currentNodeId": self.current_node_id,
+            "inputJson": self.input,
+            "stateJson": self.state,
+            "outputsJson": self.outputs,
+            "attempts": self.attempts,
+            "waitReason": self.wait_reason,
+            "waitUntil": self.wait_until,
+            "wakeAt": _iso_dt(self.wake_at),
+            "error": self.error,
+            "createdAt": _iso_dt(self.created_at),
+            "updatedAt": _iso_dt(self.updated_at),
+        }
+
+
+def _iso_dt(value: datetime | None) -> str | None:
+    return None if value is None else iso(int(value.timestamp() * 1000 + 0.5))
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    run_id: str
+    seq: int
+    at: datetime
+    type: str
+    node_id: str | None
+    attempt: int | None
+    payload: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "runId": self.run_id,
+            "seq": self.seq,
+            "at": _iso_dt(self.at),
+            "type": self.type,
+            "nodeId": self.node_id,
+            "attempt": self.attempt,
+            "payloadJson": self.payload,
+        }

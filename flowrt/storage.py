@@ -1,0 +1,617 @@
+"""Durable storage: one set of Peewee models and statements for SQLite, memory and Postgres.
+
+Cold paths (schema, listing) use Peewee's model API. The hot path (claim a run,
+commit a step, append events) uses SQL rendered once per backend and executed on
+the Peewee connection: building queries through the model API costs more per
+step than the commit itself (see shared/spec/PERFORMANCE.md).
+
+Backends differ only in :func:`open_database` and a few ``self.kind`` checks:
+WAL pragmas and one in-process writer for SQLite, ``FOR UPDATE SKIP LOCKED`` and
+a connection pool for Postgres.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import peewee as pw
+from playhouse.pool import PooledPostgresqlDatabase
+
+from .errors import InvalidInput, StorageUnavailable
+from .runs import now_ms
+
+log = logging.getLogger("flowrt.storage")
+
+SCHEMA_VERSION = 1
+DEFAULT_URL = "sqlite:///flowrt.db"
+
+RUN_COLUMNS = (
+    "run_id",
+    "flow_id",
+    "flow_version",
+    "tenant_id",
+    "status",
+    "current_node_id",
+    "input_json",
+    "state_json",
+    "outputs_json",
+    "attempts_json",
+    "failures",
+    "error_json",
+    "wait_reason",
+    "wait_until",
+    "wake_at",
+    "resume_json",
+    "last_seq",
+    "lease_owner",
+    "lease_expires_at",
+    "lease_epoch",
+    "stale_owner",
+    "created_at",
+    "updated_at",
+)
+EVENT_COLUMNS = ("run_id", "seq", "at", "type", "node_id", "attempt", "payload_json")
+
+
+@dataclass(slots=True)
+class RunRow:
+    """One row of ``flowrt_runs``, JSON columns still as text."""
+
+    run_id: str
+    flow_id: str
+    flow_version: str
+    tenant_id: str | None
+    status: str
+    current_node_id: str | None
+    input_json: str
+    state_json: str
+    outputs_json: str
+    attempts_json: str
+    failures: int
+    error_json: str | None
+    wait_reason: str | None
+    wait_until: str | None
+    wake_at: int | None
+    resume_json: str | None
+    last_seq: int
+    lease_owner: str | None
+    lease_expires_at: int | None
+    lease_epoch: int
+    stale_owner: str | None
+    created_at: int
+    updated_at: int
+
+
+EventRow = tuple  # (run_id, seq, at, type, node_id, attempt, payload_json)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def build_models(db: pw.Database) -> dict[str, type[pw.Model]]:
+    """The tables, bound to ``db``. Built per storage so several databases can coexist."""
+
+    class Base(pw.Model):
+        class Meta:
+            database = db
+
+    class SchemaVersion(Base):
+        version = pw.IntegerField(primary_key=True)
+        applied_at = pw.BigIntegerField()
+
+        class Meta:
+            table_name = "flowrt_schema"
+
+    class RunRecord(Base):
+        run_id = pw.CharField(64, primary_key=True)
+        flow_id = pw.CharField(200)
+        flow_version = pw.CharField(100)
+        tenant_id = pw.CharField(200, null=True)
+        status = pw.CharField(16)
+        current_node_id = pw.CharField(200, null=True)
+        input_json = pw.TextField()
+        state_json = pw.TextField()
+        outputs_json = pw.TextField()
+        attempts_json = pw.TextField()
+        failures = pw.IntegerField(default=0)
+        error_json = pw.TextField(null=True)
+        wait_reason = pw.TextField(null=True)
+        wait_until = pw.TextField(null=True)
+        wake_at = pw.BigIntegerField(null=True)
+        resume_json = pw.TextField(null=True)
+        last_seq = pw.IntegerField(default=0)
+        lease_owner = pw.CharField(100, null=True)
+        lease_expires_at = pw.BigIntegerField(null=True)
+        lease_epoch = pw.IntegerField(default=0)
+        stale_owner = pw.CharField(100, null=True)
+        created_at = pw.BigIntegerField()
+        updated_at = pw.BigIntegerField()
+
+        class Meta:
+            table_name = "flowrt_runs"
+            indexes = (
+                (("status", "run_id"), False),
+                (("status", "wake_at"), False),
+                (("flow_id", "run_id"), False),
+                (("tenant_id", "run_id"), False),
+            )
+
+    class EventRecord(Base):
+        run_id = pw.CharField(64)
+        seq = pw.IntegerField()
+        at = pw.BigIntegerField()
+        type = pw.CharField(32)
+        node_id = pw.CharField(200, null=True)
+        attempt = pw.IntegerField(null=True)
+        payload_json = pw.TextField()
+
+        class Meta:
+            table_name = "flowrt_events"
+            primary_key = pw.CompositeKey("run_id", "seq")
+
+    class IdempotencyRecord(Base):
+        flow_id = pw.CharField(200)
+        node_id = pw.CharField(200)
+        key = pw.CharField(500)
+        run_id = pw.CharField(64)
+        output_json = pw.TextField()
+        patch_json = pw.TextField(null=True)
+        created_at = pw.BigIntegerField()
+
+        class Meta:
+            table_name = "flowrt_idempotency"
+            primary_key = pw.CompositeKey("flow_id", "node_id", "key")
+
+    return {
+        "SchemaVersion": SchemaVersion,
+        "RunRecord": RunRecord,
+        "EventRecord": EventRecord,
+        "IdempotencyRecord": IdempotencyRecord,
+    }
+
+
+# Numbered migrations, applied in order; each takes the models of its own version.
+def _migration_1(models: dict[str, type[pw.Model]]) -> None:
+    db = models["RunRecord"]._meta.database
+    db.create_tables(
+        [models["RunRecord"], models["EventRecord"], models["IdempotencyRecord"]], safe=True
+    )
+
+
+MIGRATIONS = {1: _migration_1}
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for logs and /health."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        parts = parts._replace(netloc=netloc)
+    return urllib.parse.urlunsplit(parts)
+
+
+def open_database(url: str, *, pool_size: int = 16) -> tuple[str, pw.Database]:
+    """``(kind, database)`` for a URL: kind is ``sqlite``, ``memory`` or ``postgres``."""
+    if url in ("memory://", "memory:", ":memory:", "sqlite://:memory:", "sqlite:///:memory:"):
+        # One connection shared by all threads (guarded by Storage's lock): a
+        # :memory: database exists per connection.
+        db = pw.SqliteDatabase(":memory:", thread_safe=False, check_same_thread=False)
+        return "memory", db
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else parts.path
+        if not path:
+            raise InvalidInput(f"bad SQLite URL {url!r}: expected sqlite:///path/to/file.db")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise StorageUnavailable(f"cannot open {url}: folder {folder} does not exist")
+        db = pw.SqliteDatabase(
+            path,
+            timeout=30,
+            check_same_thread=False,
+            pragmas={
+                "journal_mode": "wal",
+                "synchronous": "normal",
+                "busy_timeout": 30000,
+                "foreign_keys": 0,
+                # Checkpoints stay automatic; a larger interval keeps them off most commits.
+                "wal_autocheckpoint": 4000,
+            },
+        )
+        return "sqlite", db
+    if scheme in ("postgres", "postgresql", "postgresql+psycopg", "postgres+psycopg"):
+        conninfo = urllib.parse.urlunsplit(("postgresql",) + tuple(parts[1:]))  # type: ignore[arg-type]
+        db = PooledPostgresqlDatabase(
+            conninfo,
+            max_connections=pool_size,
+            stale_timeout=300,
+            timeout=30,
+            connect_timeout=5,
+        )
+        return "postgres", db
+    raise InvalidInput(
+        f"unsupported database URL {describe_url(url)!r}: use sqlite:///file.db, memory:// or postgresql://..."
+    )
+
+
+# --------------------------------------------------------------------------- storage
+
+
+class Storage:
+    """All of flowrt's reads and writes. One instance per engine."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, pool_size: int = 16) -> None:
+        self.url = url
+        self.kind, self.db = open_database(url, pool_size=pool_size)
+        self.models = build_models(self.db)
+        self._local = threading.local()
+        # SQLite takes one writer at a time; queueing writers on a Python lock is far
+        # cheaper than SQLite's busy-wait. Memory shares one connection, so it guards
+        # every statement.
+        if self.kind == "memory":
+            self._write_lock: Any = threading.RLock()
+            self._read_lock: Any = self._write_lock
+        elif self.kind == "sqlite":
+            self._write_lock = threading.Lock()
+            self._read_lock = contextlib.nullcontext()
+        else:
+            self._write_lock = contextlib.nullcontext()
+            self._read_lock = contextlib.nullcontext()
+        self._begin = "BEGIN IMMEDIATE" if self.kind != "postgres" else "BEGIN"
+        self._sql = _Statements(self.db.param, self.kind)
+        try:
+            with self.session():
+                self.ensure_schema()
+        except pw.OperationalError as exc:
+            raise StorageUnavailable(f"cannot open database {describe_url(url)}: {exc}") from exc
+        except pw.InterfaceError as exc:  # pragma: no cover - driver specific
+            raise StorageUnavailable(f"cannot open database {describe_url(url)}: {exc}") from exc
+
+    @property
+    def durable(self) -> bool:
+        return self.kind != "memory"
+
+    def close(self) -> None:
+        if self.kind == "postgres":
+            self.db.close_all()  # type: ignore[attr-defined]
+        elif not self.db.is_closed():
+            self.db.close()
+
+    # -- connections and transactions
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Hold one pooled connection for the block (re-entrant; a no-op for SQLite)."""
+        if self.kind != "postgres":
+            yield
+            return
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0:
+            try:
+                self.db.connect(reuse_if_open=True)
+            except pw.OperationalError as exc:
+                raise StorageUnavailable(f"cannot reach {describe_url(self.url)}: {exc}") from exc
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth -= 1
+            if self._local.depth == 0:
+                self.db.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Any]:
+        """One write transaction; yields a cursor. Never held across user code."""
+        with self.session(), self._write_lock:
+            cursor = self.db.cursor()
+            cursor.execute(self._begin)
+            try:
+                yield cursor
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[tuple]:
+        with self.session(), self._read_lock:
+            cursor = self.db.cursor()
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+    # -- schema
+
+    def ensure_schema(self) -> None:
+        """Create or upgrade the tables; the applied version is recorded in ``flowrt_schema``."""
+        SchemaVersion = self.models["SchemaVersion"]
+        with self._write_lock:
+            self.db.create_tables([SchemaVersion], safe=True)
+            with self.db.atomic():
+                if self.kind == "postgres":
+                    # Many processes may start at once; one migrates, the others wait.
+                    self.db.execute_sql("SELECT pg_advisory_xact_lock(7423001)")
+                current = SchemaVersion.select(pw.fn.MAX(SchemaVersion.version)).scalar() or 0
+                if current > SCHEMA_VERSION:
+                    raise StorageUnavailable(
+                        f"database schema version {current} is newer than this flowrt ({SCHEMA_VERSION}); upgrade flowrt"
+                    )
+                for version in range(current + 1, SCHEMA_VERSION + 1):
+                    MIGRATIONS[version](self.models)
+                    SchemaVersion.create(version=version, applied_at=now_ms())
+                    log.info("applied flowrt schema version %d", version)
+
+    def schema_version(self) -> int:
+        SchemaVersion = self.models["SchemaVersion"]
+        with self.session(), self._read_lock:
+            return SchemaVersion.select(pw.fn.MAX(SchemaVersion.version)).scalar() or 0
+
+    def ping(self) -> bool:
+        try:
+            self._read("SELECT 1", ())
+            return True
+        except Exception:  # noqa: BLE001 - health checks report, never raise
+            return False
+
+    # -- runs: hot path
+
+    def insert_run(self, row: RunRow, events: list[EventRow]) -> None:
+        values = [getattr(row, c) for c in RUN_COLUMNS]
+        with self._write() as cur:
+            cur.execute(self._sql.insert_run, values)
+            self._insert_events(cur, events)
+
+    def get_run(self, run_id: str) -> RunRow | None:
+        rows = self._read(self._sql.get_run, (run_id,))
+        return RunRow(*rows[0]) if rows else None
+
+    def claim(self, run_id: str, owner: str, ttl_ms: int) -> RunRow | None:
+        """Take the lease of an active run that nobody holds (or whose holder's lease expired)."""
+        now = now_ms()
+        with self._write() as cur:
+            cur.execute(self._sql.claim_by_id, (owner, now + ttl_ms, run_id, now))
+            row = cur.fetchone()
+        return RunRow(*row) if row else None
+
+    def claim_next(self, owner: str, ttl_ms: int, *, timers: bool) -> RunRow | None:
+        """Claim the oldest runnable RUNNING run, or (``timers``) the oldest due WAITING timer."""
+        now = now_ms()
+        sql = self._sql.claim_next_timer if timers else self._sql.claim_next_running
+        with self._write() as cur:
+            cur.execute(sql, (owner, now + ttl_ms, now, now, now))
+            row = cur.fetchone()
+        return RunRow(*row) if row else None
+
+    def commit_step(
+        self,
+        row: RunRow,
+        epoch: int,
+        events: list[EventRow],
+        idempotency: tuple | None = None,
+    ) -> None:
+        """Write the step's run row, events and idempotency record in one transaction.
+
+        Raises :class:`LeaseLost` (and writes nothing) when the lease moved on
+        meanwhile: the run was cancelled, or reclaimed after our lease expired.
+        """
+        with self._write() as cur:
+            cur.execute(
+                self._sql.commit_step,
+                (
+                    row.status,
+                    row.current_node_id,
+                    row.state_json,
+                    row.outputs_json,
+                    row.attempts_json,
+                    row.failures,
+                    row.error_json,
+                    row.wait_reason,
+                    row.wait_until,
+                    row.wake_at,
+                    row.resume_json,
+                    row.last_seq,
+                    row.lease_owner,
+                    row.lease_expires_at,
+                    row.updated_at,
+                    row.run_id,
+                    epoch,
+                ),
+            )
+            if cur.rowcount != 1:
+                raise LeaseLost
+            self._insert_events(cur, events)
+            if idempotency is not None:
+                cur.execute(self._sql.insert_idempotency, idempotency)
+
+    def release(self, run_id: str, epoch: int) -> None:
+        with self._write() as cur:
+            cur.execute(self._sql.release, (run_id, epoch))
+
+    def defer(self, run_id: str, epoch: int, until_ms: int) -> None:
+        """Release a run this process cannot execute, and keep it off this claim loop until ``until_ms``."""
+        with self._write() as cur:
+            cur.execute(self._sql.defer, (until_ms, run_id, epoch))
+
+    def renew(self, owner: str, run_ids: Sequence[str], ttl_ms: int) -> None:
+        expires = now_ms() + ttl_ms
+        for start in range(0, len(run_ids), 500):
+            chunk = list(run_ids[start : start + 500])
+            marks = ", ".join([self.db.param] * len(chunk))
+            with self._write() as cur:
+                cur.execute(
+                    f"UPDATE flowrt_runs SET lease_expires_at = {self.db.param} "
+                    f"WHERE lease_owner = {self.db.param} AND run_id IN ({marks})",
+                    [expires, owner, *chunk],
+                )
+
+    def cancel(self, run_id: str, reason: str | None, event: tuple) -> RunRow | None:
+        """End an active run as CANCELLED, fencing off any step still in flight."""
+        now = now_ms()
+        with self._write() as cur:
+            cur.execute(self._sql.cancel, (now, run_id))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            run = RunRow(*row)
+            self._insert_events(cur, [(run_id, run.last_seq, now, *event)])
+        return run
+
+    def idempotent_result(self, flow_id: str, node_id: str, key: str) -> tuple[str, str | None] | None:
+        rows = self._read(self._sql.get_idempotency, (flow_id, node_id, key))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def _insert_events(self, cur: Any, events: list[EventRow]) -> None:
+        if not events:
+            return
+        cur.execute(self._sql.insert_events(len(events)), [v for e in events for v in e])
+
+    # -- cold path: reads and listings
+
+    def events(self, run_id: str, after: int = 0, limit: int | None = None) -> list[EventRow]:
+        if limit is None:
+            return self._read(self._sql.events_all, (run_id, after))
+        return self._read(self._sql.events_page, (run_id, after, limit))
+
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        flow_id: str | None = None,
+        tenant_id: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> list[RunRow]:
+        """Newest first; ``cursor`` is the last run id of the previous page (keyset, O(page))."""
+        p = self.db.param
+        where, params = [], []
+        for column, value in (("status", status), ("flow_id", flow_id), ("tenant_id", tenant_id)):
+            if value is not None:
+                where.append(f"{column} = {p}")
+                params.append(value)
+        if cursor:
+            where.append(f"run_id < {p}")
+            params.append(cursor)
+        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM flowrt_runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY run_id DESC LIMIT {p}"
+        params.append(limit)
+        return [RunRow(*r) for r in self._read(sql, params)]
+
+    def runnable_ids(self) -> list[tuple[str, str, str | None, int | None]]:
+        """``(run_id, status, lease_owner, wake_at)`` of every RUNNING run and WAITING timer."""
+        p = self.db.param
+        return self._read(
+            "SELECT run_id, status, lease_owner, wake_at FROM flowrt_runs "
+            f"WHERE status = {p} OR (status = {p} AND wake_at IS NOT NULL) ORDER BY run_id",
+            ("RUNNING", "WAITING"),
+        )
+
+    def running_ids(self) -> list[str]:
+        return [r[0] for r in self._read(self._sql.running_ids, ("RUNNING",))]
+
+    def count_runs(self) -> dict[str, int]:
+        rows = self._read("SELECT status, COUNT(*) FROM flowrt_runs GROUP BY status", ())
+        return {status: count for status, count in rows}
+
+
+class LeaseLost(Exception):
+    """The run's lease moved on while we were executing: our result must not be written."""
+
+
+class _Statements:
+    """The hot-path SQL, rendered once per backend."""
+
+    def __init__(self, p: str, kind: str) -> None:
+        cols = ", ".join(RUN_COLUMNS)
+        self.p = p
+        free = f"(lease_owner IS NULL OR lease_expires_at < {p})"
+        take = (
+            f"UPDATE flowrt_runs SET lease_owner = {p}, lease_expires_at = {p}, "
+            "lease_epoch = lease_epoch + 1, stale_owner = lease_owner"
+        )
+        self.insert_run = f"INSERT INTO flowrt_runs ({cols}) VALUES ({', '.join([p] * len(RUN_COLUMNS))})"
+        self.get_run = f"SELECT {cols} FROM flowrt_runs WHERE run_id = {p}"
+        # (owner, expires, now, run_id, now)
+        self.claim_by_id = (
+            f"{take} WHERE run_id = {p} AND status IN ('RUNNING', 'WAITING') AND {free} RETURNING {cols}"
+        )
+        lock = " FOR UPDATE SKIP LOCKED" if kind == "postgres" else ""
+        # (owner, expires, now, now, now)
+        self.claim_next_running = (
+            f"{take} WHERE run_id = (SELECT run_id FROM flowrt_runs WHERE status = 'RUNNING' "
+            f"AND (wake_at IS NULL OR wake_at <= {p}) AND {free} ORDER BY run_id LIMIT 1{lock}) "
+            f"AND {free} RETURNING {cols}"
+        )
+        self.claim_next_timer = (
+            f"{take} WHERE run_id = (SELECT run_id FROM flowrt_runs WHERE status = 'WAITING' "
+            f"AND wake_at <= {p} AND {free} ORDER BY wake_at LIMIT 1{lock}) "
+            f"AND {free} RETURNING {cols}"
+        )
+        self.commit_step = (
+            "UPDATE flowrt_runs SET "
+            + ", ".join(
+                f"{c} = {p}"
+                for c in (
+                    "status",
+                    "current_node_id",
+                    "state_json",
+                    "outputs_json",
+                    "attempts_json",
+                    "failures",
+                    "error_json",
+                    "wait_reason",
+                    "wait_until",
+                    "wake_at",
+                    "resume_json",
+                    "last_seq",
+                    "lease_owner",
+                    "lease_expires_at",
+                    "updated_at",
+                )
+            )
+            + f", stale_owner = NULL WHERE run_id = {p} AND lease_epoch = {p}"
+        )
+        self.release = (
+            "UPDATE flowrt_runs SET lease_owner = NULL, lease_expires_at = NULL, stale_owner = NULL "
+            f"WHERE run_id = {p} AND lease_epoch = {p}"
+        )
+        self.defer = (
+            "UPDATE flowrt_runs SET lease_owner = NULL, lease_expires_at = NULL, stale_owner = NULL, "
+            f"wake_at = {p} WHERE run_id = {p} AND lease_epoch = {p}"
+        )
+        self.cancel = (
+            "UPDATE flowrt_runs SET status = 'CANCELLED', lease_owner = NULL, lease_expires_at = NULL, "
+            f"lease_epoch = lease_epoch + 1, stale_owner = NULL, wake_at = NULL, last_seq = last_seq + 1, updated_at = {p} "
+            f"WHERE run_id = {p} AND status IN ('RUNNING', 'WAITING') RETURNING {cols}"
+        )
+        self.events_all = (
+            f"SELECT {', '.join(EVENT_COLUMNS)} FROM flowrt_events WHERE run_id = {p} AND seq > {p} ORDER BY seq"
+        )
+        self.events_page = self.events_all + f" LIMIT {p}"
+        self.get_idempotency = (
+            f"SELECT output_json, patch_json FROM flowrt_idempotency WHERE flow_id = {p} AND node_id = {p} AND key = {p}"
+        )
+        self.insert_idempotency = (
+            "INSERT INTO flowrt_idempotency (flow_id, node_id, key, run_id, output_json, patch_json, created_at) "
+            f"VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING"
+        )
+        self.running_ids = f"SELECT run_id FROM flowrt_runs WHERE status = {p} ORDER BY run_id"
+        self._events: dict[int, str] = {}
+
+    def insert_events(self, count: int) -> str:
+        sql = self._events.get(count)
+        if sql is None:
+            one = "(" + ", ".join([self.p] * len(EVENT_COLUMNS)) + ")"
+            sql = f"INSERT INTO flowrt_events ({', '.join(EVENT_COLUMNS)}) VALUES " + ", ".join([one] * count)
+            self._events[count] = sql
+        return sql
