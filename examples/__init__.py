@@ -1,0 +1,1 @@
+"""Example flows: `flowrt serve --flows examples.demo:ALL`, `examples.orders:ALL`, ..."""
