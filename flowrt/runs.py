@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,12 +56,27 @@ def to_datetime(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
+_id_lock = threading.Lock()
+_id_last = [0, 0]  # last millisecond, counter within it
+
+
 def new_run_id() -> str:
-    """A UUIDv7-style id: time-ordered, so the primary key doubles as the listing order."""
-    value = (now_ms() & ((1 << 48) - 1)) << 80
-    value |= int.from_bytes(os.urandom(10), "big") & ((1 << 80) - 1)
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    """A UUIDv7: time-ordered (with a per-process counter inside one millisecond), so the
+    primary key doubles as the listing order and inserts land at the end of the index."""
+    with _id_lock:
+        ms = now_ms()
+        if ms <= _id_last[0]:
+            ms = _id_last[0]
+            _id_last[1] += 1
+            if _id_last[1] >= 1 << 12:
+                ms += 1
+                _id_last[1] = 0
+        else:
+            _id_last[1] = 0
+        _id_last[0] = ms
+        counter = _id_last[1]
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64
+    value |= 0x2 << 62 | int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
