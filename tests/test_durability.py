@@ -1,0 +1,136 @@
+"""Durability across processes: real subprocesses on one SQLite file or Postgres, and kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowrt import Engine, RunBusy
+
+HERE = Path(__file__).parent
+WORKER = [sys.executable, str(HERE / "engine_flows.py")]
+
+
+@pytest.fixture(params=["sqlite_url", "pg_url"])
+def shared_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def side_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "executions.log"
+    monkeypatch.setenv("FLOWRT_TEST_SIDE_FILE", str(path))
+    monkeypatch.syspath_prepend(str(HERE))
+    return path
+
+
+def executions(path: Path) -> Counter[str]:
+    return Counter(line.split()[1] for line in path.read_text().splitlines())
+
+
+def run_worker(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    out = subprocess.run(
+        [*WORKER, *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_run_started_in_one_process_is_finished_in_another(shared_url: str, side_file: Path) -> None:
+    first = run_worker(shared_url, "start-and-tick")
+    assert first["status"] == "RUNNING" and first["currentNodeId"] == "middle"
+    second = run_worker(shared_url, "continue", first["runId"])
+    assert second["status"] == "COMPLETED"
+    assert second["attempts"] == {"first": 1, "middle": 1, "last": 1}
+    assert executions(side_file) == {"first": 1, "middle": 1, "last": 1}
+
+
+def test_kill_9_mid_node_counts_the_attempt_and_commits_nothing_twice(
+    shared_url: str, side_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "in-middle"
+    proc = subprocess.Popen(
+        [*WORKER, shared_url, "start-and-drive"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FLOWRT_TEST_MARKER": str(marker), "FLOWRT_TEST_SLEEP": "60", "FLOWRT_TEST_TTL": "1"},
+    )
+    try:
+        run_id = json.loads(proc.stdout.readline())["runId"]  # type: ignore[union-attr]
+        deadline = time.monotonic() + 20
+        while not marker.exists():
+            assert time.monotonic() < deadline, "worker never reached the slow node"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    monkeypatch.setenv("FLOWRT_TEST_SLEEP", "0")
+    from engine_flows import ALL  # noqa: PLC0415 - needs the tests folder on sys.path
+
+    engine = Engine(shared_url, flows=ALL, lease_ttl=1)
+    try:
+        with pytest.raises(RunBusy):  # the dead worker's lease has not expired yet
+            engine.tick(run_id)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                run = engine.run_until_blocked(run_id)
+                break
+            except RunBusy:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert run.status == "COMPLETED"
+        assert run.attempts == {"first": 1, "middle": 2, "last": 1}
+        events = engine.timeline(run_id)
+        lost = [e for e in events if e.type == "NODE_FAILED"]
+        assert len(lost) == 1 and lost[0].payload["error"]["code"] == "WORKER_LOST"
+        assert lost[0].node_id == "middle" and lost[0].attempt == 1
+        finished = Counter(e.node_id for e in events if e.type == "NODE_FINISHED")
+        assert finished == {"first": 1, "middle": 1, "last": 1}
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        # at-least-once handlers: the killed attempt ran, then the retry
+        assert executions(side_file) == {"first": 1, "middle": 2, "last": 1}
+    finally:
+        engine.close()
+
+
+def test_attempts_survive_restarts_and_max_attempts_holds(shared_url: str, side_file: Path, tmp_path: Path) -> None:
+    """A node that kills its process every time fails the run once max_attempts (3) are used up."""
+    from engine_flows import ALL  # noqa: PLC0415
+
+    engine = Engine(shared_url, flows=ALL, lease_ttl=0.5)
+    run_id = engine.tick(engine.start("slow-flow").run_id).run_id  # past `first`
+    engine.close()
+    for _ in range(3):
+        marker = tmp_path / f"m{time.monotonic_ns()}"
+        proc = subprocess.Popen(
+            [*WORKER, shared_url, "continue", run_id],
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "FLOWRT_TEST_MARKER": str(marker), "FLOWRT_TEST_SLEEP": "60", "FLOWRT_TEST_TTL": "0.5"},
+        )
+        deadline = time.monotonic() + 20
+        while not marker.exists() and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait(10)
+        time.sleep(0.6)  # let the lease expire
+    engine = Engine(shared_url, flows=ALL, lease_ttl=0.5)
+    try:
+        run = engine.run_until_blocked(run_id)
+        assert run.status == "FAILED" and run.error["code"] == "WORKER_LOST"
+        assert run.attempts["middle"] == 3
+        assert executions(side_file)["middle"] == 3  # the third loss exhausted the retries: no fourth run
+    finally:
+        engine.close()
