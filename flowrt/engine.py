@@ -25,7 +25,7 @@ import re
 import socket
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Callable, Generator, Iterable
 
@@ -60,6 +60,8 @@ def _dumps(value: Any) -> str:
 
 def dumps_user(value: Any) -> str:
     """User-supplied values must be plain JSON: no NaN, no datetimes, no objects."""
+    if value is None:
+        return "null"
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -101,9 +103,33 @@ class Context:
         "resume_payload",
     )
 
-    def __init__(self, **values: Any) -> None:
-        for name in self.__slots__:
-            setattr(self, name, values.get(name))
+    def __init__(
+        self,
+        run_id: str,
+        flow_id: str,
+        flow_version: str,
+        tenant_id: str | None,
+        node_id: str | None,
+        input: Any,  # noqa: A002
+        state: dict[str, Any],
+        outputs: dict[str, Any],
+        attempt: int,
+        attempts: dict[str, int],
+        started_at: datetime | None,
+        services: dict[str, Any],
+        resume_payload: Any,
+    ) -> None:
+        self.run_id, self.flow_id, self.flow_version, self.tenant_id = run_id, flow_id, flow_version, tenant_id
+        self.node_id, self.input, self.state, self.outputs = node_id, input, state, outputs
+        self.attempt, self.attempts, self.started_at = attempt, attempts, started_at
+        self.services, self.resume_payload = services, resume_payload
+
+    def _with(self, state: dict[str, Any], outputs: dict[str, Any]) -> Context:
+        """The same context after a step: edge conditions see the updated state and outputs."""
+        return Context(
+            self.run_id, self.flow_id, self.flow_version, self.tenant_id, self.node_id, self.input,
+            state, outputs, self.attempt, self.attempts, self.started_at, self.services, self.resume_payload,
+        )
 
     def __repr__(self) -> str:
         return f"<Context run={self.run_id} node={self.node_id} attempt={self.attempt}>"
@@ -539,8 +565,7 @@ class Engine:
     def _mark_resumed(self, row: RunRow, lease: _Lease, payload_json: str, by: str) -> RunRow:
         """Durably record the resume before running the node: an approval is never lost."""
         now = now_ms()
-        new = replace(
-            row,
+        new = row.evolve(
             status=RunStatus.RUNNING,
             resume_json=payload_json,
             wait_reason=None,
@@ -570,7 +595,7 @@ class Engine:
             "message": f"worker {row.stale_owner} stopped while executing node {node_id} (lease expired)",
             "retryable": True,
         }
-        new = replace(row, attempts_json=_dumps(attempts), failures=failures, updated_at=now)
+        new = row.evolve(attempts_json=_dumps(attempts), failures=failures, updated_at=now)
         new.lease_owner, new.lease_expires_at = self.owner, now + self.lease_ttl_ms
         seq = row.last_seq
         events: list[EventRow] = []
@@ -642,7 +667,7 @@ class Engine:
             result = yield _Execute(node, ctx)
 
         now = now_ms()
-        new = replace(row, attempts_json=_dumps(attempts), updated_at=now)
+        new = row.evolve(attempts_json=_dumps(attempts), updated_at=now)
         idem: tuple | None = None
         output_json = patch_json = None
         if isinstance(result, (Ok, Wait)):
@@ -666,10 +691,8 @@ class Engine:
             event(EventType.NODE_FINISHED, {"cached": cached}, now)
             if idem_key is not None and not cached:
                 idem = (flow.flow_id, node_id, idem_key, run_id, output_json, patch_json, now)
-            view = Context(**{name: getattr(ctx, name) for name in Context.__slots__})
-            view.state, view.outputs = state, outputs
             try:
-                target = _select_edge(flow, node_id, view)  # type: ignore[arg-type]
+                target = _select_edge(flow, node_id, ctx, state, outputs)  # type: ignore[arg-type]
             except _EdgeError as exc:
                 error = {"code": exc.code, "message": str(exc), "retryable": False}
                 new.status, new.error_json = RunStatus.FAILED, _dumps(error)
@@ -898,14 +921,19 @@ class _EdgeError(Exception):
         self.code = code
 
 
-def _select_edge(flow: Flow, node_id: str, ctx: Context) -> str | None:
+def _select_edge(
+    flow: Flow, node_id: str, ctx: Context, state: dict[str, Any], outputs: dict[str, Any]
+) -> str | None:
     """The single highest-priority edge whose condition holds; None completes the run."""
     best = None
+    view: Context | None = None
     for edge in flow.outgoing(node_id):
         if best is not None and edge.priority < best.priority:
             break
+        if view is None and edge.when is not None:
+            view = ctx._with(state, outputs)
         try:
-            matches = edge.when is None or bool(edge.when(ctx))
+            matches = edge.when is None or bool(edge.when(view))
         except Exception as exc:  # noqa: BLE001 - user code
             raise _EdgeError(
                 "EDGE_CONDITION_ERROR",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import os
 import threading
 import urllib.parse
@@ -87,6 +88,16 @@ class RunRow:
     created_at: int
     updated_at: int
 
+
+    def evolve(self, **changes: Any) -> RunRow:
+        """A copy with ``changes``; cheaper than ``dataclasses.replace`` on the hot path."""
+        new = RunRow(*_run_values(self))
+        for name, value in changes.items():
+            setattr(new, name, value)
+        return new
+
+
+_run_values = operator.attrgetter(*RUN_COLUMNS)
 
 EventRow = tuple  # (run_id, seq, at, type, node_id, attempt, payload_json)
 
@@ -268,6 +279,8 @@ class Storage:
             self._write_lock = contextlib.nullcontext()
             self._read_lock = contextlib.nullcontext()
         self._begin = "BEGIN IMMEDIATE" if self.kind != "postgres" else "BEGIN"
+        # Counted for `flowrt bench`; exact under SQLite's writer lock, near enough on Postgres.
+        self.write_transactions = 0
         self._sql = _Statements(self.db.param, self.kind)
         try:
             with self.session():
@@ -313,6 +326,7 @@ class Storage:
     def _write(self) -> Iterator[Any]:
         """One write transaction; yields a cursor. Never held across user code."""
         with self.session(), self._write_lock:
+            self.write_transactions += 1
             cursor = self.db.cursor()
             cursor.execute(self._begin)
             try:
@@ -365,7 +379,7 @@ class Storage:
     # -- runs: hot path
 
     def insert_run(self, row: RunRow, events: list[EventRow]) -> None:
-        values = [getattr(row, c) for c in RUN_COLUMNS]
+        values = _run_values(row)
         with self._write() as cur:
             cur.execute(self._sql.insert_run, values)
             self._insert_events(cur, events)
@@ -519,8 +533,14 @@ class Storage:
     def running_ids(self) -> list[str]:
         return [r[0] for r in self._read(self._sql.running_ids, ("RUNNING",))]
 
-    def count_runs(self) -> dict[str, int]:
-        rows = self._read("SELECT status, COUNT(*) FROM flowrt_runs GROUP BY status", ())
+    def count_runs(self, flow_version: str | None = None) -> dict[str, int]:
+        if flow_version is None:
+            rows = self._read("SELECT status, COUNT(*) FROM flowrt_runs GROUP BY status", ())
+        else:
+            rows = self._read(
+                f"SELECT status, COUNT(*) FROM flowrt_runs WHERE flow_version = {self.db.param} GROUP BY status",
+                (flow_version,),
+            )
         return {status: count for status, count in rows}
 
 
