@@ -83,8 +83,12 @@ def recover(
     *,
     concurrency: int = 4,
     progress: Callable[[int, int], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> RecoveryReport:
-    """Drive every runnable run (RUNNING, due timers, expired leases) to its next wait or end."""
+    """Drive every runnable run (RUNNING, due timers, expired leases) to its next wait or end.
+
+    ``stop``: when set (a server shutting down), workers finish the run in hand and quit.
+    """
     started = time.monotonic()
     found = len(engine.storage.runnable_ids())
     driven = 0
@@ -92,7 +96,7 @@ def recover(
 
     def work() -> None:
         nonlocal driven
-        while True:
+        while stop is None or not stop.is_set():
             try:
                 if not engine.drive_next(max_sleep=0):
                     return
