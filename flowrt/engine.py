@@ -491,6 +491,8 @@ class Engine:
         with self._holding(row) as lease:
             flow = self._flow_of(row)
             row = self._record_lost_worker(row, flow, lease)
+            if row.status == RunStatus.WAITING and row.wake_at is not None and row.wake_at <= now_ms():
+                row = self._mark_resumed(row, lease, "null", "timer")  # a due timer, even without drivers
             if row.status == RunStatus.RUNNING and row.wake_at is not None:
                 delay = (row.wake_at - now_ms()) / 1000
                 if delay > self.inline_backoff:

@@ -16,12 +16,14 @@ import contextlib
 import logging
 import operator
 import os
+import sqlite3
 import threading
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import peewee as pw
+import psycopg
 from playhouse.pool import PooledPostgresqlDatabase
 
 from .errors import InvalidInput, StorageUnavailable
@@ -257,6 +259,25 @@ def open_database(url: str, *, pool_size: int = 16) -> tuple[str, pw.Database]:
 
 # --------------------------------------------------------------------------- storage
 
+# Errors that mean "the database is not there right now" rather than a bug: they
+# surface as StorageUnavailable (HTTP 503, CLI exit 5), never as a raw driver error.
+_UNAVAILABLE = (
+    pw.OperationalError,
+    pw.InterfaceError,
+    sqlite3.OperationalError,
+    sqlite3.InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+
+
+@contextlib.contextmanager
+def _translated(url: str) -> Iterator[None]:
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise StorageUnavailable(f"database {describe_url(url)} unavailable: {exc}".strip()) from exc
+
 
 class Storage:
     """All of flowrt's reads and writes. One instance per engine."""
@@ -282,13 +303,8 @@ class Storage:
         # Counted for `flowrt bench`; exact under SQLite's writer lock, near enough on Postgres.
         self.write_transactions = 0
         self._sql = _Statements(self.db.param, self.kind)
-        try:
-            with self.session():
-                self.ensure_schema()
-        except pw.OperationalError as exc:
-            raise StorageUnavailable(f"cannot open database {describe_url(url)}: {exc}") from exc
-        except pw.InterfaceError as exc:  # pragma: no cover - driver specific
-            raise StorageUnavailable(f"cannot open database {describe_url(url)}: {exc}") from exc
+        with _translated(url), self.session():
+            self.ensure_schema()
 
     @property
     def durable(self) -> bool:
@@ -310,10 +326,8 @@ class Storage:
             return
         depth = getattr(self._local, "depth", 0)
         if depth == 0:
-            try:
+            with _translated(self.url):
                 self.db.connect(reuse_if_open=True)
-            except pw.OperationalError as exc:
-                raise StorageUnavailable(f"cannot reach {describe_url(self.url)}: {exc}") from exc
         self._local.depth = depth + 1
         try:
             yield
@@ -325,7 +339,7 @@ class Storage:
     @contextlib.contextmanager
     def _write(self) -> Iterator[Any]:
         """One write transaction; yields a cursor. Never held across user code."""
-        with self.session(), self._write_lock:
+        with _translated(self.url), self.session(), self._write_lock:
             self.write_transactions += 1
             cursor = self.db.cursor()
             cursor.execute(self._begin)
@@ -338,7 +352,7 @@ class Storage:
             cursor.execute("COMMIT")
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[tuple]:
-        with self.session(), self._read_lock:
+        with _translated(self.url), self.session(), self._read_lock:
             cursor = self.db.cursor()
             cursor.execute(sql, params)
             return cursor.fetchall()

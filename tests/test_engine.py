@@ -642,3 +642,32 @@ def test_eight_threads_drive_five_hundred_runs(make_engine: Any, backend: str) -
     runs, _ = engine.list_runs(status="COMPLETED", limit=1000)
     assert len(runs) == 500 and {r.run_id for r in runs} == set(ids)
     assert all(r.attempts == {"n0": 1, "n1": 1, "n2": 1} for r in runs)
+
+
+def test_tick_fires_a_due_timer_without_drivers(make_engine: Any) -> None:
+    f = Flow("timer2")
+
+    @f.node(entry=True)
+    def nap(ctx: Any) -> Any:
+        if ctx.attempt == 1:
+            return wait("nap", until=timedelta(milliseconds=50))
+        return ok(ctx.resume_payload)
+
+    engine = make_engine(f)
+    run = engine.run_until_blocked(engine.start("timer2").run_id)
+    assert run.status == "WAITING"
+    time.sleep(0.06)
+    run = engine.tick(run.run_id)
+    assert run.status == "COMPLETED"
+    resumed = [e.payload for e in engine.timeline(run.run_id) if e.type == "RUN_RESUMED"]
+    assert resumed == [{"by": "timer", "payload": None}]
+
+
+def test_unreachable_database_is_a_clear_error() -> None:
+    from flowrt import StorageUnavailable
+
+    with pytest.raises(StorageUnavailable) as err:
+        Engine("postgresql://postgres@127.0.0.1:1/nothing")
+    assert err.value.code == "STORAGE_UNAVAILABLE" and "127.0.0.1:1" in str(err.value)
+    with pytest.raises(InvalidInput):
+        Engine("mysql://nope")
