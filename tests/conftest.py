@@ -11,6 +11,7 @@ import os
 import uuid
 from typing import Any, Callable, Iterator
 
+import hypothesis  # noqa: F401 - imported up front: a lazy import at session end trips a CPython 3.11 AST bug
 import pytest
 
 PG_URL = os.environ.get("FLOWRT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
