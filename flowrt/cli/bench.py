@@ -1,0 +1,95 @@
+"""`flowrt bench`: size a setup by measuring it (see docs/performance.md)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..bench import bench_engine, bench_http
+from ..storage import DEFAULT_URL
+
+LABELS = {
+    "stepsPerSecond": "durable steps/s",
+    "runsPerSecond": "runs/s",
+    "requestsPerSecond": "requests/s",
+    "stepP50Ms": "step p50 (ms)",
+    "stepP99Ms": "step p99 (ms)",
+    "p50Ms": "p50 (ms)",
+    "p90Ms": "p90 (ms)",
+    "p99Ms": "p99 (ms)",
+    "maxMs": "max (ms)",
+    "writeTransactionsPerStep": "write transactions/step",
+    "rawCommitsPerSecond": "raw step commits/s",
+    "engineVsRawPercent": "engine / raw (%)",
+}
+
+
+def bench(
+    db: Annotated[
+        str, typer.Option("--db", envvar="DATABASE_URL", help="Database for in-process mode [env: DATABASE_URL].")
+    ] = DEFAULT_URL,
+    url: Annotated[
+        Optional[str],
+        typer.Option("--url", envvar="FLOWRT_URL", help="Benchmark a running server instead [env: FLOWRT_URL]."),
+    ] = None,
+    token: Annotated[
+        Optional[str], typer.Option("--token", envvar="FLOWRT_API_TOKEN", help="Bearer token [env: FLOWRT_API_TOKEN].")
+    ] = None,
+    runs: Annotated[int, typer.Option("--runs", "-n", min=1, help="Runs per measurement.")] = 2000,
+    nodes: Annotated[int, typer.Option("--nodes", "-k", min=1, max=100, help="Nodes per run (in-process mode).")] = 5,
+    concurrency: Annotated[
+        list[int], typer.Option("--concurrency", "-c", min=1, help="Concurrent drivers/clients; repeat to compare.")
+    ] = [1],  # noqa: B006 - typer reads the default
+    mode: Annotated[
+        str, typer.Option("--mode", help="In-process: 'drive' (background drivers) or 'tick' (a tick per step).")
+    ] = "drive",
+    driven: Annotated[
+        bool, typer.Option("--driven", help="HTTP: one long-polled start per run (server drives) instead of ticks.")
+    ] = False,
+    flow_id: Annotated[str, typer.Option("--flow", help="HTTP: the flow to start.")] = "demo-fraud",
+    input_json: Annotated[
+        Optional[str], typer.Option("--input", help="HTTP: the input JSON for each run.")
+    ] = None,
+    raw: Annotated[bool, typer.Option("--raw/--no-raw", help="Also measure the raw commit rate.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Measure durable steps/s (in-process) or requests/s (against a server)."""
+    if mode not in ("drive", "tick"):
+        raise typer.BadParameter("must be 'drive' or 'tick'", param_hint="--mode")
+    try:
+        input_value: Any = None if input_json is None else json.loads(input_json)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"invalid JSON: {exc}", param_hint="--input") from exc
+    console = Console(stderr=True)
+    results = []
+    for c in concurrency:
+        if not as_json:
+            console.print(f"[dim]measuring {'HTTP ' + url if url else db} at concurrency {c} ...[/dim]")
+        if url:
+            result = bench_http(
+                url, runs=runs, concurrency=c, flow_id=flow_id, input_value=input_value, driven=driven, token=token
+            )
+        else:
+            result = bench_engine(db, runs=runs, nodes=nodes, concurrency=c, mode=mode, raw=raw)
+        results.append(result)
+    if as_json:
+        sys.stdout.write(json.dumps(results if len(results) > 1 else results[0], indent=2) + "\n")
+        return
+    table = Table(title=f"flowrt bench — {results[0]['mode']} on {url or results[0]['database']}")
+    table.add_column("metric")
+    for result in results:
+        table.add_column(f"c={result['concurrency']}", justify="right")
+    for key, label in LABELS.items():
+        if any(result.get(key) is not None for result in results) and key in results[0]:
+            table.add_row(label, *[str(result.get(key, "")) for result in results])
+    Console().print(table)
+    for result in results:
+        for error in result["errors"]:
+            console.print(f"[red]error at c={result['concurrency']}: {error}[/red]")
+    if any(result["errors"] for result in results):
+        raise typer.Exit(1)
