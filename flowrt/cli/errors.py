@@ -1,0 +1,82 @@
+"""How a failure reaches the shell: one line on stderr and a documented exit code.
+
+Exit codes (docs/cli.md):
+
+    0  success
+    1  the run ended FAILED or CANCELLED (commands with --wait)
+    2  usage: bad option or argument, invalid JSON, missing --flows, bad token
+    3  not found: run, flow, or the run's flow version is not loaded
+    4  conflict: the run is busy, not waiting, or already finished
+    5  the server or the database cannot be reached (or the server failed)
+   70  an unexpected internal error (a bug: rerun with --debug and report it)
+
+The mapping follows the error's HTTP status, so a local :class:`~flowrt.FlowrtError`
+and the same error coming back from a server give the same exit code.
+"""
+
+from __future__ import annotations
+
+import peewee
+
+from ..errors import FlowrtError
+
+OK = 0
+RUN_FAILED = 1
+USAGE = 2
+NOT_FOUND = 3
+CONFLICT = 4
+UNAVAILABLE = 5
+INTERNAL = 70
+
+
+class UsageProblem(FlowrtError):
+    """The command line is incomplete or malformed."""
+
+    code = "USAGE"
+    http_status = 400
+
+
+class Unreachable(FlowrtError):
+    """The flowrt server cannot be reached."""
+
+    code = "UNREACHABLE"
+    http_status = 503
+
+
+class RemoteError(FlowrtError):
+    """An error answered by a server whose code this client has no class for."""
+
+    def __init__(self, message: str, code: str, http_status: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code a script sees for ``exc``."""
+    if isinstance(exc, FlowrtError):
+        status = exc.http_status
+        if status in (404, 422):
+            return NOT_FOUND
+        if status == 409:
+            return CONFLICT
+        if status >= 500:
+            return UNAVAILABLE
+        return USAGE
+    # The engine wraps connection failures when it opens the database; a
+    # database that goes away later surfaces as the driver's error.
+    if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
+        return UNAVAILABLE
+    return INTERNAL
+
+
+def describe(exc: BaseException) -> str:
+    """One line for stderr, naming the machine code so scripts and people agree."""
+    if isinstance(exc, UsageProblem):
+        return exc.message
+    if isinstance(exc, FlowrtError):
+        return f"{exc.message} ({exc.code})"
+    if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"database error: {first} (STORAGE_UNAVAILABLE)"
+    return f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
