@@ -88,8 +88,11 @@ def _register() -> None:
     except ModuleNotFoundError as exc:  # pragma: no cover - until the HTTP runtime lands
         if exc.name != f"{__name__}.serve":
             raise
-        return
-    app.command("serve", rich_help_panel="Operate")(serve)
+    else:
+        app.command("serve", rich_help_panel="Operate")(serve)
+    from .bench import bench
+
+    app.command("bench", rich_help_panel="Operate")(bench)
 
 
 _register()
