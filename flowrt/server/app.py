@@ -1,0 +1,487 @@
+"""The HTTP API of SPEC section 5 as a Litestar app over one :class:`~flowrt.Engine`.
+
+Wire-compatible with ``@hazeljs/flow-runtime``: same paths, field names and success
+codes. Every error is ``{"error", "code"}`` with a meaningful status; no client
+mistake becomes a 500, and a 500 never carries a traceback (it is logged here).
+
+Responses are encoded once with msgspec straight from ``Run.to_json()`` /
+``Event.to_json()``; the msgspec structs below describe them for the OpenAPI
+document and decode request bodies. On SQLite the engine's calls run inline on the
+event loop (``Engine.offload``): a thread hop per request costs more than the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+from litestar import Litestar, Request, Response, Router, get, post
+from litestar.connection import ASGIConnection
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.handlers import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
+from litestar.params import Parameter
+
+from .. import __version__
+from ..driver import Drivers
+from ..engine import Engine
+from ..errors import FlowrtError, InvalidInput, RunBusy, RunNotFound
+from ..runs import Run, RunStatus
+
+log = logging.getLogger("flowrt.server")
+
+DEFAULT_MAX_BODY = 1 << 20
+MAX_WAIT = 300.0
+"""Upper bound of ``?wait=`` in seconds: a long-poll must not pin a connection forever."""
+
+# Stored in VARCHAR columns on Postgres: longer or NUL-carrying values would be a
+# database error (a 500), so they are refused (or known absent) at the door.
+_MAX_ID = 64
+_MAX_NAME = 200
+_RUN_ID = re.compile(r"[\x21-\x7e]{1,64}\Z")
+
+_encode = msgspec.json.Encoder().encode
+
+
+# --------------------------------------------------------------------------- wire types
+
+
+class StartRequest(msgspec.Struct, rename="camel"):
+    """Body of ``POST /v1/runs/start``; ``version`` defaults to the highest registered."""
+
+    flow_id: str
+    version: str | None = None
+    input: Any = None
+    tenant_id: str | None = None
+    initial_state: dict[str, Any] | None = None
+
+
+class CancelRequest(msgspec.Struct, rename="camel"):
+    """Body of ``POST /v1/runs/{runId}/cancel`` (optional)."""
+
+    reason: str | None = None
+
+
+class StartResponse(msgspec.Struct, rename="camel"):
+    run_id: str
+    status: Literal["RUNNING", "WAITING", "COMPLETED", "FAILED", "CANCELLED"]
+
+
+class RunError(msgspec.Struct):
+    code: str
+    message: str
+    retryable: bool
+
+
+class RunOut(msgspec.Struct, rename="camel"):
+    """The run object: the reference's fields plus attempts, waitReason, waitUntil, wakeAt, error."""
+
+    run_id: str
+    flow_id: str
+    flow_version: str
+    tenant_id: str | None
+    status: Literal["RUNNING", "WAITING", "COMPLETED", "FAILED", "CANCELLED"]
+    current_node_id: str | None
+    input_json: Any
+    state_json: dict[str, Any]
+    outputs_json: dict[str, Any]
+    attempts: dict[str, int]
+    wait_reason: str | None
+    wait_until: str | None
+    wake_at: str | None
+    error: RunError | None
+    created_at: str
+    updated_at: str
+
+
+class EventOut(msgspec.Struct, rename="camel"):
+    run_id: str
+    seq: int
+    at: str
+    type: str
+    node_id: str | None
+    attempt: int | None
+    payload_json: dict[str, Any]
+
+
+class RunPage(msgspec.Struct, rename="camel"):
+    runs: list[RunOut]
+    next_cursor: str | None
+
+
+class FlowOut(msgspec.Struct, rename="camel"):
+    flow_id: str
+    version: str
+    definition_json: dict[str, Any]
+
+
+class Health(msgspec.Struct, rename="camel"):
+    status: Literal["ok", "degraded", "unavailable"]
+    storage: Literal["sqlite", "memory", "postgres"]
+    durable: bool
+    fallback: bool
+    version: str
+    fallback_reason: str | None = None
+    schema_version: int | None = None
+    driving: bool = False
+    workers: int = 0
+    flows: int = 0
+    uptime_seconds: float = 0.0
+
+
+class ErrorBody(msgspec.Struct):
+    error: str
+    code: str
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
+    return Response(_encode(content), status_code=status_code, media_type="application/json", headers=headers)
+
+
+def error_response(status_code: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response[bytes]:
+    return json_response({"error": message, "code": code}, status_code, headers)
+
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "TOO_MANY_REQUESTS",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+def _on_flowrt_error(_: Request, exc: FlowrtError) -> Response[bytes]:
+    if exc.http_status >= 500:
+        log.error("%s: %s", exc.code, exc.message)
+    return json_response(exc.to_json(), exc.http_status)
+
+
+def _on_validation_error(_: Request, exc: ValidationException) -> Response[bytes]:
+    """Litestar's parameter errors, reduced to one readable line."""
+    message = exc.detail
+    if isinstance(exc.extra, list) and exc.extra:
+        parts = []
+        for item in exc.extra:
+            if isinstance(item, dict):
+                key = item.get("key")
+                parts.append(f"{key}: {item.get('message')}" if key else str(item.get("message")))
+        message = "; ".join(parts) or message
+    return error_response(400, "BAD_REQUEST", message)
+
+
+def _on_http_exception(_: Request, exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    if status >= 500:
+        log.error("HTTP %d: %s", status, exc.detail)
+        return error_response(status, "INTERNAL_ERROR", "internal server error")
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 405 and exc.headers:
+        headers = dict(exc.headers)
+    return error_response(status, _HTTP_CODES.get(status, "HTTP_ERROR"), exc.detail, headers)
+
+
+def _on_recursion(_: Request, exc: RecursionError) -> Response[bytes]:
+    # Only client JSON nests deep enough to get here (msgspec caps decoding depth a
+    # little below what the engine's encoder can re-encode under a deep stack).
+    return error_response(400, "BAD_REQUEST", "JSON value is nested too deeply")
+
+
+def _on_unexpected(request: Request, exc: Exception) -> Response[bytes]:
+    log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "INTERNAL_ERROR", "internal server error")
+
+
+def _bearer_guard(token: str) -> Any:
+    expected = token.encode()
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        scheme, _sep, given = connection.headers.get("authorization", "").partition(" ")
+        # Compare even when the scheme is wrong, so timing says nothing about the token.
+        ok = hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), expected)
+        if not ok or scheme.lower() != "bearer":
+            raise NotAuthorizedException("missing or wrong bearer token")
+
+    return guard
+
+
+def _check_run_id(run_id: str) -> None:
+    """An id that could never have been issued is simply not found (and never reaches SQL)."""
+    if _RUN_ID.match(run_id) is None:
+        raise RunNotFound(f"run {run_id[:80]!r} not found")
+
+
+def _check_name(value: str | None, what: str, limit: int = _MAX_NAME) -> None:
+    if value is not None and (len(value) > limit or "\x00" in value):
+        raise InvalidInput(f"{what} must be at most {limit} characters, without NUL")
+
+
+def _unwrap_payload(body: Any) -> Any:
+    """The reference's docs send the payload itself; its code reads ``{"payload": ...}``."""
+    if isinstance(body, dict) and len(body) == 1 and "payload" in body:
+        return body["payload"]
+    return body
+
+
+# --------------------------------------------------------------------------- app
+
+
+@dataclass
+class ApiState:
+    """What the routes share: the engine, whether drivers move runs, and shutdown."""
+
+    engine: Engine
+    drivers: Drivers | None = None
+    fallback_reason: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    stopping: bool = False
+    """Set on SIGTERM/SIGINT so long-polls answer at once instead of holding shutdown."""
+
+    async def settle(self, run: Run, wait: float) -> Run:
+        """The run once it has left RUNNING, or as it is when ``wait`` seconds are up."""
+        deadline = time.monotonic() + wait
+        engine = self.engine
+        if self.drivers is None:
+            # --no-drive: this request moves the run itself, a step at a time, so a
+            # step in flight always commits; the deadline is checked between steps.
+            while run.status == RunStatus.RUNNING and not self.stopping:
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                if run.wake_at is not None:
+                    delay = run.wake_at.timestamp() - time.time()
+                    if delay > deadline - now:
+                        break  # parked in a backoff that outlasts the wait
+                try:
+                    run = await engine.tick_async(run.run_id)
+                except RunBusy:
+                    await asyncio.sleep(0.02)
+                    run = await self._get(run.run_id)
+            return run
+        # Drivers move the run; watch it, checking quickly at first (most flows are short).
+        interval = 0.002
+        while run.status == RunStatus.RUNNING and not self.stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(interval, remaining))
+            interval = min(interval * 2, 0.02)
+            run = await self._get(run.run_id)
+        return run
+
+    async def _get(self, run_id: str) -> Run:
+        run = await self.engine.offload(self.engine.get, run_id)
+        if run is None:
+            raise RunNotFound(f"run {run_id} not found", run_id=run_id)
+        return run
+
+
+_E = ResponseSpec(ErrorBody, description="Error", generate_examples=False)
+
+
+def _docs(ok: Any, *errors: int, description: str = "OK") -> dict[int, ResponseSpec]:
+    spec = {200: ResponseSpec(ok, description=description, generate_examples=False)}
+    spec.update({status: _E for status in (400, 401, *errors)})
+    return spec
+
+
+WaitParam = Parameter(
+    query="wait",
+    ge=0,
+    le=MAX_WAIT,
+    required=False,
+    description="Long-poll: return the run once it has left RUNNING, or after this many seconds.",
+)
+
+
+def create_app(
+    engine: Engine,
+    *,
+    api_token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    drivers: Drivers | None = None,
+    fallback_reason: str | None = None,
+) -> Litestar:
+    """The Litestar application serving ``engine``.
+
+    ``drivers``: when given, runs move by themselves and long-polls watch them;
+    otherwise (``--no-drive``) long-polls drive the run inline. ``fallback_reason``:
+    why the configured database was replaced by memory (shown in ``/health``).
+    """
+    state = ApiState(engine, drivers, fallback_reason)
+    offload = engine.offload
+
+    @post(
+        "/runs/start",
+        status_code=200,
+        summary="Start a run",
+        responses=_docs(StartResponse, 404, 413, description="{runId, status}; the full run object with ?wait="),
+    )
+    async def start_run(data: StartRequest, wait: float | None = WaitParam) -> Response[bytes]:
+        _check_name(data.tenant_id, "tenantId")
+        run = await offload(
+            engine.start,
+            data.flow_id,
+            data.version,
+            data.input,
+            tenant_id=data.tenant_id,
+            initial_state=data.initial_state,
+        )
+        if wait is None:
+            return json_response({"runId": run.run_id, "status": run.status.value})
+        return json_response((await state.settle(run, wait)).to_json())
+
+    @post("/runs/{run_id:str}/tick", status_code=200, summary="Execute one step", responses=_docs(RunOut, 404, 409, 422))
+    async def tick_run(run_id: str) -> Response[bytes]:
+        _check_run_id(run_id)
+        return json_response((await engine.tick_async(run_id)).to_json())
+
+    @post(
+        "/runs/{run_id:str}/resume",
+        status_code=200,
+        summary="Resume a waiting run",
+        description='The body is the payload; an object whose only key is "payload" is unwrapped. Empty body = null.',
+        responses=_docs(RunOut, 404, 409, 413, 422),
+    )
+    async def resume_run(run_id: str, data: Any = None, wait: float | None = WaitParam) -> Response[bytes]:
+        _check_run_id(run_id)
+        run = await engine.resume_async(run_id, _unwrap_payload(data))
+        if wait is not None:
+            run = await state.settle(run, wait)
+        return json_response(run.to_json())
+
+    @post("/runs/{run_id:str}/cancel", status_code=200, summary="Cancel a run", responses=_docs(RunOut, 404, 409, 413))
+    async def cancel_run(run_id: str, data: CancelRequest | None = None) -> Response[bytes]:
+        _check_run_id(run_id)
+        reason = data.reason if data is not None else None
+        return json_response((await offload(engine.cancel, run_id, reason)).to_json())
+
+    @get("/runs/{run_id:str}", summary="Get a run", responses=_docs(RunOut, 404))
+    async def get_run(run_id: str) -> Response[bytes]:
+        _check_run_id(run_id)
+        run = await offload(engine.get, run_id)
+        if run is None:
+            raise RunNotFound(f"run {run_id} not found", run_id=run_id)
+        return json_response(run.to_json())
+
+    @get("/runs/{run_id:str}/timeline", summary="A run's events, in order", responses=_docs(list[EventOut], 404))
+    async def get_timeline(
+        run_id: str,
+        after: int = Parameter(query="after", ge=0, le=2**62, default=0, description="only events with seq > after"),
+        limit: int | None = Parameter(query="limit", ge=1, le=10_000, required=False),
+    ) -> Response[bytes]:
+        _check_run_id(run_id)
+        events = await offload(engine.timeline, run_id, after, limit)
+        return json_response([event.to_json() for event in events])
+
+    @get("/runs", summary="List runs, newest first", responses=_docs(RunPage))
+    async def list_runs(
+        status: RunStatus | None = Parameter(query="status", required=False),
+        flow_id: str | None = Parameter(query="flowId", required=False, max_length=_MAX_NAME),
+        tenant_id: str | None = Parameter(query="tenantId", required=False, max_length=_MAX_NAME),
+        limit: int = Parameter(query="limit", ge=1, le=1000, default=50),
+        cursor: str | None = Parameter(query="cursor", required=False, max_length=_MAX_ID),
+    ) -> Response[bytes]:
+        _check_name(flow_id, "flowId")
+        _check_name(tenant_id, "tenantId")
+        _check_name(cursor, "cursor", _MAX_ID)
+        runs, next_cursor = await offload(
+            engine.list_runs,
+            status=None if status is None else status.value,
+            flow_id=flow_id,
+            tenant_id=tenant_id,
+            limit=limit,
+            cursor=cursor,
+        )
+        return json_response({"runs": [run.to_json() for run in runs], "nextCursor": next_cursor})
+
+    @get("/flows", summary="Registered flows", responses=_docs(list[FlowOut]))
+    async def list_flows() -> Response[bytes]:
+        return json_response(engine.list_flows())
+
+    @get("/health", summary="Liveness and storage status", responses={
+        200: ResponseSpec(Health, description="healthy", generate_examples=False),
+        503: ResponseSpec(Health, description="the database cannot be reached", generate_examples=False),
+    })
+    async def health() -> Response[bytes]:
+        storage = engine.storage
+        reachable = await offload(storage.ping)
+        schema = await offload(storage.schema_version) if reachable else None
+        if not reachable:
+            status = "unavailable"
+        elif state.fallback_reason is not None:
+            status = "degraded"
+        else:
+            status = "ok"
+        body = Health(
+            status=status,
+            storage=storage.kind,  # type: ignore[arg-type]
+            durable=storage.durable,
+            fallback=state.fallback_reason is not None,
+            fallback_reason=state.fallback_reason,
+            version=__version__,
+            schema_version=schema,
+            driving=state.drivers is not None,
+            workers=state.drivers.workers if state.drivers is not None else 0,
+            flows=len(engine.flows),
+            uptime_seconds=round(time.monotonic() - state.started, 3),
+        )
+        return json_response(body, 200 if reachable else 503)
+
+    security: list[SecurityRequirement] | None = None
+    components = Components()
+    if api_token:
+        components = Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")})
+        security = [{"bearer": []}]
+
+    v1 = Router(
+        "/v1",
+        route_handlers=[start_run, tick_run, resume_run, cancel_run, get_run, get_timeline, list_runs, list_flows],
+        guards=[_bearer_guard(api_token)] if api_token else None,
+        security=security,
+        tags=["runs"],
+    )
+    app = Litestar(
+        route_handlers=[v1, health],
+        exception_handlers={
+            FlowrtError: _on_flowrt_error,
+            ValidationException: _on_validation_error,
+            HTTPException: _on_http_exception,
+            RecursionError: _on_recursion,
+            Exception: _on_unexpected,
+        },
+        openapi_config=OpenAPIConfig(
+            title="flowrt",
+            version=__version__,
+            description="Durable workflow runtime; wire-compatible with @hazeljs/flow-runtime.",
+            path="/schema",
+            render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],
+            components=components,
+        ),
+        request_max_body_size=max_body_bytes,
+        logging_config=None,
+        debug=False,
+    )
+    app.state["flowrt"] = state
+    return app
+
+
+def api_state(app: Litestar) -> ApiState:
+    """The shared state of an app made by :func:`create_app` (for the runtime's shutdown)."""
+    return app.state["flowrt"]  # type: ignore[no-any-return]

@@ -1,0 +1,358 @@
+"""The runtime service (SPEC section 4): settings, engine, recovery, drivers and uvicorn.
+
+:func:`run_flow_runtime` is what ``flowrt serve`` calls. :class:`FlowRuntime` holds the
+pieces that live as long as the server (engine, drivers, background recovery, the app)
+so tests can run the very same thing inside a thread.
+
+Shutdown order matters: uvicorn stops accepting and lets in-flight requests finish,
+then recovery and drivers stop claiming and finish the step in hand (so it commits),
+and only then does the engine release its leases and close the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Iterable, Mapping
+
+import uvicorn
+from litestar import Litestar
+
+from ..driver import Drivers, recover
+from ..engine import Engine
+from ..errors import InvalidInput, StorageUnavailable
+from ..loader import load_all
+from ..storage import DEFAULT_URL, describe_url
+from .app import DEFAULT_MAX_BODY, ApiState, api_state, create_app
+
+log = logging.getLogger("flowrt.server")
+
+GRACEFUL_SECONDS = 20.0
+"""How long shutdown waits for in-flight requests, then for drivers to finish their step."""
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def default_workers() -> int:
+    """Drivers per process: twice the cores (handlers often wait on I/O), between 2 and 16."""
+    return max(2, min(16, 2 * (os.cpu_count() or 1)))
+
+
+def _env_bool(env: Mapping[str, str], name: str) -> bool | None:
+    raw = env.get(name)
+    if raw is None:
+        return None
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InvalidInput(f"{name}={raw!r}: expected 1/0, true/false, yes/no or on/off")
+
+
+def _env_number(env: Mapping[str, str], name: str, kind: type[int] | type[float]) -> Any:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        raise InvalidInput(f"{name}={raw!r}: expected a number") from None
+
+
+@dataclass
+class Settings:
+    """Everything the runtime needs, resolved: explicit argument, else environment, else default."""
+
+    flows: list[Any] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = 3000
+    database_url: str = DEFAULT_URL
+    database_url_given: bool = False
+    services: dict[str, Any] = field(default_factory=dict)
+    api_token: str | None = None
+    drive: bool = True
+    workers: int = field(default_factory=default_workers)
+    strict_db: bool = False
+    lease_ttl: float = 30.0
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    recovery_concurrency: int = 8
+    log_level: str = "info"
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        flows: Iterable[Any] | str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        database_url: str | None = None,
+        services: Mapping[str, Any] | None = None,
+        api_token: str | None = None,
+        drive: bool | None = None,
+        workers: int | None = None,
+        strict_db: bool | None = None,
+        lease_ttl: float | None = None,
+        max_body_bytes: int | None = None,
+        log_level: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Apply SPEC 4's environment (PORT, HOST, DATABASE_URL, FLOWRT_*) under explicit arguments.
+
+        ``flows`` entries may be Flows, ``@flow`` classes or ``"module:NAME"`` paths.
+        Raises :class:`InvalidInput` (or :class:`DefinitionError` for flows) on bad values.
+        """
+        env = os.environ if env is None else env
+        if flows is None or flows == "" or flows == []:
+            flows = env.get("FLOWRT_FLOWS") or []
+        if isinstance(flows, str):
+            flows = [flows]
+        loaded: list[Any] = []
+        paths = [item for item in flows if isinstance(item, str)]
+        loaded.extend(item for item in flows if not isinstance(item, str))
+        if paths:
+            loaded.extend(load_all(paths))
+
+        url = database_url or env.get("DATABASE_URL") or None
+        if port is None:
+            port = _env_number(env, "PORT", int)
+        if port is None:
+            port = 3000
+        if not 0 <= port <= 65535:
+            raise InvalidInput(f"port {port} is out of range 0-65535")
+        if workers is None:
+            workers = _env_number(env, "FLOWRT_WORKERS", int)
+        if workers is not None and workers < 1:
+            raise InvalidInput("workers must be at least 1")
+        if lease_ttl is None:
+            lease_ttl = _env_number(env, "FLOWRT_LEASE_TTL", float)
+        if lease_ttl is not None and not lease_ttl > 0:
+            raise InvalidInput("lease TTL must be a positive number of seconds")
+        if max_body_bytes is None:
+            max_body_bytes = _env_number(env, "FLOWRT_MAX_BODY_BYTES", int)
+        if max_body_bytes is not None and max_body_bytes < 1:
+            raise InvalidInput("max body size must be at least 1 byte")
+        if strict_db is None:
+            strict_db = _env_bool(env, "FLOWRT_STRICT_DB")
+        if drive is None:
+            no_drive = _env_bool(env, "FLOWRT_NO_DRIVE")
+            drive = None if no_drive is None else not no_drive
+        return cls(
+            flows=loaded,
+            host=host or env.get("HOST") or "127.0.0.1",
+            port=port,
+            database_url=url or DEFAULT_URL,
+            database_url_given=url is not None,
+            services=dict(services or {}),
+            api_token=api_token or env.get("FLOWRT_API_TOKEN") or None,
+            drive=True if drive is None else drive,
+            workers=workers or default_workers(),
+            strict_db=bool(strict_db),
+            lease_ttl=30.0 if lease_ttl is None else lease_ttl,
+            max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY,
+            log_level=(log_level or env.get("FLOWRT_LOG_LEVEL") or "info").lower(),
+        )
+
+
+def open_engine(settings: Settings) -> tuple[Engine, str | None]:
+    """``(engine, fallback_reason)``: the configured database, or memory when it cannot be reached.
+
+    The fallback is the reference's behaviour and keeps a demo alive, but every run
+    is lost on restart, so it is logged loudly and shown in ``/health``. With
+    ``strict_db`` the :class:`StorageUnavailable` propagates instead.
+    """
+    kwargs: dict[str, Any] = {"flows": settings.flows, "services": settings.services, "lease_ttl": settings.lease_ttl}
+    try:
+        return Engine(settings.database_url, **kwargs), None
+    except StorageUnavailable as exc:
+        if settings.strict_db:
+            raise
+        reason = " ".join(exc.message.split())  # names the URL (no password) and the driver's why
+        log.error("!" * 72)
+        log.error("DATABASE UNREACHABLE: %s", reason)
+        log.error("FALLING BACK TO IN-MEMORY STORAGE: runs are NOT durable and are lost on restart.")
+        log.error("Use --strict-db (FLOWRT_STRICT_DB=1) to refuse to start instead.")
+        log.error("!" * 72)
+        return Engine("memory://", **kwargs), reason
+
+
+class FlowRuntime:
+    """Engine, drivers, startup recovery and the app: the service without its HTTP listener."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine, self.fallback_reason = open_engine(settings)
+        self.drivers = Drivers(self.engine, workers=settings.workers) if settings.drive else None
+        self.app: Litestar = create_app(
+            self.engine,
+            api_token=settings.api_token,
+            max_body_bytes=settings.max_body_bytes,
+            drivers=self.drivers,
+            fallback_reason=self.fallback_reason,
+        )
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._background: threading.Thread | None = None
+        self._closed = False
+        if not settings.flows:
+            log.warning("no flows registered: pass --flows module:NAME (or FLOWRT_FLOWS)")
+
+    @property
+    def state(self) -> ApiState:
+        return api_state(self.app)
+
+    def start(self) -> FlowRuntime:
+        """Run startup recovery, then start the drivers.
+
+        With drivers, recovery runs in the background while the server answers: the
+        drivers would pick up new runs anyway. Without (``--no-drive``), only
+        tick/resume may move a run once the server is up, so recovery finishes first;
+        otherwise a client's first tick could meet a recovery worker (RUN_BUSY).
+        """
+        if self.drivers is None:
+            self._recover()
+            return self
+        self._background = threading.Thread(target=self._recover_then_drive, name="flowrt-recovery", daemon=True)
+        self._background.start()
+        return self
+
+    def _recover(self) -> None:
+        try:
+            recover(self.engine, concurrency=self.settings.recovery_concurrency, stop=self._stop)
+        except Exception:  # noqa: BLE001 - serving goes on; drivers or ticks continue the runs later
+            log.exception("startup recovery failed")
+
+    def _recover_then_drive(self) -> None:
+        self._recover()
+        with self._lock:
+            if self.drivers is not None and not self._stop.is_set():
+                self.drivers.start()
+
+    def begin_shutdown(self) -> None:
+        """Signal-safe: long-polls answer now, and recovery and drivers start winding down."""
+        self.state.stopping = True
+        self._stop.set()
+
+    def close(self, timeout: float = GRACEFUL_SECONDS) -> None:
+        """Stop claiming, let steps in hand commit, release leases, close the database."""
+        if self._closed:
+            return
+        self._closed = True
+        self.begin_shutdown()
+        if self._background is not None:
+            self._background.join(timeout)
+        with self._lock:
+            if self.drivers is not None:
+                self.drivers.stop(timeout)
+        self.engine.close()
+        log.info("flowrt runtime stopped")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, telling the runtime as soon as a shutdown signal arrives."""
+
+    def __init__(self, config: uvicorn.Config, runtime: FlowRuntime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.runtime.state.stopping = True
+        super().handle_exit(sig, frame)
+
+
+def _configure_logging(level: str) -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise InvalidInput(f"unknown log level {level!r}")
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("flowrt").setLevel(numeric)
+
+
+def uvicorn_config(app: Litestar, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,  # a log line per request costs about as much as the request
+        "lifespan": "off",  # the runtime's lifecycle is managed around the server, not inside it
+        "timeout_graceful_shutdown": GRACEFUL_SECONDS,
+        "server_header": False,
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
+
+
+def run_flow_runtime(
+    flows: Iterable[Any] | str | None = None,
+    *,
+    port: int | None = None,
+    host: str | None = None,
+    database_url: str | None = None,
+    services: Mapping[str, Any] | None = None,
+    api_token: str | None = None,
+    drive: bool | None = None,
+    workers: int | None = None,
+    strict_db: bool | None = None,
+    lease_ttl: float | None = None,
+    max_body_bytes: int | None = None,
+    log_level: str | None = None,
+) -> None:
+    """Serve ``flows`` over HTTP until SIGTERM/SIGINT, then shut down gracefully.
+
+    Every argument left as ``None`` comes from the environment (``PORT``, ``HOST``,
+    ``DATABASE_URL``, ``FLOWRT_API_TOKEN``, ``FLOWRT_FLOWS``, ``FLOWRT_WORKERS``,
+    ``FLOWRT_STRICT_DB``, ``FLOWRT_NO_DRIVE``, ``FLOWRT_LEASE_TTL``,
+    ``FLOWRT_MAX_BODY_BYTES``, ``FLOWRT_LOG_LEVEL``) or its default.
+
+    Raises :class:`~flowrt.StorageUnavailable` when ``strict_db`` is set and the
+    database cannot be reached, :class:`~flowrt.InvalidInput` /
+    :class:`~flowrt.DefinitionError` for bad settings or flows.
+    """
+    settings = Settings.resolve(
+        flows=flows,
+        host=host,
+        port=port,
+        database_url=database_url,
+        services=services,
+        api_token=api_token,
+        drive=drive,
+        workers=workers,
+        strict_db=strict_db,
+        lease_ttl=lease_ttl,
+        max_body_bytes=max_body_bytes,
+        log_level=log_level,
+    )
+    _configure_logging(settings.log_level)
+    runtime = FlowRuntime(settings)
+    log.info(
+        "flowrt serving %d flow(s) on http://%s:%d (storage: %s%s, %s, auth: %s)",
+        len(runtime.engine.flows),
+        settings.host,
+        settings.port,
+        runtime.engine.storage.kind,
+        "" if runtime.engine.storage.kind == "memory" else f" {describe_url(runtime.engine.database_url)}",
+        f"{settings.workers} driver(s)" if settings.drive else "no drivers (--no-drive)",
+        "bearer token" if settings.api_token else "off",
+    )
+    server = _Server(uvicorn_config(runtime.app, settings), runtime)
+    runtime.start()
+    # uvicorn handles SIGTERM/SIGINT while it runs and re-raises the signal once it
+    # has shut down; the handler underneath turns that into a normal return (so the
+    # runtime's own shutdown below completes, exit status 0) and, should a signal
+    # come just before uvicorn installs its handlers, still asks it to exit.
+    in_main = threading.current_thread() is threading.main_thread()
+    signals = (signal.SIGTERM, signal.SIGINT) if in_main else ()
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in signals}
+    try:
+        server.run()  # a port that cannot be bound ends here with SystemExit(1), after uvicorn logs why
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        runtime.close()
