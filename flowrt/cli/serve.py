@@ -1,0 +1,134 @@
+"""``flowrt serve``: the HTTP runtime (SPEC 4 and 5) from the command line."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import FlowrtError
+from .errors import describe, exit_code_for
+
+
+def serve(
+    flows: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--flows",
+            envvar="FLOWRT_FLOWS",
+            help="Flows to serve, as module:NAME (a Flow, @flow class or list) or module. "
+            "Repeatable; comma-separated also works. Env: FLOWRT_FLOWS.",
+            show_envvar=False,
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", envvar="HOST", help="Interface to listen on. Env: HOST.", show_envvar=False)
+    ] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option("--port", envvar="PORT", min=0, max=65535, help="TCP port. Env: PORT.", show_envvar=False),
+    ] = 3000,
+    db: Annotated[
+        Optional[str],
+        typer.Option(
+            "--db",
+            envvar="DATABASE_URL",
+            help="sqlite:///file.db, postgresql://... or memory://. Env: DATABASE_URL. "
+            "(default: sqlite:///flowrt.db in the working directory)",
+            show_envvar=False,
+        ),
+    ] = None,
+    strict_db: Annotated[
+        bool,
+        typer.Option(
+            "--strict-db",
+            envvar="FLOWRT_STRICT_DB",
+            help="Refuse to start (exit 5) when the database cannot be reached, instead of "
+            "falling back to in-memory storage. Env: FLOWRT_STRICT_DB=1.",
+            show_envvar=False,
+        ),
+    ] = False,
+    token: Annotated[
+        Optional[str],
+        typer.Option(
+            "--token",
+            envvar="FLOWRT_API_TOKEN",
+            help="Require 'Authorization: Bearer <token>' on every /v1 route. Env: FLOWRT_API_TOKEN.",
+            show_envvar=False,
+        ),
+    ] = None,
+    no_drive: Annotated[
+        bool,
+        typer.Option(
+            "--no-drive",
+            envvar="FLOWRT_NO_DRIVE",
+            help="No background drivers: only tick/resume calls move runs (the reference's behaviour). "
+            "Env: FLOWRT_NO_DRIVE=1.",
+            show_envvar=False,
+        ),
+    ] = False,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            "--workers",
+            envvar="FLOWRT_WORKERS",
+            min=1,
+            help="Driver threads. Env: FLOWRT_WORKERS. (default: twice the CPU cores, 2-16)",
+            show_envvar=False,
+        ),
+    ] = None,
+    lease_ttl: Annotated[
+        Optional[float],
+        typer.Option(
+            "--lease-ttl",
+            envvar="FLOWRT_LEASE_TTL",
+            min=0.1,
+            help="Seconds before a dead process's runs may be reclaimed. Env: FLOWRT_LEASE_TTL. (default: 30)",
+            show_envvar=False,
+        ),
+    ] = None,
+    max_body_bytes: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-body-bytes",
+            envvar="FLOWRT_MAX_BODY_BYTES",
+            min=1,
+            help="Largest request body accepted (413 above). Env: FLOWRT_MAX_BODY_BYTES. (default: 1048576)",
+            show_envvar=False,
+        ),
+    ] = None,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            "--log-level",
+            envvar="FLOWRT_LOG_LEVEL",
+            help="debug, info, warning or error. Env: FLOWRT_LOG_LEVEL.",
+            show_envvar=False,
+        ),
+    ] = "info",
+) -> None:
+    """Serve flows over HTTP (wire-compatible with @hazeljs/flow-runtime), driving runs in the background."""
+    # Imported here: the rest of the CLI should not pay for Litestar and uvicorn.
+    from ..server.runtime import run_flow_runtime
+
+    try:
+        run_flow_runtime(
+            flows or [],
+            port=port,
+            host=host,
+            database_url=db,
+            api_token=token,
+            drive=not no_drive,
+            workers=workers,
+            strict_db=strict_db,
+            lease_ttl=lease_ttl,
+            max_body_bytes=max_body_bytes,
+            log_level=log_level,
+        )
+    except FlowrtError as exc:
+        line = " ".join(describe(exc).split())  # driver messages span lines; stderr gets one
+        print(f"flowrt serve: {line}", file=sys.stderr)
+        raise typer.Exit(exit_code_for(exc)) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
