@@ -92,7 +92,9 @@ class ServeProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="flowrt-serve-", suffix=".log", delete=False)
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWRT_") and k not in ("PORT", "HOST")}
-        full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        # The repository (for `examples`) and tests/ (for `http_flows`) are importable.
+        paths = [str(REPO), str(REPO / "tests"), full_env.get("PYTHONPATH", "")]
+        full_env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             [*SERVE, "--port", str(self.port), "--log-level", "info", *args],
@@ -138,11 +140,13 @@ class ServeProcess:
 
 
 @contextlib.contextmanager
-def serve_process(args: list[str], env: dict[str, str] | None = None, ready: bool = True) -> Iterator[ServeProcess]:
-    proc = ServeProcess(args, env)
+def serve_process(
+    args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[ServeProcess]:
+    """A ready ``flowrt serve`` on a free port, killed (if still running) on exit."""
+    proc = ServeProcess(args, env, cwd)
     try:
-        if ready:
-            proc.wait_ready()
+        proc.wait_ready()
         yield proc
     finally:
         proc.close()

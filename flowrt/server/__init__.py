@@ -1,5 +1,6 @@
-"""flowrt's HTTP runtime: the Litestar app (:func:`create_app`) and the server around it (:func:`run_flow_runtime`)."""
+"""flowrt's HTTP runtime: the Litestar app (:func:`create_app`) and the service around it (:func:`run_flow_runtime`)."""
 
 from .app import create_app
+from .runtime import FlowRuntime, Settings, run_flow_runtime
 
-__all__ = ["create_app"]
+__all__ = ["FlowRuntime", "Settings", "create_app", "run_flow_runtime"]
