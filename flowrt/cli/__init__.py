@@ -82,16 +82,11 @@ def _root(
 
 
 def _register() -> None:
-    commands.register(app)
-    try:
-        from .serve import serve
-    except ModuleNotFoundError as exc:  # pragma: no cover - until the HTTP runtime lands
-        if exc.name != f"{__name__}.serve":
-            raise
-    else:
-        app.command("serve", rich_help_panel="Operate")(serve)
     from .bench import bench
+    from .serve import serve
 
+    commands.register(app)
+    app.command("serve", rich_help_panel="Operate")(serve)
     app.command("bench", rich_help_panel="Operate")(bench)
 
 
