@@ -254,35 +254,38 @@ class ApiState:
     """Set on SIGTERM/SIGINT so long-polls answer at once instead of holding shutdown."""
 
     async def settle(self, run: Run, wait: float) -> Run:
-        """The run once it has left RUNNING, or as it is when ``wait`` seconds are up."""
+        """The run once it has left RUNNING, or as it is when ``wait`` seconds are up.
+
+        With drivers, they move the run and this watches it (quickly at first: most
+        flows are short). Without (``--no-drive``), the request moves the run itself,
+        a step at a time on this event loop, so a step in flight always commits; the
+        deadline is checked between steps. If another client's tick holds the run
+        (RUN_BUSY), it watches for a moment and tries again.
+        """
         deadline = time.monotonic() + wait
-        engine = self.engine
-        if self.drivers is None:
-            # --no-drive: this request moves the run itself, a step at a time, so a
-            # step in flight always commits; the deadline is checked between steps.
-            while run.status == RunStatus.RUNNING and not self.stopping:
-                now = time.monotonic()
-                if now >= deadline:
-                    break
-                if run.wake_at is not None:
-                    delay = run.wake_at.timestamp() - time.time()
-                    if delay > deadline - now:
-                        break  # parked in a backoff that outlasts the wait
-                try:
-                    run = await engine.tick_async(run.run_id)
-                except RunBusy:
-                    await asyncio.sleep(0.02)
-                    run = await self._get(run.run_id)
-            return run
-        # Drivers move the run; watch it, checking quickly at first (most flows are short).
-        interval = 0.002
+        watching = self.drivers is not None
+        interval = 0.001
         while run.status == RunStatus.RUNNING and not self.stopping:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            await asyncio.sleep(min(interval, remaining))
-            interval = min(interval * 2, 0.02)
-            run = await self._get(run.run_id)
+            if watching:
+                await asyncio.sleep(min(interval, remaining))
+                interval = min(interval * 2, 0.02)
+                run = await self._get(run.run_id)
+                watching = self.drivers is not None
+                continue
+            if run.wake_at is not None:
+                delay = run.wake_at.timestamp() - time.time()
+                if delay > remaining:
+                    break  # parked in a retry backoff that outlasts the wait
+                if delay > 0.05:
+                    await asyncio.sleep(min(delay, 0.25))  # short naps: shutdown stays prompt
+                    continue
+            try:
+                run = await self.engine.tick_async(run.run_id)
+            except RunBusy:
+                watching = True
         return run
 
     async def _get(self, run_id: str) -> Run:
