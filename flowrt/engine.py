@@ -81,7 +81,14 @@ def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 
 def _version_key(version: str) -> tuple:
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-+]", version))
+    """Semantic-version order: numeric parts compare as numbers, and a pre-release
+    (``1.0.0-beta``) sorts before its release; build metadata (``+...``) is ignored."""
+
+    def parts(text: str) -> tuple:
+        return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-]", text) if p)
+
+    release, _, pre = version.split("+", 1)[0].partition("-")
+    return (parts(release), (1,) if not pre else (0, parts(pre)))
 
 
 class Context:
@@ -195,6 +202,7 @@ class Engine:
         self.inline_backoff = inline_backoff
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self._flows: dict[tuple[str, str], Flow] = {}
+        self._flow_keys: list[str] = []  # "flow_id@version": what this process's drivers may claim
         self._latest: dict[str, Flow] = {}
         self._held: dict[str, _Lease] = {}
         self._held_lock = threading.Lock()
@@ -246,6 +254,7 @@ class Engine:
             if existing is not None and existing is not flow:
                 raise DefinitionError(f"flow {flow.flow_id!r}@{flow.version} is already registered")
             self._flows[flow.key] = flow
+            self._flow_keys = [f"{fid}@{ver}" for fid, ver in self._flows]
             latest = self._latest.get(flow.flow_id)
             if latest is None or _version_key(flow.version) > _version_key(latest.version):
                 self._latest[flow.flow_id] = flow
@@ -416,14 +425,10 @@ class Engine:
     def drive_next(self, *, max_sleep: float | None = None) -> bool:
         """Claim the oldest runnable run (or due timer) and drive it; False when there is none."""
         for timers in (False, True):
-            row = self.storage.claim_next(self.owner, self.lease_ttl_ms, timers=timers)
+            row = self.storage.claim_next(self.owner, self.lease_ttl_ms, self._flow_keys, timers=timers)
             if row is None:
                 continue
-            try:
-                self._run_sync(self._drive(row, self.inline_backoff if max_sleep is None else max_sleep), row.run_id)
-            except FlowNotRegistered as exc:
-                log.warning("%s; leaving it for a process that has it", exc)
-                self.storage.defer(row.run_id, row.lease_epoch, now_ms() + self.lease_ttl_ms)
+            self._run_sync(self._drive(row, self.inline_backoff if max_sleep is None else max_sleep), row.run_id)
             return True
         return False
 
@@ -669,16 +674,20 @@ class Engine:
             result = yield _Execute(node, ctx)
 
         now = now_ms()
-        new = row.evolve(attempts_json=_dumps(attempts), updated_at=now)
+        new = row.evolve(attempts_json=_dumps(attempts), updated_at=now, wait_reason=None, wait_until=None)
         idem: tuple | None = None
         output_json = patch_json = None
+        if isinstance(result, (Ok, Wait)):
+            try:
+                wake_at, wait_until = _parse_until(result.until) if isinstance(result, Wait) else (None, None)
+            except (TypeError, ValueError, OverflowError) as exc:
+                result = Fail("INVALID_RESULT", f"node {node_id} returned an invalid wait: {exc}", False)
         if isinstance(result, (Ok, Wait)):
             try:
                 if result.patch is not None and not isinstance(result.patch, dict):
                     raise TypeError(f"patch must be a dict, not {type(result.patch).__name__}")
                 output_json = dumps_user(result.output)
                 patch_json = None if result.patch is None else dumps_user(result.patch)
-                wake_at, wait_until = _parse_until(result.until) if isinstance(result, Wait) else (None, None)
             except (TypeError, ValueError, OverflowError) as exc:
                 result = Fail("NOT_SERIALIZABLE", f"node {node_id} returned a value that is not JSON: {exc}", False)
 
@@ -803,7 +812,7 @@ class Engine:
             if inspect.isawaitable(value):
                 value = asyncio.run_coroutine_threadsafe(_awaited(value, timeout), self._background_loop()).result()
             return as_result(value)
-        except (_NodeTimeout, TimeoutError, asyncio.TimeoutError):
+        except _NodeTimeout:
             return _timeout_failure(node)
         except Exception as exc:  # noqa: BLE001 - a handler's failure is data
             return failure_from(exc)
@@ -816,12 +825,11 @@ class Engine:
             else:
                 # A sync handler may block; it must not stall the event loop.
                 loop = asyncio.get_running_loop()
-                future = loop.run_in_executor(self._handler_pool(), node.handler, ctx)
-                value = await (asyncio.wait_for(future, timeout) if timeout else future)
+                value = await _awaited(loop.run_in_executor(self._handler_pool(), node.handler, ctx), timeout)
             if inspect.isawaitable(value):
                 value = await _awaited(value, timeout)
             return as_result(value)
-        except (TimeoutError, asyncio.TimeoutError):
+        except _NodeTimeout:
             return _timeout_failure(node)
         except Exception as exc:  # noqa: BLE001 - a handler's failure is data
             return failure_from(exc)
@@ -908,9 +916,18 @@ def _send(gen: Generator[Any, Any, RunRow], value: Any) -> tuple[bool, Any]:
 
 
 async def _awaited(awaitable: Any, timeout: float | None) -> Any:
+    """Await with the node's timeout; only *our* deadline becomes a TIMEOUT failure, a
+    TimeoutError the handler raises itself stays an ordinary exception."""
     if timeout is None:
         return await awaitable
-    return await asyncio.wait_for(awaitable, timeout)
+    deadline = asyncio.timeout(timeout)
+    try:
+        async with deadline:
+            return await awaitable
+    except TimeoutError:
+        if deadline.expired():
+            raise _NodeTimeout from None
+        raise
 
 
 def _timeout_failure(node: Node) -> Fail:

@@ -148,12 +148,6 @@ def build_models(db: pw.Database) -> dict[str, type[pw.Model]]:
 
         class Meta:
             table_name = "flowrt_runs"
-            indexes = (
-                (("status", "run_id"), False),
-                (("status", "wake_at"), False),
-                (("flow_id", "run_id"), False),
-                (("tenant_id", "run_id"), False),
-            )
 
     class EventRecord(Base):
         run_id = pw.CharField(64)
@@ -195,6 +189,15 @@ def _migration_1(models: dict[str, type[pw.Model]]) -> None:
     db.create_tables(
         [models["RunRecord"], models["EventRecord"], models["IdempotencyRecord"]], safe=True
     )
+    # Named by hand: Peewee would name them after the model classes, and every name
+    # flowrt adds to an application's database must carry the flowrt_ prefix.
+    for name, columns in (
+        ("flowrt_runs_status_run_id", "status, run_id"),
+        ("flowrt_runs_status_wake_at", "status, wake_at"),
+        ("flowrt_runs_flow_id_run_id", "flow_id, run_id"),
+        ("flowrt_runs_tenant_id_run_id", "tenant_id, run_id"),
+    ):
+        db.execute_sql(f"CREATE INDEX IF NOT EXISTS {name} ON flowrt_runs ({columns})")
 
 
 MIGRATIONS = {1: _migration_1}
@@ -303,8 +306,14 @@ class Storage:
         # Counted for `flowrt bench`; exact under SQLite's writer lock, near enough on Postgres.
         self.write_transactions = 0
         self._sql = _Statements(self.db.param, self.kind)
-        with _translated(url), self.session():
-            self.ensure_schema()
+        try:
+            with _translated(url), self.session():
+                self.ensure_schema()
+        except (pw.ProgrammingError, psycopg.ProgrammingError) as exc:
+            raise StorageUnavailable(
+                f"cannot create flowrt's tables in {describe_url(url)}: {exc} "
+                "(does the schema named in search_path exist, and may this user create tables in it?)"
+            ) from exc
 
     @property
     def durable(self) -> bool:
@@ -410,12 +419,20 @@ class Storage:
             row = cur.fetchone()
         return RunRow(*row) if row else None
 
-    def claim_next(self, owner: str, ttl_ms: int, *, timers: bool) -> RunRow | None:
-        """Claim the oldest runnable RUNNING run, or (``timers``) the oldest due WAITING timer."""
+    def claim_next(self, owner: str, ttl_ms: int, flows: Sequence[str], *, timers: bool) -> RunRow | None:
+        """Claim the oldest runnable RUNNING run, or (``timers``) the oldest due WAITING timer,
+        among the flows this process has (``"flow_id@version"`` keys).
+
+        A read probes first, so an idle driver takes no write lock.
+        """
+        if not flows:
+            return None
         now = now_ms()
-        sql = self._sql.claim_next_timer if timers else self._sql.claim_next_running
+        probe, claim = self._sql.claim_next(timers, len(flows))
+        if not self._read(probe, (now, now, *flows)):
+            return None
         with self._write() as cur:
-            cur.execute(sql, (owner, now + ttl_ms, now, now, now))
+            cur.execute(claim, (owner, now + ttl_ms, now, now, *flows, now))
             row = cur.fetchone()
         return RunRow(*row) if row else None
 
@@ -463,11 +480,6 @@ class Storage:
     def release(self, run_id: str, epoch: int) -> None:
         with self._write() as cur:
             cur.execute(self._sql.release, (run_id, epoch))
-
-    def defer(self, run_id: str, epoch: int, until_ms: int) -> None:
-        """Release a run this process cannot execute, and keep it off this claim loop until ``until_ms``."""
-        with self._write() as cur:
-            cur.execute(self._sql.defer, (until_ms, run_id, epoch))
 
     def renew(self, owner: str, run_ids: Sequence[str], ttl_ms: int) -> None:
         expires = now_ms() + ttl_ms
@@ -571,7 +583,9 @@ class _Statements:
         free = f"(lease_owner IS NULL OR lease_expires_at < {p})"
         take = (
             f"UPDATE flowrt_runs SET lease_owner = {p}, lease_expires_at = {p}, "
-            "lease_epoch = lease_epoch + 1, stale_owner = lease_owner"
+            # A claim that finds a lease (expired: the holder died) remembers whose it was until a
+            # step commits, so the lost attempt is recorded even if this claimer backs off.
+            "lease_epoch = lease_epoch + 1, stale_owner = COALESCE(lease_owner, stale_owner)"
         )
         self.insert_run = f"INSERT INTO flowrt_runs ({cols}) VALUES ({', '.join([p] * len(RUN_COLUMNS))})"
         self.get_run = f"SELECT {cols} FROM flowrt_runs WHERE run_id = {p}"
@@ -579,18 +593,9 @@ class _Statements:
         self.claim_by_id = (
             f"{take} WHERE run_id = {p} AND status IN ('RUNNING', 'WAITING') AND {free} RETURNING {cols}"
         )
-        lock = " FOR UPDATE SKIP LOCKED" if kind == "postgres" else ""
-        # (owner, expires, now, now, now)
-        self.claim_next_running = (
-            f"{take} WHERE run_id = (SELECT run_id FROM flowrt_runs WHERE status = 'RUNNING' "
-            f"AND (wake_at IS NULL OR wake_at <= {p}) AND {free} ORDER BY run_id LIMIT 1{lock}) "
-            f"AND {free} RETURNING {cols}"
-        )
-        self.claim_next_timer = (
-            f"{take} WHERE run_id = (SELECT run_id FROM flowrt_runs WHERE status = 'WAITING' "
-            f"AND wake_at <= {p} AND {free} ORDER BY wake_at LIMIT 1{lock}) "
-            f"AND {free} RETURNING {cols}"
-        )
+        self._lock = " FOR UPDATE SKIP LOCKED" if kind == "postgres" else ""
+        self._take, self._free, self._cols = take, free, cols
+        self._claim_next: dict[tuple[bool, int], tuple[str, str]] = {}
         self.commit_step = (
             "UPDATE flowrt_runs SET "
             + ", ".join(
@@ -616,12 +621,7 @@ class _Statements:
             + f", stale_owner = NULL WHERE run_id = {p} AND lease_epoch = {p}"
         )
         self.release = (
-            "UPDATE flowrt_runs SET lease_owner = NULL, lease_expires_at = NULL, stale_owner = NULL "
-            f"WHERE run_id = {p} AND lease_epoch = {p}"
-        )
-        self.defer = (
-            "UPDATE flowrt_runs SET lease_owner = NULL, lease_expires_at = NULL, stale_owner = NULL, "
-            f"wake_at = {p} WHERE run_id = {p} AND lease_epoch = {p}"
+            f"UPDATE flowrt_runs SET lease_owner = NULL, lease_expires_at = NULL WHERE run_id = {p} AND lease_epoch = {p}"
         )
         self.cancel = (
             "UPDATE flowrt_runs SET status = 'CANCELLED', lease_owner = NULL, lease_expires_at = NULL, "
@@ -641,6 +641,28 @@ class _Statements:
         )
         self.running_ids = f"SELECT run_id FROM flowrt_runs WHERE status = {p} ORDER BY run_id"
         self._events: dict[int, str] = {}
+
+    def claim_next(self, timers: bool, flows: int) -> tuple[str, str]:
+        """``(probe, claim)`` for the next runnable run of ``flows`` registered flow versions.
+
+        Parameters: probe ``(now, now, *flows)``; claim ``(owner, expires, now, now, *flows, now)``.
+        """
+        key = (timers, flows)
+        found = self._claim_next.get(key)
+        if found is None:
+            p = self.p
+            if timers:
+                where, order = f"status = 'WAITING' AND wake_at <= {p}", "wake_at"
+            else:
+                where, order = f"status = 'RUNNING' AND (wake_at IS NULL OR wake_at <= {p})", "run_id"
+            where += f" AND {self._free} AND flow_id || '@' || flow_version IN ({', '.join([p] * flows)})"
+            probe = f"SELECT 1 FROM flowrt_runs WHERE {where} LIMIT 1"
+            claim = (
+                f"{self._take} WHERE run_id = (SELECT run_id FROM flowrt_runs WHERE {where} "
+                f"ORDER BY {order} LIMIT 1{self._lock}) AND {self._free} RETURNING {self._cols}"
+            )
+            found = self._claim_next[key] = (probe, claim)
+        return found
 
     def insert_events(self, count: int) -> str:
         sql = self._events.get(count)

@@ -671,3 +671,99 @@ def test_unreachable_database_is_a_clear_error() -> None:
     assert err.value.code == "STORAGE_UNAVAILABLE" and "127.0.0.1:1" in str(err.value)
     with pytest.raises(InvalidInput):
         Engine("mysql://nope")
+
+
+# ---------------------------------------------------------------------------- regressions
+
+
+def test_lost_worker_is_recorded_even_after_a_claim_that_backs_off(make_engine: Any) -> None:
+    engine = make_engine(linear_flow(2))
+    run = engine.start("linear")
+    engine.storage.claim(run.run_id, "dead-worker", 100)  # a worker claims, then dies
+    time.sleep(0.15)
+    with pytest.raises(RunNotWaiting):
+        engine.resume(run.run_id, {})  # claims the expired lease, then backs off
+    run = engine.run_until_blocked(run.run_id)
+    lost = [e for e in engine.timeline(run.run_id) if e.type == "NODE_FAILED"]
+    assert [e.payload["error"]["code"] for e in lost] == ["WORKER_LOST"]
+    assert "dead-worker" in lost[0].payload["error"]["message"]
+
+
+def test_drivers_claim_only_flows_their_process_has(sqlite_url: str) -> None:
+    with Engine(sqlite_url, flows=[linear_flow(1)]) as has, Engine(sqlite_url) as lacks:
+        run = has.start("linear")
+        assert lacks.drive_next() is False
+        assert has.get(run.run_id).wake_at is None  # not parked for anyone
+        assert has.drive_next() is True and has.get(run.run_id).status == "COMPLETED"
+
+
+def test_an_idle_driver_writes_nothing(make_engine: Any) -> None:
+    engine = make_engine(linear_flow(1))
+    before = engine.storage.write_transactions
+    assert engine.drive_next() is False
+    assert engine.storage.write_transactions == before
+
+
+def test_poll_that_succeeds_clears_the_wait_fields(make_engine: Any) -> None:
+    f = Flow("poll")
+
+    @f.node(entry=True)
+    def check(ctx: Any) -> Any:
+        return wait("not yet", until="manual") if ctx.attempt == 1 else ok("ready")
+
+    engine = make_engine(f)
+    run = engine.run_until_blocked(engine.start("poll").run_id)
+    assert run.wait_reason == "not yet"
+    run = engine.tick(run.run_id)
+    assert run.status == "COMPLETED" and run.wait_reason is None and run.wait_until is None
+
+
+def test_timeout_error_raised_by_a_handler_is_not_a_node_timeout(make_engine: Any) -> None:
+    f = Flow("own-timeout")
+
+    @f.node(entry=True, timeout_ms=5000)
+    async def call(ctx: Any) -> Any:
+        raise TimeoutError("upstream socket timed out")
+
+    engine = make_engine(f)
+    run = engine.run_until_blocked(engine.start("own-timeout").run_id)
+    assert run.error["code"] == "TimeoutError" and "upstream" in run.error["message"]
+
+
+def test_prerelease_versions_sort_before_their_release() -> None:
+    flows = []
+    for version in ("1.0.0-beta", "1.0.0", "0.9.0", "1.0.0-alpha+build.7"):
+        f = Flow("v", version)
+        f.add_node("a", lambda ctx: ok(), entry=True)
+        flows.append(f)
+    with Engine("memory://", flows=flows) as engine:
+        assert engine.start("v").flow_version == "1.0.0"
+
+
+def test_invalid_until_is_an_invalid_result(make_engine: Any) -> None:
+    f = Flow("bad-until")
+    f.add_node("a", lambda ctx: wait("x", until=60), entry=True)
+    engine = make_engine(f)
+    run = engine.run_until_blocked(engine.start("bad-until").run_id)
+    assert run.status == "FAILED" and run.error["code"] == "INVALID_RESULT"
+
+
+def test_missing_postgres_schema_is_a_clear_error() -> None:
+    from conftest import require_pg, schema_url
+
+    from flowrt import StorageUnavailable
+
+    require_pg()
+    with pytest.raises(StorageUnavailable, match="schema"):
+        Engine(schema_url("flowrt_no_such_schema_xyz"))
+
+
+def test_every_table_and_index_carries_the_flowrt_prefix(sqlite_url: str) -> None:
+    import sqlite3
+
+    with Engine(sqlite_url):
+        pass
+    names = sqlite3.connect(sqlite_url[len("sqlite:///") :]).execute(
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') AND name NOT LIKE 'sqlite_%'"
+    ).fetchall()
+    assert names and all(name.startswith("flowrt_") for (name,) in names), names
