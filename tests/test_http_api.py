@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Iterator
 
@@ -9,7 +10,7 @@ import httpx
 import pytest
 from http_helpers import ThreadServer, thread_server
 
-from flowrt import Engine, Flow, ok
+from flowrt import Engine, Flow, Retry, fail, ok
 from flowrt.server.app import EventOut, RunOut
 
 pytestmark = pytest.mark.timeout(60)
@@ -336,3 +337,37 @@ def test_driven_runs_complete_without_ticks(url: str) -> None:
         assert run["status"] == "COMPLETED" and run["outputsJson"]["notify"] == {"notified": True, "ticketId": "T-9"}
         health = ok_json(c.get("/health"))
         assert health["driving"] is True and health["workers"] == 2
+
+
+def _stuck_flow() -> Flow:
+    """One node that fails retryably with a minute's backoff: the run stays RUNNING, parked."""
+    flow = Flow("stuck", "1.0.0")
+    flow.add_node("flaky", lambda ctx: fail("NETWORK_ERROR", "down"), entry=True,
+                  retry=Retry(max_attempts=3, base_delay_ms=60_000))
+    return flow
+
+
+def _slow_flow() -> Flow:
+    flow = Flow("slow", "1.0.0")
+
+    async def nap(ctx: Any) -> Any:
+        await asyncio.sleep(1)
+
+    flow.add_node("nap", nap, entry=True)
+    flow.add_node("again", nap)
+    flow.edge("nap", "again")
+    return flow
+
+
+@pytest.mark.parametrize("drive", [False, True], ids=["no-drive", "drive"])
+def test_long_poll_gives_up_when_the_time_is_up(drive: bool, tmp_path: Any) -> None:
+    with thread_server(f"sqlite:///{tmp_path / 'w.db'}", flows=[_stuck_flow(), _slow_flow()], drive=drive) as srv:
+        for flow_id in ("stuck", "slow"):
+            began = time.monotonic()
+            run = ok_json(srv.client.post("/v1/runs/start?wait=0.3", json={"flowId": flow_id}))
+            assert run["status"] == "RUNNING", run
+            # no-drive + slow: the step in flight finishes first (it is never cut off)
+            limit = 2.0 if flow_id == "slow" and not drive else 1.0
+            assert time.monotonic() - began < limit
+        stuck = ok_json(srv.client.get("/v1/runs", params={"flowId": "stuck"}))["runs"][0]
+        assert stuck["attempts"] == {"flaky": 1} and stuck["wakeAt"] is not None
