@@ -36,6 +36,10 @@ def _side() -> Any:
 
 def create_side_table(target: str) -> None:
     os.environ["FLOWRT_CHAOS_SIDE"] = target
+    old = getattr(_local, "conn", None)
+    if old is not None:
+        old.close()
+        _local.conn = None
     _side().execute("CREATE TABLE IF NOT EXISTS chaos_side (run_id TEXT, node_id TEXT, attempt INTEGER, pid INTEGER)")
 
 

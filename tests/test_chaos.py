@@ -94,7 +94,7 @@ def any_live(servers: list[Server], method: str, path: str, body: Any = None) ->
         time.sleep(0.1)
 
 
-def run_chaos(url: str, side: str, processes: int, runs: int, tmp_path: Path, budget: float) -> None:
+def run_chaos(url: str, side: str, processes: int, runs: int, tmp_path: Path, budget: float, spread: float) -> None:
     sys.path.insert(0, str(HERE))
     import chaos_flows  # noqa: PLC0415
 
@@ -104,15 +104,30 @@ def run_chaos(url: str, side: str, processes: int, runs: int, tmp_path: Path, bu
     for server in servers:
         server.start()
     engine = Engine(url, flows=chaos_flows.ALL)  # for reading results only
-    kills = 0
     try:
-        run_ids = []
+        run_ids: list[str] = []
+        kills = 0
+        next_kill = time.monotonic() + 1.5
+        started = time.monotonic()
+        deadline = started + budget
+
+        def chaos_tick() -> None:
+            nonlocal kills, next_kill
+            if time.monotonic() >= next_kill:
+                victim = random.choice(servers)
+                victim.kill()
+                kills += 1
+                victim.start()
+                next_kill = time.monotonic() + random.uniform(1.5, 2.5)
+
+        # Starts are spread over `spread` seconds, so kills land while work is in flight.
         for i in range(runs):
+            while time.monotonic() < started + spread * i / runs:
+                chaos_tick()
+                time.sleep(0.02)
             code, body = any_live(servers, "POST", "/v1/runs/start", {"flowId": "chaos", "input": {"approval": i % 5 == 0}})
             assert code == 200, body
             run_ids.append(body["runId"])
-        deadline = time.monotonic() + budget
-        next_kill = time.monotonic() + 2
         while True:
             counts = engine.storage.count_runs()
             if counts.get("COMPLETED", 0) == runs:
@@ -120,12 +135,7 @@ def run_chaos(url: str, side: str, processes: int, runs: int, tmp_path: Path, bu
             assert time.monotonic() < deadline, f"not all runs completed: {counts}"
             for run in engine.list_runs(status="WAITING", limit=100)[0]:
                 any_live(servers, "POST", f"/v1/runs/{run.run_id}/resume", {"approved": True})
-            if time.monotonic() >= next_kill:
-                victim = random.choice(servers)
-                victim.kill()
-                kills += 1
-                victim.start()
-                next_kill = time.monotonic() + random.uniform(1.5, 2.5)
+            chaos_tick()
             time.sleep(0.1)
         # verify
         executed = chaos_flows.executions()
@@ -148,7 +158,12 @@ def run_chaos(url: str, side: str, processes: int, runs: int, tmp_path: Path, bu
                 ran = executed.get((run_id, node_id), 0)
                 polls = sum(1 for e in events if e.type == "RUN_WAITING" and e.node_id == node_id)
                 assert 1 <= ran <= 1 + lost[node_id] + polls, (run_id, node_id, ran, lost[node_id])
-        assert kills >= 1
+        assert kills >= 3, kills
+        lost_total = sum(
+            1 for run_id in run_ids for e in engine.timeline(run_id)
+            if e.type == "NODE_FAILED" and e.payload["error"]["code"] == "WORKER_LOST"
+        )  # fmt: skip
+        print(f"chaos: {runs} runs, {processes} processes, {kills} kills, {lost_total} WORKER_LOST attempts")
     finally:
         for server in servers:
             server.stop()
@@ -159,11 +174,14 @@ def run_chaos(url: str, side: str, processes: int, runs: int, tmp_path: Path, bu
 @pytest.mark.timeout(600)
 def test_chaos_on_postgres_three_processes(pg_url: str, tmp_path: Path) -> None:
     runs = 1000 if FULL else 150
-    run_chaos(pg_url, pg_url, 3, runs, tmp_path, budget=480 if FULL else 120)
+    run_chaos(pg_url, pg_url, 3, runs, tmp_path, budget=480 if FULL else 120, spread=60 if FULL else 8)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_chaos_on_sqlite_two_processes(tmp_path: Path) -> None:
     runs = 300 if FULL else 60
-    run_chaos(f"sqlite:///{tmp_path / 'flowrt.db'}", str(tmp_path / "side.db"), 2, runs, tmp_path, budget=300 if FULL else 90)
+    run_chaos(
+        f"sqlite:///{tmp_path / 'flowrt.db'}", str(tmp_path / "side.db"), 2, runs, tmp_path,
+        budget=300 if FULL else 90, spread=30 if FULL else 8,
+    )  # fmt: skip
