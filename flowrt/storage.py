@@ -209,10 +209,10 @@ MIGRATIONS = {1: _migration_1}
 def describe_url(url: str) -> str:
     """The URL without its password, for logs and /health."""
     parts = urllib.parse.urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
-        parts = parts._replace(netloc=netloc)
-    return urllib.parse.urlunsplit(parts)
+    if not parts.password:
+        return url  # unchanged: urlunsplit would turn sqlite:///x.db into sqlite:/x.db
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def open_database(url: str, *, pool_size: int = 16) -> tuple[str, pw.Database]:
