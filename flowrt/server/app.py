@@ -175,15 +175,17 @@ def _on_flowrt_error(_: Request, exc: FlowrtError) -> Response[bytes]:
 
 def _on_validation_error(_: Request, exc: ValidationException) -> Response[bytes]:
     """Litestar's parameter errors, reduced to one readable line."""
-    message = exc.detail
-    if isinstance(exc.extra, list) and exc.extra:
-        parts = []
-        for item in exc.extra:
-            if isinstance(item, dict):
-                key = item.get("key")
-                parts.append(f"{key}: {item.get('message')}" if key else str(item.get("message")))
-        message = "; ".join(parts) or message
-    return error_response(400, "BAD_REQUEST", message)
+    parts = []
+    for item in exc.extra if isinstance(exc.extra, list) else ():
+        if not isinstance(item, dict):
+            continue
+        key, message = item.get("key"), str(item.get("message"))
+        if key == "data":  # Litestar's name for the request body
+            key = "body"
+            if message == "'data'":
+                message = "a JSON body is required"
+        parts.append(f"{key}: {message}" if key else message)
+    return error_response(400, "BAD_REQUEST", "; ".join(parts) or exc.detail)
 
 
 def _on_http_exception(_: Request, exc: HTTPException) -> Response[bytes]:
