@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -44,6 +45,14 @@ def test_strict_db_refuses_to_start_with_exit_5(args: list[str], env: dict[str, 
 def test_bad_flows_path_is_a_usage_error() -> None:
     out = run_serve(["--flows", "no_such_module:ALL", "--port", "0"])
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "no_such_module" in out.stderr, out.stderr
+
+
+def test_a_port_in_use_is_a_usage_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        out = run_serve(["--flows", "examples.demo:ALL", "--db", "memory://", "--port", str(taken.getsockname()[1])])
+    assert out.returncode == 2 and "CANNOT_LISTEN" in out.stderr.splitlines()[-1], out.stderr
 
 
 def test_unreachable_database_falls_back_to_memory_loudly_and_sigterm_exits_cleanly() -> None:

@@ -24,7 +24,7 @@ from litestar import Litestar
 
 from ..driver import Drivers, recover
 from ..engine import Engine
-from ..errors import InvalidInput, StorageUnavailable
+from ..errors import FlowrtError, InvalidInput, StorageUnavailable
 from ..loader import load_all
 from ..storage import DEFAULT_URL, describe_url
 from .app import DEFAULT_MAX_BODY, ApiState, api_state, create_app
@@ -36,6 +36,13 @@ GRACEFUL_SECONDS = 20.0
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+
+class CannotListen(FlowrtError):
+    """The server cannot bind its address (port in use, no permission, unknown host)."""
+
+    code = "CANNOT_LISTEN"
+    http_status = 400  # a usage problem for the CLI: pick another --host/--port
 
 
 def default_workers() -> int:
@@ -351,7 +358,12 @@ def run_flow_runtime(
     signals = (signal.SIGTERM, signal.SIGINT) if in_main else ()
     previous = {sig: signal.signal(sig, server.handle_exit) for sig in signals}
     try:
-        server.run()  # a port that cannot be bound ends here with SystemExit(1), after uvicorn logs why
+        server.run()
+    except SystemExit:
+        if server.started:
+            raise
+        # uvicorn has logged why (e.g. the port is in use) and exits with its own code.
+        raise CannotListen(f"cannot listen on {settings.host}:{settings.port} (see the error above)") from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
