@@ -80,7 +80,6 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 3000
     database_url: str = DEFAULT_URL
-    database_url_given: bool = False
     services: dict[str, Any] = field(default_factory=dict)
     api_token: str | None = None
     drive: bool = True
@@ -154,7 +153,6 @@ class Settings:
             host=host or env.get("HOST") or "127.0.0.1",
             port=port,
             database_url=url or DEFAULT_URL,
-            database_url_given=url is not None,
             services=dict(services or {}),
             api_token=api_token or env.get("FLOWRT_API_TOKEN") or None,
             drive=True if drive is None else drive,
@@ -268,7 +266,7 @@ class _Server(uvicorn.Server):
         self.runtime = runtime
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.runtime.state.stopping = True
+        self.runtime.begin_shutdown()
         super().handle_exit(sig, frame)
 
 
@@ -349,16 +347,17 @@ def run_flow_runtime(
         "bearer token" if settings.api_token else "off",
     )
     server = _Server(uvicorn_config(runtime.app, settings), runtime)
-    runtime.start()
     # uvicorn handles SIGTERM/SIGINT while it runs and re-raises the signal once it
-    # has shut down; the handler underneath turns that into a normal return (so the
-    # runtime's own shutdown below completes, exit status 0) and, should a signal
-    # come just before uvicorn installs its handlers, still asks it to exit.
+    # has shut down. Installing its handler underneath first means: a signal during
+    # startup recovery stops recovery and skips serving; the re-raised one becomes a
+    # normal return; either way the runtime's shutdown below completes (exit 0).
     in_main = threading.current_thread() is threading.main_thread()
     signals = (signal.SIGTERM, signal.SIGINT) if in_main else ()
     previous = {sig: signal.signal(sig, server.handle_exit) for sig in signals}
     try:
-        server.run()
+        runtime.start()
+        if not server.should_exit:
+            server.run()
     except SystemExit:
         if server.started:
             raise
