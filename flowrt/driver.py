@@ -28,7 +28,10 @@ class Drivers:
         self.workers = max(1, workers)
         self.poll_interval = poll_interval
         self._stop = threading.Event()
-        self._wakeup = threading.Event()
+        # One notification wakes one idle driver: waking them all would send every
+        # driver to claim the same new run.
+        self._wakeup = threading.Condition()
+        self._pending = 0
         self._threads: list[threading.Thread] = []
         self.steps_driven = 0
         engine.add_listener(self.wake)
@@ -42,12 +45,15 @@ class Drivers:
         return self
 
     def wake(self) -> None:
-        self._wakeup.set()
+        with self._wakeup:
+            self._pending += 1
+            self._wakeup.notify()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming; runs already claimed finish their current step first."""
         self._stop.set()
-        self._wakeup.set()
+        with self._wakeup:
+            self._wakeup.notify_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -56,7 +62,7 @@ class Drivers:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                worked = self.engine.drive_next()
+                worked = self.engine.drive_next(should_stop=self._stop.is_set)
             except FlowrtError as exc:
                 log.debug("driver: %s", exc)
                 worked = True
@@ -67,8 +73,10 @@ class Drivers:
             if worked:
                 self.steps_driven += 1
                 continue
-            self._wakeup.wait(self.poll_interval)
-            self._wakeup.clear()
+            with self._wakeup:
+                if self._pending == 0 and not self._stop.is_set():
+                    self._wakeup.wait(self.poll_interval)
+                self._pending = max(0, self._pending - 1)
 
 
 @dataclass

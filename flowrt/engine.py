@@ -209,6 +209,7 @@ class Engine:
         self._renewer: threading.Thread | None = None
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
         self._loop_lock = threading.Lock()
         self._handler_threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._db_threads: concurrent.futures.ThreadPoolExecutor | None = None
@@ -235,7 +236,12 @@ class Engine:
             with contextlib.suppress(Exception):
                 self.storage.release(lease.run_id, lease.epoch)
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            loop, thread = self._loop, self._loop_thread
+            loop.call_soon_threadsafe(loop.stop)
+            if thread is not None:
+                thread.join(5)
+            if not loop.is_running():
+                loop.close()
         for pool in (self._handler_threads, self._db_threads):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -422,13 +428,20 @@ class Engine:
             self._held.pop(run_id, None)
         return self._to_run(row)
 
-    def drive_next(self, *, max_sleep: float | None = None) -> bool:
-        """Claim the oldest runnable run (or due timer) and drive it; False when there is none."""
+    def drive_next(
+        self, *, max_sleep: float | None = None, should_stop: Callable[[], bool] | None = None
+    ) -> bool:
+        """Claim the oldest runnable run (or due timer) and drive it; False when there is none.
+
+        ``should_stop`` is asked between steps: a shutting-down driver hands the run back
+        after the step in hand commits, instead of finishing the whole run.
+        """
         for timers in (False, True):
             row = self.storage.claim_next(self.owner, self.lease_ttl_ms, self._flow_keys, timers=timers)
             if row is None:
                 continue
-            self._run_sync(self._drive(row, self.inline_backoff if max_sleep is None else max_sleep), row.run_id)
+            sleep_limit = self.inline_backoff if max_sleep is None else max_sleep
+            self._run_sync(self._drive(row, sleep_limit, should_stop), row.run_id)
             return True
         return False
 
@@ -535,7 +548,9 @@ class Engine:
             return row
         return (yield from self._drive(row, None))
 
-    def _drive(self, row: RunRow, max_sleep: float | None) -> Generator[Any, Any, RunRow]:
+    def _drive(
+        self, row: RunRow, max_sleep: float | None, should_stop: Callable[[], bool] | None = None
+    ) -> Generator[Any, Any, RunRow]:
         """Step a claimed run until it waits, ends, or parks for longer than ``max_sleep``."""
         with self._holding(row) as lease:
             flow = self._flow_of(row)
@@ -543,6 +558,8 @@ class Engine:
             if row.status == RunStatus.WAITING and row.wake_at is not None and row.wake_at <= now_ms():
                 row = self._mark_resumed(row, lease, "null", "timer")
             while row.status == RunStatus.RUNNING:
+                if should_stop is not None and should_stop():
+                    break  # the lease is released on exit; any process may continue the run
                 if row.wake_at is not None:
                     delay = (row.wake_at - now_ms()) / 1000
                     if max_sleep is not None and delay > max_sleep:
@@ -688,7 +705,7 @@ class Engine:
                     raise TypeError(f"patch must be a dict, not {type(result.patch).__name__}")
                 output_json = dumps_user(result.output)
                 patch_json = None if result.patch is None else dumps_user(result.patch)
-            except (TypeError, ValueError, OverflowError) as exc:
+            except (TypeError, ValueError, OverflowError, RecursionError) as exc:
                 result = Fail("NOT_SERIALIZABLE", f"node {node_id} returned a value that is not JSON: {exc}", False)
 
         if isinstance(result, Ok):
@@ -863,7 +880,8 @@ class Engine:
         with self._loop_lock:
             if self._loop is None or self._loop.is_closed():
                 loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="flowrt-async-nodes", daemon=True).start()
+                self._loop_thread = threading.Thread(target=loop.run_forever, name="flowrt-async-nodes", daemon=True)
+                self._loop_thread.start()
                 self._loop = loop
             return self._loop
 

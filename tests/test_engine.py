@@ -767,3 +767,26 @@ def test_every_table_and_index_carries_the_flowrt_prefix(sqlite_url: str) -> Non
         "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') AND name NOT LIKE 'sqlite_%'"
     ).fetchall()
     assert names and all(name.startswith("flowrt_") for (name,) in names), names
+
+
+def test_deeply_nested_output_fails_the_step_instead_of_crashing(make_engine: Any) -> None:
+    def deep(ctx: Any) -> Any:
+        value: Any = []
+        for _ in range(100_000):
+            value = [value]
+        return ok(value)
+
+    f = Flow("deep")
+    f.add_node("a", deep, entry=True)
+    engine = make_engine(f)
+    run = engine.run_until_blocked(engine.start("deep").run_id)
+    assert run.status == "FAILED" and run.error["code"] == "NOT_SERIALIZABLE"
+
+
+def test_a_stopping_driver_hands_the_run_back_after_the_step_in_hand(make_engine: Any) -> None:
+    engine = make_engine(linear_flow(3))
+    run = engine.start("linear")
+    assert engine.drive_next(should_stop=lambda: engine.get(run.run_id).current_node_id == "n1") is True
+    run = engine.get(run.run_id)
+    assert run.status == "RUNNING" and run.current_node_id == "n1"
+    assert engine.tick(run.run_id).current_node_id == "n2"  # the lease was handed back
