@@ -339,20 +339,23 @@ def _process_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def flowrt_process(*args: str, input: str | None = None, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess[str]:  # noqa: A002
+def flowrt_process(
+    *args: str, input: str | None = None, cwd: Path = REPO, env: dict[str, str] | None = None  # noqa: A002
+) -> subprocess.CompletedProcess[str]:
+    """`python -m flowrt.cli ARGS` in a real process, with a clean environment plus ``env``."""
     return subprocess.run(
         [sys.executable, "-m", "flowrt.cli", *args],
-        input=input, capture_output=True, text=True, cwd=cwd, env=_process_env(**env), timeout=60,
+        input=input, capture_output=True, text=True, cwd=cwd, env=_process_env(**(env or {})), timeout=60,
     )
 
 
 def test_real_process_reads_stdin_prints_plain_text_and_exit_codes(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'flowrt.db'}"
     done = flowrt_process("start", "order-flow", "--wait", "--input", "-", "--flows", "examples.orders:ALL",
-                          input=ORDER, cwd=tmp_path, DATABASE_URL=db)
+                          input=ORDER, cwd=tmp_path, env={"DATABASE_URL": db})
     assert done.returncode == 0, done.stderr
     assert "COMPLETED" in done.stdout and "\x1b[" not in done.stdout
-    missing = flowrt_process("status", "nope", cwd=tmp_path, DATABASE_URL=db)
+    missing = flowrt_process("status", "nope", cwd=tmp_path, env={"DATABASE_URL": db})
     assert (missing.returncode, missing.stderr, missing.stdout) == (3, "error: run nope not found (RUN_NOT_FOUND)\n", "")
 
 

@@ -75,7 +75,7 @@ def server() -> Iterator[Server]:
 
 
 @pytest.fixture
-def cli(server: Server, tmp_path: Path) -> Cli:
+def cli(server: Server, tmp_path: Path) -> Iterator[Cli]:
     """flowrt in-process, remote; DATABASE_URL points at a file that must never appear."""
 
     def invoke(*args: Any, input: str | None = None, **env: str | None) -> Any:  # noqa: A002
@@ -242,8 +242,8 @@ def test_every_error_class_has_the_same_exit_code_as_locally(cli: Cli, local: Cl
 
 def test_real_processes_against_the_server(server: Server) -> None:
     remote = {"FLOWRT_URL": server.url, "FLOWRT_API_TOKEN": TOKEN}
-    done = flowrt_process("start", "order-flow", "--wait", "--input", "-", input=ORDER, **remote)
+    done = flowrt_process("start", "order-flow", "--wait", "--input", "-", input=ORDER, env=remote)
     assert done.returncode == 0, done.stderr
     assert "COMPLETED" in done.stdout and "\x1b[" not in done.stdout
-    missing = flowrt_process("status", "nope", "--json", **remote)
+    missing = flowrt_process("status", "nope", "--json", env=remote)
     assert (missing.returncode, missing.stdout, missing.stderr) == (3, "", "error: run nope not found (RUN_NOT_FOUND)\n")

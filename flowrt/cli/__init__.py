@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer._click import Context as ClickContext  # the Context type Typer's own classes use
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
@@ -25,7 +26,7 @@ from .errors import describe, exit_code_for
 class FlowrtGroup(TyperGroup):
     """Runs a command and maps whatever it raises to one line on stderr and an exit code."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: ClickContext) -> Any:
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, BrokenPipeError):

@@ -23,7 +23,7 @@ from ..runs import RunStatus, iso, now_ms
 from .errors import RemoteError, Unreachable, UsageProblem
 
 Json = dict[str, Any]
-Progress = Callable[[int, int], None]
+OnProgress = Callable[[int, int], None]
 
 #: How long one ``?wait=`` long-poll asks the server to hold the request.
 LONG_POLL_SECONDS = 60
@@ -37,7 +37,6 @@ class Backend(Protocol):
     """What every command needs; one method per HTTP endpoint, plus recovery."""
 
     mode: str
-    where: str
 
     def start(
         self, flow_id: str, *, version: str | None, input: Any, tenant_id: str | None, wait: bool
@@ -58,7 +57,7 @@ class Backend(Protocol):
     ) -> Json: ...
     def flows(self) -> list[Json]: ...
     def stuck_runs(self) -> list[Json]: ...
-    def recover(self, candidates: list[Json], *, concurrency: int, progress: Progress | None) -> None: ...
+    def recover(self, candidates: list[Json], *, concurrency: int, progress: OnProgress | None) -> None: ...
     def close(self) -> None: ...
 
 
@@ -140,7 +139,6 @@ class LocalBackend:
         from ..loader import load_all
 
         self.engine = Engine(database_url, flows=load_all(flow_paths))
-        self.where = self.engine.database_url
 
     def close(self) -> None:
         self.engine.close()
@@ -168,13 +166,12 @@ class LocalBackend:
             try:
                 run = self.engine.run_until_blocked(run_id)
             except RunBusy:
-                run = self.engine.get(run_id)  # type: ignore[assignment]
-                if run is not None and run.status == RunStatus.RUNNING:
-                    time.sleep(POLL_INTERVAL)
-                    continue
-            if run.status != RunStatus.RUNNING:
-                return run.to_json()
-            time.sleep(POLL_INTERVAL)  # parked in a backoff by another driver
+                pass  # a server (or another CLI) is driving it: look again shortly
+            else:
+                if run.status != RunStatus.RUNNING:
+                    return run.to_json()
+                # Still RUNNING: parked in a long backoff by another driver; wait for it.
+            time.sleep(POLL_INTERVAL)
 
     def cancel(self, run_id: str, reason: str | None) -> Json:
         return self.engine.cancel(run_id, reason).to_json()
@@ -223,7 +220,7 @@ class LocalBackend:
                 found.append(entry)
         return found
 
-    def recover(self, candidates: list[Json], *, concurrency: int, progress: Progress | None) -> None:
+    def recover(self, candidates: list[Json], *, concurrency: int, progress: OnProgress | None) -> None:
         from ..driver import recover
 
         recover(self.engine, concurrency=concurrency, progress=progress)
@@ -385,7 +382,7 @@ class RemoteBackend:
         found.sort(key=lambda e: e["runId"])
         return found
 
-    def recover(self, candidates: list[Json], *, concurrency: int, progress: Progress | None) -> None:
+    def recover(self, candidates: list[Json], *, concurrency: int, progress: OnProgress | None) -> None:
         """Continue each stuck run with tick (RUNNING) or a null resume (due timer), as a driver would."""
         todo = [c for c in candidates if c["action"] == "continue"]
         done = 0

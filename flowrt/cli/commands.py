@@ -408,8 +408,12 @@ def _hint_waiting(out: Output, run: dict[str, Any]) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the commands in the order `flowrt --help` lists them."""
-    for fn in (start, resume, tick, cancel):
-        app.command(rich_help_panel="Runs")(fn)
-    for fn in (status, runs, timeline, flows):
-        app.command(rich_help_panel="Inspect")(fn)
+    app.command(rich_help_panel="Runs")(start)
+    app.command(rich_help_panel="Runs")(resume)
+    app.command(rich_help_panel="Runs")(tick)
+    app.command(rich_help_panel="Runs")(cancel)
+    app.command(rich_help_panel="Inspect")(status)
+    app.command(rich_help_panel="Inspect")(runs)
+    app.command(rich_help_panel="Inspect")(timeline)
+    app.command(rich_help_panel="Inspect")(flows)
     app.command(rich_help_panel="Operate")(recover)

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from .backends import Json
+from .backends import Json, OnProgress
 
 STATUS_STYLES = {
     "RUNNING": "bold blue",
@@ -100,11 +100,12 @@ class Output:
             self.print(Text(message, style="dim"))
 
     @contextlib.contextmanager
-    def progress(self, description: str) -> Iterator[Any]:
+    def progress(self, description: str) -> Iterator[OnProgress]:
         """A progress bar on a terminal, else nothing; yields ``update(done, total)``."""
         if self.as_json or not self.console.is_terminal:
             yield lambda done, total: None
             return
+        # Driver threads report progress; rich's Progress is thread-safe.
         bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
