@@ -295,6 +295,9 @@ def test_recover_dry_run_says_why_each_run_is_stuck_then_recovers_them(cli: Cli,
         retry_due: ("RETRY_DUE", "continue"),
         retry_later: ("RETRY_PENDING", "skip"),
     }
+    partial = ok_json(cli("recover", "--dry-run", "--json", FLOWRT_FLOWS="cli_flows:ALL"))
+    skipped = {r["runId"]: r for r in partial["runs"] if r["action"] == "skip"}
+    assert "order-flow@1.0.0 is not in --flows" in skipped[never]["detail"]
     human = cli("recover", "--dry-run").stdout
     assert "dead-worker" in human and "busy-worker" in human and "4 run(s) would be continued, 2 skipped" in human
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 import httpx
 
 from .. import errors as flowrt_errors
-from ..errors import FlowrtError, RunBusy, RunNotWaiting
+from ..errors import FlowNotRegistered, FlowrtError, RunBusy, RunNotWaiting
 from ..runs import RunStatus, iso, now_ms
 from .errors import RemoteError, Unreachable, UsageProblem
 
@@ -205,6 +205,7 @@ class LocalBackend:
 
     def stuck_runs(self) -> list[Json]:
         now = now_ms()
+        loaded = {(f.flow_id, f.version) for f in self.engine.flows}
         found = []
         for run_id, status, lease_owner, wake_at in self.engine.storage.runnable_ids():
             if status == "WAITING" and (wake_at is None or wake_at > now):
@@ -216,8 +217,13 @@ class LocalBackend:
             entry = stuck_entry(
                 run.to_json(), now, lease_known=True, lease_owner=row.lease_owner, lease_expires_at=row.lease_expires_at
             )
-            if entry is not None:
-                found.append(entry)
+            if entry is None:
+                continue
+            if loaded and (entry["flowId"], entry["flowVersion"]) not in loaded and entry["action"] == "continue":
+                # This process could not execute it; the engine leaves such runs alone.
+                entry["action"] = "skip"
+                entry["detail"] += f"; flow {entry['flowId']}@{entry['flowVersion']} is not in --flows"
+            found.append(entry)
         return found
 
     def recover(self, candidates: list[Json], *, concurrency: int, progress: OnProgress | None) -> None:
@@ -397,6 +403,8 @@ class RemoteBackend:
                     self._tick_until_blocked(entry["runId"])
             except (RunBusy, RunNotWaiting):
                 pass  # someone else (the server's drivers) is moving it
+            except FlowNotRegistered:
+                pass  # the server does not load this run's flow version; another one may
             with lock:
                 done += 1
                 if progress is not None:
