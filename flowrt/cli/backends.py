@@ -18,8 +18,11 @@ from typing import Any, Callable, Protocol
 import httpx
 
 from .. import errors as flowrt_errors
+from ..driver import recover
+from ..engine import Engine
 from ..errors import FlowNotRegistered, FlowrtError, RunBusy, RunNotWaiting
-from ..runs import RunStatus, iso, now_ms
+from ..loader import load_all
+from ..runs import FINISHED, RunStatus, iso, now_ms
 from .errors import RemoteError, Unreachable, UsageProblem
 
 Json = dict[str, Any]
@@ -30,13 +33,11 @@ LONG_POLL_SECONDS = 60
 #: How often to look again at a run another process is executing.
 POLL_INTERVAL = 0.2
 
-FINISHED = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+__all__ = ["FINISHED", "Backend", "LocalBackend", "RemoteBackend", "connect", "stuck_entry"]
 
 
 class Backend(Protocol):
     """What every command needs; one method per HTTP endpoint, plus recovery."""
-
-    mode: str
 
     def start(
         self, flow_id: str, *, version: str | None, input: Any, tenant_id: str | None, wait: bool
@@ -131,13 +132,7 @@ def _ms(value: str | None) -> int | None:
 class LocalBackend:
     """The engine in this process, on the database of ``--db`` / ``DATABASE_URL``."""
 
-    mode = "local"
-
     def __init__(self, database_url: str | None, flow_paths: list[str]) -> None:
-        # Imported here so that remote commands never pay for the engine's imports.
-        from ..engine import Engine
-        from ..loader import load_all
-
         self.engine = Engine(database_url, flows=load_all(flow_paths))
 
     def close(self) -> None:
@@ -227,8 +222,6 @@ class LocalBackend:
         return found
 
     def recover(self, candidates: list[Json], *, concurrency: int, progress: OnProgress | None) -> None:
-        from ..driver import recover
-
         recover(self.engine, concurrency=concurrency, progress=progress)
 
 
@@ -245,8 +238,6 @@ def _error_classes() -> dict[str, type[FlowrtError]]:
 
 class RemoteBackend:
     """A flowrt server, through its HTTP API (``--url`` / ``FLOWRT_URL``)."""
-
-    mode = "remote"
 
     def __init__(self, url: str, token: str | None, timeout: float = 30.0) -> None:
         if not url.startswith(("http://", "https://")):
