@@ -59,6 +59,24 @@ RUN_COLUMNS = (
     "created_at",
     "updated_at",
 )
+# What a step may change: written by one statement, whose parameters come from the row.
+STEP_COLUMNS = (
+    "status",
+    "current_node_id",
+    "state_json",
+    "outputs_json",
+    "attempts_json",
+    "failures",
+    "error_json",
+    "wait_reason",
+    "wait_until",
+    "wake_at",
+    "resume_json",
+    "last_seq",
+    "lease_owner",
+    "lease_expires_at",
+    "updated_at",
+)
 EVENT_COLUMNS = ("run_id", "seq", "at", "type", "node_id", "attempt", "payload_json")
 
 
@@ -100,6 +118,7 @@ class RunRow:
 
 
 _run_values = operator.attrgetter(*RUN_COLUMNS)
+_step_values = operator.attrgetter(*STEP_COLUMNS)
 
 EventRow = tuple  # (run_id, seq, at, type, node_id, attempt, payload_json)
 
@@ -476,28 +495,7 @@ class Storage:
         meanwhile: the run was cancelled, or reclaimed after our lease expired.
         """
         with self._write() as cur:
-            cur.execute(
-                self._sql.commit_step,
-                (
-                    row.status,
-                    row.current_node_id,
-                    row.state_json,
-                    row.outputs_json,
-                    row.attempts_json,
-                    row.failures,
-                    row.error_json,
-                    row.wait_reason,
-                    row.wait_until,
-                    row.wake_at,
-                    row.resume_json,
-                    row.last_seq,
-                    row.lease_owner,
-                    row.lease_expires_at,
-                    row.updated_at,
-                    row.run_id,
-                    epoch,
-                ),
-            )
+            cur.execute(self._sql.commit_step, (*_step_values(row), row.run_id, epoch))
             if cur.rowcount != 1:
                 raise LeaseLost
             self._insert_events(cur, events)
@@ -625,26 +623,7 @@ class _Statements:
         self._claim_next: dict[tuple[bool, int], tuple[str, str]] = {}
         self.commit_step = (
             "UPDATE flowrt_runs SET "
-            + ", ".join(
-                f"{c} = {p}"
-                for c in (
-                    "status",
-                    "current_node_id",
-                    "state_json",
-                    "outputs_json",
-                    "attempts_json",
-                    "failures",
-                    "error_json",
-                    "wait_reason",
-                    "wait_until",
-                    "wake_at",
-                    "resume_json",
-                    "last_seq",
-                    "lease_owner",
-                    "lease_expires_at",
-                    "updated_at",
-                )
-            )
+            + ", ".join(f"{c} = {p}" for c in STEP_COLUMNS)
             + f", stale_owner = NULL WHERE run_id = {p} AND lease_epoch = {p}"
         )
         self.release = (
