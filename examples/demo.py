@@ -7,7 +7,8 @@
 - ``demo-support`` 1.0.0: ``create`` waits (``awaiting_ticket_creation``) until resumed
   with ``{"ticketId": ...}``; then ``notify`` reports it.
 
-Handlers are ``async def``: on the server they run on the event loop, with no thread hop.
+Handlers are ``async def``: steps taken by HTTP requests await them on the server's event
+loop, with no thread hop per step.
 """
 
 from __future__ import annotations

@@ -95,7 +95,8 @@ def recover(
 ) -> RecoveryReport:
     """Drive every runnable run (RUNNING, due timers, expired leases) to its next wait or end.
 
-    ``stop``: when set (a server shutting down), workers finish the run in hand and quit.
+    ``stop``: when set (a server shutting down), workers commit the step in hand, hand
+    the run back and quit.
     """
     started = time.monotonic()
     found = len(engine.storage.runnable_ids())
@@ -106,7 +107,7 @@ def recover(
         nonlocal driven
         while stop is None or not stop.is_set():
             try:
-                if not engine.drive_next(max_sleep=0):
+                if not engine.drive_next(max_sleep=0, should_stop=None if stop is None else stop.is_set):
                     return
             except FlowrtError as exc:
                 log.warning("recovery: %s", exc)

@@ -227,14 +227,21 @@ class Engine:
         self.close()
 
     def close(self) -> None:
-        """Release held leases and stop background threads; the database stays as it is."""
+        """Stop background threads; the database stays as it is.
+
+        A lease still held here belongs to a step whose handler is still running (a
+        finished step has released its lease). Its lease is expired rather than
+        released: the next claimer then records the abandoned attempt as WORKER_LOST
+        and counts it, as it would after a crash, instead of silently running it again.
+        """
         self._stopping.set()
         with self._held_lock:
-            leases = list(self._held.values())
+            run_ids = list(self._held)
             self._held.clear()
-        for lease in leases:
+        if run_ids:
+            log.warning("closing with %d step(s) still running; their attempts will count as WORKER_LOST", len(run_ids))
             with contextlib.suppress(Exception):
-                self.storage.release(lease.run_id, lease.epoch)
+                self.storage.renew(self.owner, run_ids, -self.lease_ttl_ms)
         if self._loop is not None:
             loop, thread = self._loop, self._loop_thread
             loop.call_soon_threadsafe(loop.stop)
@@ -369,7 +376,7 @@ class Engine:
         try:
             input_json = dumps_user({} if input is None else input)
             state_json = dumps_user(initial_state or {})
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise InvalidInput(f"input and initial state must be JSON values: {exc}") from exc
         now = now_ms()
         row = RunRow(
@@ -524,7 +531,7 @@ class Engine:
     def _resume(self, run_id: str, payload: Any, by: str) -> Generator[Any, Any, RunRow]:
         try:
             payload_json = dumps_user(payload)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise InvalidInput(f"resume payload must be a JSON value: {exc}") from exc
         row = self.storage.claim(run_id, self.owner, self.lease_ttl_ms)
         if row is None:

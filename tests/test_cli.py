@@ -382,3 +382,13 @@ def test_automate_sh_runs_green() -> None:
     done = subprocess.run(["bash", str(REPO / "examples" / "automate.sh")], capture_output=True, text=True, env=env, timeout=110)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.rstrip().endswith("== all good")
+
+
+def test_deeply_nested_json_input_is_a_usage_error(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    result = CliRunner().invoke(
+        app, ["start", "anything", "--db", "memory://", "--flows", "examples.demo:ALL", "--input", f"@{deep}"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "nested too deeply" in result.output

@@ -790,3 +790,41 @@ def test_a_stopping_driver_hands_the_run_back_after_the_step_in_hand(make_engine
     run = engine.get(run.run_id)
     assert run.status == "RUNNING" and run.current_node_id == "n1"
     assert engine.tick(run.run_id).current_node_id == "n2"  # the lease was handed back
+
+
+def test_closing_with_a_step_in_flight_counts_it_as_lost(sqlite_url: str) -> None:
+    from flowrt.driver import Drivers
+
+    started = threading.Event()
+    f = Flow("slow-close")
+
+    @f.node(entry=True, retry=Retry(max_attempts=2))
+    def slow(ctx: Any) -> Any:
+        if ctx.attempt == 1:
+            started.set()
+            time.sleep(2)
+        return ok(ctx.attempt)
+
+    first = Engine(sqlite_url, flows=[f])
+    run = first.start("slow-close")
+    drivers = Drivers(first, workers=1).start()
+    assert started.wait(5)
+    drivers.stop(timeout=0.1)  # the grace period runs out with the node still running
+    first.close()
+    with Engine(sqlite_url, flows=[f]) as second:
+        done = second.run_until_blocked(run.run_id)  # no wait for a lease TTL: it was expired
+        assert done.status == "COMPLETED" and done.outputs == {"slow": 2}
+        lost = [e for e in second.timeline(run.run_id) if e.type == "NODE_FAILED"]
+        assert [(e.attempt, e.payload["error"]["code"]) for e in lost] == [(1, "WORKER_LOST")]
+
+
+def test_deeply_nested_input_is_invalid_input(make_engine: Any) -> None:
+    engine = make_engine(linear_flow(1), support_flow())
+    deep: Any = None
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(InvalidInput):
+        engine.start("linear", input={"v": deep})
+    run = engine.run_until_blocked(engine.start("demo-support").run_id)
+    with pytest.raises(InvalidInput):
+        engine.resume(run.run_id, deep)

@@ -131,6 +131,8 @@ def read_json(value: str | None, option: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageProblem(f"{option} is not valid JSON{source}: {exc}") from exc
+    except RecursionError:
+        raise UsageProblem(f"{option}: the JSON{source} is nested too deeply") from None
 
 
 def _exit_for(run: dict[str, Any]) -> None:
