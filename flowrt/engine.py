@@ -160,6 +160,7 @@ class _Lease:
     run_id: str
     epoch: int
     held: bool = True
+    executing: bool = False  # a handler of this run is running right now
 
 
 class _NodeTimeout(Exception):
@@ -507,7 +508,12 @@ class Engine:
                     del self._held[row.run_id]
             if lease.held:
                 with contextlib.suppress(Exception):
-                    self.storage.release(lease.run_id, lease.epoch)
+                    if lease.executing:
+                        # Interrupted inside the handler (KeyboardInterrupt, SystemExit, a
+                        # cancelled task): like a crash, the next claimer counts it as lost.
+                        self.storage.renew(self.owner, [lease.run_id], -self.lease_ttl_ms)
+                    else:
+                        self.storage.release(lease.run_id, lease.epoch)
 
     def _tick(self, run_id: str) -> Generator[Any, Any, RunRow]:
         row, claimed = self._claim(run_id)
@@ -693,9 +699,9 @@ class Engine:
                     cached = True
                     result = Ok(_loads(hit[0]), _loads(hit[1]))
                 else:
-                    result = yield _Execute(node, ctx)
+                    result = yield from _execute(lease, node, ctx)
         else:
-            result = yield _Execute(node, ctx)
+            result = yield from _execute(lease, node, ctx)
 
         now = now_ms()
         new = row.evolve(attempts_json=_dumps(attempts), updated_at=now, wait_reason=None, wait_until=None)
@@ -930,6 +936,14 @@ class Engine:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _execute(lease: _Lease, node: Node, ctx: Context) -> Generator[Any, Any, Result]:
+    """Ask the executor to run the handler, marking the lease as mid-execution meanwhile."""
+    lease.executing = True
+    result = yield _Execute(node, ctx)
+    lease.executing = False
+    return result
 
 
 def _send(gen: Generator[Any, Any, RunRow], value: Any) -> tuple[bool, Any]:

@@ -828,3 +828,22 @@ def test_deeply_nested_input_is_invalid_input(make_engine: Any) -> None:
     run = engine.run_until_blocked(engine.start("demo-support").run_id)
     with pytest.raises(InvalidInput):
         engine.resume(run.run_id, deep)
+
+
+def test_an_interrupt_inside_a_handler_counts_as_a_lost_attempt(make_engine: Any) -> None:
+    f = Flow("interrupted")
+
+    @f.node(entry=True, retry=Retry(max_attempts=2))
+    def node_a(ctx: Any) -> Any:
+        if ctx.attempt == 1:
+            raise KeyboardInterrupt
+        return ok(ctx.attempt)
+
+    engine = make_engine(f)
+    run = engine.start("interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        engine.tick(run.run_id)
+    run = engine.run_until_blocked(run.run_id)
+    assert run.status == "COMPLETED" and run.outputs == {"node_a": 2}
+    lost = [e.payload["error"]["code"] for e in engine.timeline(run.run_id) if e.type == "NODE_FAILED"]
+    assert lost == ["WORKER_LOST"]
