@@ -23,7 +23,19 @@ from typing import Any
 
 from .definitions import Flow, ok
 from .engine import Engine
+from .errors import FlowNotFound, FlowrtError
 from .storage import Storage
+
+
+class ServerUnreachable(ConnectionError):
+    """The server to benchmark does not answer."""
+
+
+class Unauthorized(FlowrtError):
+    """The server rejected the token."""
+
+    code = "UNAUTHORIZED"
+    http_status = 401
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -141,6 +153,7 @@ def bench_engine(
         completed = engine.storage.count_runs(flow_version=flow.version).get("COMPLETED", 0)
         raw_rate = raw_commit_rate(engine.storage, concurrency=concurrency) if raw else None
         steps = completed * nodes
+        engine.storage.delete_runs(flow.flow_id, flow.version)  # leave the database as we found it
         result: dict[str, Any] = {
             "mode": f"engine/{mode}",
             "database": engine.storage.kind,
@@ -213,6 +226,26 @@ class _Client:
         self.sock.close()
 
 
+def preflight(url: str, token: str | None, flow_id: str) -> dict[str, Any]:
+    """Check the server answers, accepts the token and has the flow; returns its /health."""
+    try:
+        client = _Client(url, token)
+        try:
+            _, health = client.request("GET", "/health")
+            status, flows = client.request("GET", "/v1/flows")
+        finally:
+            client.close()
+    except OSError as exc:
+        raise ServerUnreachable(f"cannot reach {url}: {exc}") from exc
+    if status == 401:
+        raise Unauthorized(f"{url} rejected the token: pass --token or FLOWRT_API_TOKEN")
+    if status != 200 or not isinstance(flows, list):
+        raise ServerUnreachable(f"{url}/v1/flows answered HTTP {status}; is this a flowrt server?")
+    if flow_id not in {f.get("flowId") for f in flows}:
+        raise FlowNotFound(f"the server at {url} does not serve flow {flow_id!r} (see --flow)")
+    return health if isinstance(health, dict) else {}
+
+
 def bench_http(
     url: str,
     *,
@@ -220,11 +253,18 @@ def bench_http(
     concurrency: int = 1,
     flow_id: str = "demo-fraud",
     input_value: Any = None,
-    driven: bool = False,
+    driven: bool | None = None,
     token: str | None = None,
     wait_seconds: float = 30.0,
 ) -> dict[str, Any]:
-    """Start + tick-to-completion (or one long-polled start) per run, at a fixed concurrency."""
+    """Start + tick-to-completion (or one long-polled start) per run, at a fixed concurrency.
+
+    ``driven=None`` picks what fits the server: long-polled starts when its drivers move
+    runs (ticks would race them for the lease), ticks when it runs ``--no-drive``.
+    """
+    health = preflight(url, token, flow_id)
+    if driven is None:
+        driven = bool(health.get("driving", False))
     input_value = {"amount": 50, "userId": "bench"} if input_value is None else input_value
     latencies: list[float] = []
     statuses: dict[str, int] = {}
@@ -252,6 +292,8 @@ def bench_http(
             t0 = time.perf_counter()
             code, run = client.request("POST", f"/v1/runs/{run_id}/tick")
             mine.append(time.perf_counter() - t0)
+            if code == 409 and run.get("code") == "RUN_BUSY":  # a driver has it: look instead
+                code, run = client.request("GET", f"/v1/runs/{run_id}")
             if code != 200:
                 raise RuntimeError(f"tick: HTTP {code} {run}")
             status = run["status"]

@@ -572,6 +572,17 @@ class Storage:
         params.append(limit)
         return [RunRow(*r) for r in self._read(sql, params)]
 
+    def delete_runs(self, flow_id: str, flow_version: str) -> None:
+        """Delete every run of one flow version with its events (``flowrt bench`` cleans up with it)."""
+        p = self.db.param
+        with self._write() as cur:
+            cur.execute(
+                "DELETE FROM flowrt_events WHERE run_id IN "
+                f"(SELECT run_id FROM flowrt_runs WHERE flow_id = {p} AND flow_version = {p})",
+                (flow_id, flow_version),
+            )
+            cur.execute(f"DELETE FROM flowrt_runs WHERE flow_id = {p} AND flow_version = {p}", (flow_id, flow_version))
+
     def runnable_ids(self) -> list[tuple[str, str, str | None, int | None]]:
         """``(run_id, status, lease_owner, wake_at)`` of every RUNNING run and WAITING timer."""
         p = self.db.param

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..bench import bench_engine, bench_http
-from ..storage import DEFAULT_URL
+from ..bench import ServerUnreachable, bench_engine, bench_http
+from .errors import Unreachable
 
 LABELS = {
     "stepsPerSecond": "durable steps/s",
@@ -31,14 +33,21 @@ LABELS = {
 
 def bench(
     db: Annotated[
-        str, typer.Option("--db", envvar="DATABASE_URL", help="Database for in-process mode [env: DATABASE_URL].")
-    ] = DEFAULT_URL,
+        Optional[str],
+        typer.Option(
+            "--db",
+            envvar="FLOWRT_BENCH_DB",
+            metavar="URL",
+            help="Database for in-process mode. Default: a temporary SQLite file, deleted afterwards "
+            "(bench never uses DATABASE_URL by itself). Its runs are deleted when it is done.",
+        ),
+    ] = None,
     url: Annotated[
         Optional[str],
-        typer.Option("--url", envvar="FLOWRT_URL", help="Benchmark a running server instead [env: FLOWRT_URL]."),
+        typer.Option("--url", envvar="FLOWRT_URL", metavar="URL", help="Benchmark a running server instead."),
     ] = None,
     token: Annotated[
-        Optional[str], typer.Option("--token", envvar="FLOWRT_API_TOKEN", help="Bearer token [env: FLOWRT_API_TOKEN].")
+        Optional[str], typer.Option("--token", envvar="FLOWRT_API_TOKEN", metavar="TOKEN", help="Bearer token.")
     ] = None,
     runs: Annotated[int, typer.Option("--runs", "-n", min=1, help="Runs per measurement.")] = 2000,
     nodes: Annotated[int, typer.Option("--nodes", "-k", min=1, max=100, help="Nodes per run (in-process mode).")] = 5,
@@ -49,8 +58,13 @@ def bench(
         str, typer.Option("--mode", help="In-process: 'drive' (background drivers) or 'tick' (a tick per step).")
     ] = "drive",
     driven: Annotated[
-        bool, typer.Option("--driven", help="HTTP: one long-polled start per run (server drives) instead of ticks.")
-    ] = False,
+        Optional[bool],
+        typer.Option(
+            "--driven/--tick",
+            help="HTTP: one long-polled start per run (the server's drivers work) or start + ticks. "
+            "Default: whichever the server runs (see /health 'driving').",
+        ),
+    ] = None,
     flow_id: Annotated[str, typer.Option("--flow", help="HTTP: the flow to start.")] = "demo-fraud",
     input_json: Annotated[
         Optional[str], typer.Option("--input", help="HTTP: the input JSON for each run.")
@@ -67,20 +81,29 @@ def bench(
         raise typer.BadParameter(f"invalid JSON: {exc}", param_hint="--input") from exc
     console = Console(stderr=True)
     results = []
-    for c in concurrency:
-        if not as_json:
-            console.print(f"[dim]measuring {'HTTP ' + url if url else db} at concurrency {c} ...[/dim]")
-        if url:
-            result = bench_http(
-                url, runs=runs, concurrency=c, flow_id=flow_id, input_value=input_value, driven=driven, token=token
-            )
-        else:
-            result = bench_engine(db, runs=runs, nodes=nodes, concurrency=c, mode=mode, raw=raw)
-        results.append(result)
+    with tempfile.TemporaryDirectory(prefix="flowrt-bench-") as scratch:
+        database = db or f"sqlite:///{Path(scratch) / 'bench.db'}"
+        for c in concurrency:
+            if not as_json:
+                where = f"HTTP {url}" if url else (db or "a temporary SQLite file")
+                console.print(f"[dim]measuring {where} at concurrency {c} ...[/dim]")
+            if url:
+                try:
+                    result = bench_http(
+                        url, runs=runs, concurrency=c, flow_id=flow_id, input_value=input_value, driven=driven, token=token
+                    )
+                except ServerUnreachable as exc:
+                    raise Unreachable(str(exc)) from exc
+            else:
+                result = bench_engine(database, runs=runs, nodes=nodes, concurrency=c, mode=mode, raw=raw)
+            results.append(result)
+    failed = any(result["errors"] for result in results)
     if as_json:
         sys.stdout.write(json.dumps(results if len(results) > 1 else results[0], indent=2) + "\n")
+        if failed:
+            raise typer.Exit(1)
         return
-    table = Table(title=f"flowrt bench — {results[0]['mode']} on {url or results[0]['database']}")
+    table = Table(title=f"flowrt bench: {results[0]['mode']} on {url or results[0]['database']}")
     table.add_column("metric")
     for result in results:
         table.add_column(f"c={result['concurrency']}", justify="right")
@@ -91,5 +114,5 @@ def bench(
     for result in results:
         for error in result["errors"]:
             console.print(f"[red]error at c={result['concurrency']}: {error}[/red]")
-    if any(result["errors"] for result in results):
-        raise typer.Exit(1)
+    if failed:
+        raise typer.Exit(1)  # the figures above are not to be trusted
