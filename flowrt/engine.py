@@ -48,6 +48,7 @@ from .storage import DEFAULT_URL, EventRow, LeaseLost, RunRow, Storage
 log = logging.getLogger("flowrt.engine")
 
 RETRYABLE_CODES = frozenset({"TIMEOUT", "NETWORK_ERROR", "RATE_LIMIT"})
+_CURSOR = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # a run id
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode
@@ -328,6 +329,8 @@ class Engine:
             raise InvalidInput(f"unknown status {status!r}; one of {', '.join(RunStatus)}")
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
             raise InvalidInput("limit must be an integer from 1 to 1000")
+        if cursor is not None and not _CURSOR.fullmatch(cursor):
+            raise InvalidInput("cursor is not one this API issued: pass nextCursor from the previous page")
         rows = self.storage.list_runs(
             status=status, flow_id=flow_id, tenant_id=tenant_id, limit=limit + 1, cursor=cursor
         )

@@ -642,7 +642,8 @@ class _Statements:
         )
         self.cancel = (
             "UPDATE flowrt_runs SET status = 'CANCELLED', lease_owner = NULL, lease_expires_at = NULL, "
-            f"lease_epoch = lease_epoch + 1, stale_owner = NULL, wake_at = NULL, last_seq = last_seq + 1, updated_at = {p} "
+            "lease_epoch = lease_epoch + 1, stale_owner = NULL, wake_at = NULL, wait_reason = NULL, wait_until = NULL, "
+            f"last_seq = last_seq + 1, updated_at = {p} "
             f"WHERE run_id = {p} AND status IN ('RUNNING', 'WAITING') RETURNING {cols}"
         )
         self.events_all = (

@@ -392,3 +392,16 @@ def test_deeply_nested_json_input_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2, result.output
     assert "nested too deeply" in result.output
+
+
+def test_waiting_hint_can_be_pasted_and_status_errors_read_well(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'hint.db'}"
+    runner = CliRunner()
+    started = runner.invoke(app, ["start", "demo-support", "--wait", "--flows", "examples.demo:ALL", "--db", db])
+    assert started.exit_code == 0, started.output
+    hint = next(line for line in started.output.splitlines() if "resume it with" in line)
+    assert "--flows examples.demo:ALL" in hint and f"--db {db}" in hint
+    bad = runner.invoke(app, ["runs", "--status", "DONE", "--db", db])
+    assert bad.exit_code == 2
+    assert "RUNNING, WAITING, COMPLETED, FAILED, CANCELLED" in bad.output and "Value error" not in bad.output
+    assert runner.invoke(app, ["runs", "--status", "waiting", "--db", db, "--json"]).exit_code == 0

@@ -847,3 +847,16 @@ def test_an_interrupt_inside_a_handler_counts_as_a_lost_attempt(make_engine: Any
     assert run.status == "COMPLETED" and run.outputs == {"node_a": 2}
     lost = [e.payload["error"]["code"] for e in engine.timeline(run.run_id) if e.type == "NODE_FAILED"]
     assert lost == ["WORKER_LOST"]
+
+
+def test_a_cursor_that_was_never_issued_is_rejected(make_engine: Any) -> None:
+    engine = make_engine(linear_flow(1))
+    with pytest.raises(InvalidInput, match="cursor"):
+        engine.list_runs(cursor="garbage")
+
+
+def test_cancel_clears_the_wait(make_engine: Any) -> None:
+    engine = make_engine(support_flow())
+    run = engine.run_until_blocked(engine.start("demo-support").run_id)
+    run = engine.cancel(run.run_id)
+    assert run.status == "CANCELLED" and run.wait_reason is None and run.wait_until is None

@@ -243,6 +243,8 @@ class RemoteBackend:
         if not url.startswith(("http://", "https://")):
             raise UsageProblem(f"--url must start with http:// or https://, got {url!r}")
         self.where = url.rstrip("/")
+        if self.where.endswith("/v1"):  # the server's base URL is meant; the API paths add /v1
+            self.where = self.where[: -len("/v1")]
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout
         self.client = httpx.Client(base_url=self.where, headers=headers, timeout=timeout)

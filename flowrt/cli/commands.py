@@ -9,6 +9,7 @@ line on stderr and an exit code.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import json
 import logging
 import sys
@@ -174,7 +175,7 @@ def start(
     if not wait:
         return out.started(result)
     out.run(result)
-    _hint_waiting(out, result)
+    _hint_waiting(out, result, db=db, url=url, flows=flows)
     _exit_for(result)
 
 
@@ -202,7 +203,7 @@ def resume(
         run = backend.resume(run_id, value, wait=wait)
     out = Output(as_json)
     out.run(run)
-    _hint_waiting(out, run)
+    _hint_waiting(out, run, db=db, url=url, flows=flows)
     if wait:
         _exit_for(run)
 
@@ -253,17 +254,26 @@ def status(
         run = backend.get(run_id)
     out = Output(as_json)
     out.run(run)
-    _hint_waiting(out, run)
+    _hint_waiting(out, run, db=db, url=url, flows=None)
+
+
+def _run_status(value: str | None) -> str | None:
+    """Any case accepted; the message lists the statuses as the API spells them."""
+    if value is None:
+        return None
+    if value.upper() not in RunStatus.__members__:
+        raise typer.BadParameter(f"{value!r} is not a status; use one of {', '.join(RunStatus)}")
+    return value.upper()
 
 
 def runs(
     status: Annotated[
-        Optional[RunStatus],
+        Optional[str],
         typer.Option(
             "--status",
             "-s",
             envvar="FLOWRT_RUNS_STATUS",
-            case_sensitive=False,
+            callback=_run_status,
             metavar="STATUS",
             help="Only runs with this status: RUNNING, WAITING, COMPLETED, FAILED or CANCELLED.",
         ),
@@ -287,7 +297,7 @@ def runs(
     """List runs, newest first, one page at a time."""
     with session(db, url, token) as backend:
         page = backend.list_runs(
-            status=None if status is None else str(status), flow_id=flow, tenant_id=tenant, limit=limit, cursor=cursor
+            status=status, flow_id=flow, tenant_id=tenant, limit=limit, cursor=cursor
         )
     Output(as_json).runs(page)
 
@@ -403,9 +413,18 @@ def recover(
     out.recovered({"seconds": seconds, "runs": report})
 
 
-def _hint_waiting(out: Output, run: dict[str, Any]) -> None:
-    if run.get("status") == "WAITING":
-        out.note(f"resume it with: flowrt resume {run['runId']} --payload '<json>'")
+def _hint_waiting(
+    out: Output, run: dict[str, Any], *, db: str | None, url: str | None, flows: list[str] | None
+) -> None:
+    """A next step that can be pasted as printed: the same connection options as this command."""
+    if run.get("status") != "WAITING":
+        return
+    if url:
+        where = f" --url {shlex.quote(url)}"
+    else:
+        where = f" --flows {shlex.quote(','.join(flows))}" if flows else " --flows MODULE:NAME"
+        where += f" --db {shlex.quote(db)}" if db else ""
+    out.note(f"resume it with: flowrt resume {run['runId']} --payload '<json>'{where}")
 
 
 def register(app: typer.Typer) -> None:

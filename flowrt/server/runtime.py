@@ -15,6 +15,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import threading
 from dataclasses import dataclass, field
 from types import FrameType
@@ -285,6 +286,20 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("flowrt").setLevel(numeric)
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    """Fail fast on a busy or forbidden address, before startup recovery moves any run."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def uvicorn_config(app: Litestar, settings: Settings, **overrides: Any) -> uvicorn.Config:
     options: dict[str, Any] = {
         "host": settings.host,
@@ -340,6 +355,7 @@ def run_flow_runtime(
         log_level=log_level,
     )
     _configure_logging(settings.log_level)
+    _check_can_listen(settings.host, settings.port)  # before recovery touches the database
     runtime = FlowRuntime(settings)
     log.info(
         "flowrt serving %d flow(s) on http://%s:%d (storage: %s%s, %s, auth: %s)",
