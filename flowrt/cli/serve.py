@@ -54,7 +54,7 @@ def serve(
         typer.Option(
             "--token",
             envvar="FLOWRT_API_TOKEN",
-            help="Require 'Authorization: Bearer <token>' on every /v1 route. Env: FLOWRT_API_TOKEN.",
+            help="Require 'Authorization: Bearer TOKEN' on every /v1 route. Env: FLOWRT_API_TOKEN.",
             show_envvar=False,
         ),
     ] = None,
