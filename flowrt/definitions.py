@@ -259,7 +259,7 @@ class Flow:
             raise DefinitionError(f"flow {self.flow_id!r} edge {source}->{target}: when must be callable")
         if isinstance(priority, bool) or not isinstance(priority, (int, float)):
             raise DefinitionError(f"flow {self.flow_id!r} edge {source}->{target}: priority must be a number")
-        self.edges.append(Edge(source, target, when, priority))  # type: ignore[arg-type]
+        self.edges.append(Edge(source, target, when, priority))
         self._outgoing = None
         return self
 

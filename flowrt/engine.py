@@ -81,11 +81,11 @@ def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return base
 
 
-def _version_key(version: str) -> tuple:
+def _version_key(version: str) -> tuple[Any, ...]:
     """Semantic-version order: numeric parts compare as numbers, and a pre-release
     (``1.0.0-beta``) sorts before its release; build metadata (``+...``) is ignored."""
 
-    def parts(text: str) -> tuple:
+    def parts(text: str) -> tuple[Any, ...]:
         return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-]", text) if p)
 
     release, _, pre = version.split("+", 1)[0].partition("-")
@@ -585,7 +585,7 @@ class Engine:
                 row = yield from self._step(row, flow, lease, hold=True)
         return row
 
-    def _commit(self, new: RunRow, lease: _Lease, events: list[EventRow], idem: tuple | None = None) -> RunRow:
+    def _commit(self, new: RunRow, lease: _Lease, events: list[EventRow], idem: tuple[Any, ...] | None = None) -> RunRow:
         try:
             self.storage.commit_step(new, lease.epoch, events, idem)
         except LeaseLost:
@@ -708,7 +708,7 @@ class Engine:
 
         now = now_ms()
         new = row.evolve(attempts_json=_dumps(attempts), updated_at=now, wait_reason=None, wait_until=None)
-        idem: tuple | None = None
+        idem: tuple[Any, ...] | None = None
         output_json = patch_json = None
         if isinstance(result, (Ok, Wait)):
             try:
@@ -944,7 +944,7 @@ class Engine:
 def _execute(lease: _Lease, node: Node, ctx: Context) -> Generator[Any, Any, Result]:
     """Ask the executor to run the handler, marking the lease as mid-execution meanwhile."""
     lease.executing = True
-    result = yield _Execute(node, ctx)
+    result: Result = yield _Execute(node, ctx)
     lease.executing = False
     return result
 

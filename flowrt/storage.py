@@ -120,7 +120,7 @@ class RunRow:
 _run_values = operator.attrgetter(*RUN_COLUMNS)
 _step_values = operator.attrgetter(*STEP_COLUMNS)
 
-EventRow = tuple  # (run_id, seq, at, type, node_id, attempt, payload_json)
+EventRow = tuple[Any, ...]  # (run_id, seq, at, type, node_id, attempt, payload_json)
 
 
 # --------------------------------------------------------------------------- models
@@ -266,7 +266,7 @@ def open_database(url: str, *, pool_size: int = 16) -> tuple[str, pw.Database]:
         )
         return "sqlite", db
     if scheme in ("postgres", "postgresql", "postgresql+psycopg", "postgres+psycopg"):
-        conninfo = urllib.parse.urlunsplit(("postgresql",) + tuple(parts[1:]))  # type: ignore[arg-type]
+        conninfo = urllib.parse.urlunsplit(parts._replace(scheme="postgresql"))
         db = PooledPostgresqlDatabase(
             conninfo,
             max_connections=pool_size,
@@ -406,11 +406,12 @@ class Storage:
                 raise
             cursor.execute("COMMIT")
 
-    def _read(self, sql: str, params: Sequence[Any]) -> list[tuple]:
+    def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with _translated(self.url), self.session(), self._read_lock:
             cursor = self.db.cursor()
             cursor.execute(sql, params)
-            return cursor.fetchall()
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+            return rows
 
     # -- schema
 
@@ -423,7 +424,7 @@ class Storage:
                 if self.kind == "postgres":
                     # Many processes may start at once; one migrates, the others wait.
                     self.db.execute_sql("SELECT pg_advisory_xact_lock(7423001)")
-                current = SchemaVersion.select(pw.fn.MAX(SchemaVersion.version)).scalar() or 0
+                current = self.db.execute_sql("SELECT MAX(version) FROM flowrt_schema").fetchone()[0] or 0
                 if current > SCHEMA_VERSION:
                     raise StorageUnavailable(
                         f"database schema version {current} is newer than this flowrt ({SCHEMA_VERSION}); upgrade flowrt"
@@ -434,9 +435,7 @@ class Storage:
                     log.info("applied flowrt schema version %d", version)
 
     def schema_version(self) -> int:
-        SchemaVersion = self.models["SchemaVersion"]
-        with self.session(), self._read_lock:
-            return SchemaVersion.select(pw.fn.MAX(SchemaVersion.version)).scalar() or 0
+        return int(self._read("SELECT MAX(version) FROM flowrt_schema", ())[0][0] or 0)
 
     def ping(self) -> bool:
         try:
@@ -487,7 +486,7 @@ class Storage:
         row: RunRow,
         epoch: int,
         events: list[EventRow],
-        idempotency: tuple | None = None,
+        idempotency: tuple[Any, ...] | None = None,
     ) -> None:
         """Write the step's run row, events and idempotency record in one transaction.
 
@@ -518,7 +517,7 @@ class Storage:
                     [expires, owner, *chunk],
                 )
 
-    def cancel(self, run_id: str, reason: str | None, event: tuple) -> RunRow | None:
+    def cancel(self, run_id: str, reason: str | None, event: tuple[Any, ...]) -> RunRow | None:
         """End an active run as CANCELLED, fencing off any step still in flight."""
         now = now_ms()
         with self._write() as cur:
@@ -557,7 +556,8 @@ class Storage:
     ) -> list[RunRow]:
         """Newest first; ``cursor`` is the last run id of the previous page (keyset, O(page))."""
         p = self.db.param
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         for column, value in (("status", status), ("flow_id", flow_id), ("tenant_id", tenant_id)):
             if value is not None:
                 where.append(f"{column} = {p}")

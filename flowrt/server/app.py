@@ -169,13 +169,13 @@ _HTTP_CODES = {
 }
 
 
-def _on_flowrt_error(_: Request, exc: FlowrtError) -> Response[bytes]:
+def _on_flowrt_error(_: Request[Any, Any, Any], exc: FlowrtError) -> Response[bytes]:
     if exc.http_status >= 500:
         log.error("%s: %s", exc.code, exc.message)
     return json_response(exc.to_json(), exc.http_status)
 
 
-def _on_validation_error(_: Request, exc: ValidationException) -> Response[bytes]:
+def _on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
     """Litestar's parameter errors, reduced to one readable line."""
     parts = []
     for item in exc.extra if isinstance(exc.extra, list) else ():
@@ -190,7 +190,7 @@ def _on_validation_error(_: Request, exc: ValidationException) -> Response[bytes
     return error_response(400, "BAD_REQUEST", "; ".join(parts) or exc.detail)
 
 
-def _on_http_exception(_: Request, exc: HTTPException) -> Response[bytes]:
+def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
     if status >= 500:
         log.error("HTTP %d: %s", status, exc.detail)
@@ -201,13 +201,13 @@ def _on_http_exception(_: Request, exc: HTTPException) -> Response[bytes]:
     return error_response(status, _HTTP_CODES.get(status, "HTTP_ERROR"), exc.detail, headers)
 
 
-def _on_recursion(_: Request, exc: RecursionError) -> Response[bytes]:
+def _on_recursion(_: Request[Any, Any, Any], exc: RecursionError) -> Response[bytes]:
     # Only client JSON nests deep enough to get here (msgspec caps decoding depth a
     # little below what the engine's encoder can re-encode under a deep stack).
     return error_response(400, "BAD_REQUEST", "JSON value is nested too deeply")
 
 
-def _on_unexpected(request: Request, exc: Exception) -> Response[bytes]:
+def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "INTERNAL_ERROR", "internal server error")
 
@@ -288,7 +288,7 @@ class ApiState:
         return run
 
     async def _get(self, run_id: str) -> Run:
-        run = await self.engine.offload(self.engine.get, run_id)
+        run: Run | None = await self.engine.offload(self.engine.get, run_id)
         if run is None:
             raise RunNotFound(f"run {run_id} not found", run_id=run_id)
         return run
@@ -422,6 +422,7 @@ def create_app(
         storage = engine.storage
         reachable = await offload(storage.ping)
         schema = await offload(storage.schema_version) if reachable else None
+        status: Literal["ok", "degraded", "unavailable"]
         if not reachable:
             status = "unavailable"
         elif state.fallback_reason is not None:
