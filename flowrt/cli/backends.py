@@ -411,10 +411,13 @@ class RemoteBackend:
         last = None
         while True:
             run = self.tick(run_id)
-            # A tick that changed nothing means the run is parked in a long backoff.
-            if run["status"] != "RUNNING" or run["updatedAt"] == last:
+            # Every executed step counts an attempt; a tick that counted none found the run
+            # parked in a long backoff. (updatedAt alone is not enough: two fast steps can
+            # share a millisecond.)
+            seen = (run["currentNodeId"], run["attempts"])
+            if run["status"] != "RUNNING" or seen == last:
                 return
-            last = run["updatedAt"]
+            last = seen
 
 
 def _quote(run_id: str) -> str:
