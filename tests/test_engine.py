@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 import threading
 import time
 from datetime import timedelta
@@ -860,3 +861,21 @@ def test_cancel_clears_the_wait(make_engine: Any) -> None:
     run = engine.run_until_blocked(engine.start("demo-support").run_id)
     run = engine.cancel(run.run_id)
     assert run.status == "CANCELLED" and run.wait_reason is None and run.wait_until is None
+
+
+def test_sqlite_wal_is_rewound_under_steady_writes(tmp_path: Any) -> None:
+    """Background checkpoints must rewind the WAL, not just copy it: else it grows without end."""
+    path = tmp_path / "wal.db"
+    with Engine(f"sqlite:///{path}", flows=[linear_flow(3)]) as engine:
+        engine.storage.checkpoint_interval = 0.1
+        wal = Path(f"{path}-wal")
+        sizes = []
+        deadline = time.monotonic() + 3
+        next_sample = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            engine.run_until_blocked(engine.start("linear").run_id)
+            if time.monotonic() >= next_sample:
+                sizes.append(wal.stat().st_size)
+                next_sample += 1
+        assert len(sizes) >= 2
+        assert sizes[-1] <= sizes[0] * 1.5, sizes  # a WAL that is never rewound grows linearly
