@@ -7,102 +7,48 @@ Default size is small; FLOWRT_CHAOS_FULL=1 runs the issue's full size (1,000 run
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from flowrt import Engine
+from http_helpers import ServeProcess
 
-HERE = Path(__file__).parent
 FULL = os.environ.get("FLOWRT_CHAOS_FULL") == "1"
 LEASE_TTL = "1.5"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def call(server: ServeProcess, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    resp = httpx.request(method, server.url + path, json=body, timeout=10)
+    return resp.status_code, resp.json()
 
 
-class Server:
-    """One `flowrt serve` subprocess on a fixed port, restartable."""
-
-    def __init__(self, url: str, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.url = url
-        self.env = env
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        cmd = [
-            sys.executable, "-c", "from flowrt.cli import main; main()", "serve",
-            "--flows", "chaos_flows:ALL", "--port", str(self.port), "--db", self.url,
-            "--workers", "2", "--lease-ttl", LEASE_TTL, "--log-level", "warning",
-        ]  # fmt: skip
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log, cwd=HERE)
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
-            headers={"Content-Type": "application/json"},
-        )  # fmt: skip
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read() or b"null")
-
-
-def any_live(servers: list[Server], method: str, path: str, body: Any = None) -> tuple[int, Any]:
+def any_live(servers: list[ServeProcess], method: str, path: str, body: Any = None) -> tuple[int, Any]:
     """Try the servers in random order until one answers (others may be dead or restarting)."""
     deadline = time.monotonic() + 30
     while True:
         for server in random.sample(servers, len(servers)):
             try:
-                return server.call(method, path, body)
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                return call(server, method, path, body)
+            except httpx.TransportError:
                 continue
         assert time.monotonic() < deadline, "no server answered for 30 s"
         time.sleep(0.1)
 
 
-def run_chaos(url: str, side: str, processes: int, runs: int, tmp_path: Path, budget: float, spread: float) -> None:
-    sys.path.insert(0, str(HERE))
-    import chaos_flows  # noqa: PLC0415
+def run_chaos(url: str, side: str, processes: int, runs: int, budget: float, spread: float) -> None:
+    import chaos_flows  # noqa: PLC0415 - tests/ is on sys.path (pyproject's pythonpath)
 
     chaos_flows.create_side_table(side)
-    env = {**os.environ, "FLOWRT_CHAOS_SIDE": side, "PYTHONPATH": str(HERE)}
-    servers = [Server(url, env, tmp_path / f"server{i}.log") for i in range(processes)]
-    for server in servers:
-        server.start()
+    args = ["--flows", "chaos_flows:ALL", "--db", url, "--workers", "2", "--lease-ttl", LEASE_TTL, "--log-level", "warning"]
+    env = {"FLOWRT_CHAOS_SIDE": side}
+    servers = [ServeProcess(args, env) for _ in range(processes)]
     engine = Engine(url, flows=chaos_flows.ALL)  # for reading results only
     try:
         run_ids: list[str] = []
@@ -114,10 +60,10 @@ def run_chaos(url: str, side: str, processes: int, runs: int, tmp_path: Path, bu
         def chaos_tick() -> None:
             nonlocal kills, next_kill
             if time.monotonic() >= next_kill:
-                victim = random.choice(servers)
-                victim.kill()
+                victim = random.randrange(len(servers))
+                servers[victim].close()  # kill -9, then a fresh process takes its place
                 kills += 1
-                victim.start()
+                servers[victim] = ServeProcess(args, env)
                 next_kill = time.monotonic() + random.uniform(1.5, 2.5)
 
         # Starts are spread over `spread` seconds, so kills land while work is in flight.
@@ -166,15 +112,16 @@ def run_chaos(url: str, side: str, processes: int, runs: int, tmp_path: Path, bu
         print(f"chaos: {runs} runs, {processes} processes, {kills} kills, {lost_total} WORKER_LOST attempts")
     finally:
         for server in servers:
-            server.stop()
+            server.terminate()
+            server.close()
         engine.close()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_chaos_on_postgres_three_processes(pg_url: str, tmp_path: Path) -> None:
+def test_chaos_on_postgres_three_processes(pg_url: str) -> None:
     runs = 1000 if FULL else 150
-    run_chaos(pg_url, pg_url, 3, runs, tmp_path, budget=480 if FULL else 120, spread=60 if FULL else 8)
+    run_chaos(pg_url, pg_url, 3, runs, budget=480 if FULL else 120, spread=60 if FULL else 8)
 
 
 @pytest.mark.slow
@@ -182,6 +129,6 @@ def test_chaos_on_postgres_three_processes(pg_url: str, tmp_path: Path) -> None:
 def test_chaos_on_sqlite_two_processes(tmp_path: Path) -> None:
     runs = 300 if FULL else 60
     run_chaos(
-        f"sqlite:///{tmp_path / 'flowrt.db'}", str(tmp_path / "side.db"), 2, runs, tmp_path,
+        f"sqlite:///{tmp_path / 'flowrt.db'}", str(tmp_path / "side.db"), 2, runs,
         budget=300 if FULL else 90, spread=30 if FULL else 8,
     )  # fmt: skip
