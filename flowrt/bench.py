@@ -19,7 +19,7 @@ import statistics
 import threading
 import time
 import urllib.parse
-from typing import Any
+from typing import Any, Callable
 
 from .definitions import Flow, ok
 from .engine import Engine
@@ -44,6 +44,17 @@ def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
     return ordered[index]
+
+
+def timed_in_threads(work: Callable[[int], None], count: int) -> float:
+    """Seconds for ``count`` threads running ``work(index)`` to all finish."""
+    started = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
 
 
 def _bench_flow(nodes: int, last_seen: dict[str, float], latencies: list[float]) -> Flow:
@@ -90,13 +101,7 @@ def raw_commit_rate(storage: Storage, *, commits: int = 3000, concurrency: int =
                     (worker, 2 * i, "{}", worker, 2 * i + 1, "{}"),
                 )
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = timed_in_threads(work, concurrency)
     with storage._write() as cur:  # noqa: SLF001
         cur.execute("DROP TABLE flowrt_bench_raw")
         cur.execute("DROP TABLE flowrt_bench_raw_events")
@@ -126,7 +131,7 @@ def bench_engine(
         lock = threading.Lock()
         errors: list[str] = []
 
-        def work() -> None:
+        def work(_: int) -> None:
             try:
                 if mode == "drive":
                     while engine.drive_next():
@@ -142,13 +147,7 @@ def bench_engine(
             except Exception as exc:  # noqa: BLE001 - reported, not raised
                 errors.append(f"{type(exc).__name__}: {exc}")
 
-        started = time.perf_counter()
-        threads = [threading.Thread(target=work) for _ in range(concurrency)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - started
+        elapsed = timed_in_threads(work, concurrency)
         writes = engine.storage.write_transactions - writes_before
         completed = engine.storage.count_runs(flow_version=flow.version).get("COMPLETED", 0)
         raw_rate = raw_commit_rate(engine.storage, concurrency=concurrency) if raw else None
@@ -299,7 +298,7 @@ def bench_http(
             status = run["status"]
         return str(status)
 
-    def work() -> None:
+    def work(_: int) -> None:
         client = _Client(url, token)
         mine: list[float] = []
         try:
@@ -318,13 +317,7 @@ def bench_http(
             with lock:
                 latencies.extend(mine)
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=work) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = timed_in_threads(work, concurrency)
     finished = sum(statuses.values())
     return {
         "mode": "http/driven" if driven else "http/tick",
