@@ -243,7 +243,7 @@ class Engine:
         if run_ids:
             log.warning("closing with %d step(s) still running; their attempts will count as WORKER_LOST", len(run_ids))
             with contextlib.suppress(Exception):
-                self.storage.renew(self.owner, run_ids, -self.lease_ttl_ms)
+                self.storage.expire(self.owner, run_ids)
         if self._loop is not None:
             loop, thread = self._loop, self._loop_thread
             loop.call_soon_threadsafe(loop.stop)
@@ -514,7 +514,7 @@ class Engine:
                     if lease.executing:
                         # Interrupted inside the handler (KeyboardInterrupt, SystemExit, a
                         # cancelled task): like a crash, the next claimer counts it as lost.
-                        self.storage.renew(self.owner, [lease.run_id], -self.lease_ttl_ms)
+                        self.storage.expire(self.owner, [lease.run_id])
                     else:
                         self.storage.release(lease.run_id, lease.epoch)
 
@@ -523,10 +523,7 @@ class Engine:
         if not claimed:
             return row
         with self._holding(row) as lease:
-            flow = self._flow_of(row)
-            row = self._record_lost_worker(row, flow, lease)
-            if row.status == RunStatus.WAITING and row.wake_at is not None and row.wake_at <= now_ms():
-                row = self._mark_resumed(row, lease, "null", "timer")  # a due timer, even without drivers
+            flow, row = self._take_over(row, lease)
             if row.status == RunStatus.RUNNING and row.wake_at is not None:
                 delay = (row.wake_at - now_ms()) / 1000
                 if delay > self.inline_backoff:
@@ -569,10 +566,7 @@ class Engine:
     ) -> Generator[Any, Any, RunRow]:
         """Step a claimed run until it waits, ends, or parks for longer than ``max_sleep``."""
         with self._holding(row) as lease:
-            flow = self._flow_of(row)
-            row = self._record_lost_worker(row, flow, lease)
-            if row.status == RunStatus.WAITING and row.wake_at is not None and row.wake_at <= now_ms():
-                row = self._mark_resumed(row, lease, "null", "timer")
+            flow, row = self._take_over(row, lease)
             while row.status == RunStatus.RUNNING:
                 if should_stop is not None and should_stop():
                     break  # the lease is released on exit; any process may continue the run
@@ -584,6 +578,15 @@ class Engine:
                         yield _Sleep(delay)
                 row = yield from self._step(row, flow, lease, hold=True)
         return row
+
+    def _take_over(self, row: RunRow, lease: _Lease) -> tuple[Flow, RunRow]:
+        """What every claim of a run to step starts with: its flow (or FlowNotRegistered),
+        the record of a dead previous holder, and a due timer fired (even without drivers)."""
+        flow = self._flow_of(row)
+        row = self._record_lost_worker(row, flow, lease)
+        if row.status == RunStatus.WAITING and row.wake_at is not None and row.wake_at <= now_ms():
+            row = self._mark_resumed(row, lease, "null", "timer")
+        return flow, row
 
     def _commit(self, new: RunRow, lease: _Lease, events: list[EventRow], idem: tuple[Any, ...] | None = None) -> RunRow:
         try:
@@ -628,29 +631,22 @@ class Engine:
         node_id = row.current_node_id
         attempts = _loads(row.attempts_json)
         attempts[node_id] = attempts.get(node_id, 0) + 1
-        failures = row.failures + 1
         now = now_ms()
-        error = {
+        error: dict[str, Any] = {
             "code": "WORKER_LOST",
             "message": f"worker {row.stale_owner} stopped while executing node {node_id} (lease expired)",
             "retryable": True,
         }
-        new = row.evolve(attempts_json=_dumps(attempts), failures=failures, updated_at=now)
-        new.lease_owner, new.lease_expires_at = self.owner, now + self.lease_ttl_ms
-        seq = row.last_seq
+        new = row.evolve(attempts_json=_dumps(attempts), failures=row.failures + 1, updated_at=now)
         events: list[EventRow] = []
-        max_attempts = node.retry.max_attempts if node else 1
-        if failures < max_attempts:
-            events.append((row.run_id, seq + 1, now, EventType.NODE_FAILED, node_id, attempts[node_id],
-                           _dumps({"error": error, "retryInMs": 0})))
-        else:
-            events.append((row.run_id, seq + 1, now, EventType.NODE_FAILED, node_id, attempts[node_id],
-                           _dumps({"error": error})))
-            events.append((row.run_id, seq + 2, now, EventType.RUN_ABORTED, node_id, attempts[node_id],
-                           _dumps({"error": error})))
-            new.status, new.error_json = RunStatus.FAILED, _dumps(error)
-            new.lease_owner = new.lease_expires_at = None
-        new.last_seq = seq + len(events)
+
+        def event(kind: str, payload: dict[str, Any], at: int) -> None:
+            events.append((row.run_id, row.last_seq + len(events) + 1, at, kind, node_id, attempts[node_id], _dumps(payload)))
+
+        # Retried at once: the lease expiry already made it wait.
+        _apply_failure(new, node, error, event, now, backoff=False)
+        new.last_seq = row.last_seq + len(events)
+        self._hold_or_release(new, hold=True)
         log.warning("run %s: %s", row.run_id, error["message"])
         return self._commit(new, lease, events)
 
@@ -765,16 +761,7 @@ class Engine:
             retryable = result.retryable if result.retryable is not None else code in RETRYABLE_CODES
             error = {"code": code, "message": str(result.message or ""), "retryable": bool(retryable)}
             new.failures = row.failures + 1
-            max_attempts = node.retry.max_attempts if node else 1
-            if retryable and node is not None and new.failures < max_attempts:
-                delay = node.retry.delay_ms(new.failures)
-                new.status = RunStatus.RUNNING
-                new.wake_at = now + delay if delay > 0 else None
-                event(EventType.NODE_FAILED, {"error": error, "retryInMs": delay}, now)
-            else:
-                new.status, new.error_json, new.wake_at = RunStatus.FAILED, _dumps(error), None
-                event(EventType.NODE_FAILED, {"error": error}, now)
-                event(EventType.RUN_ABORTED, {"error": error}, now)
+            _apply_failure(new, node, error, event, now, backoff=True)
         new.last_seq = seq
         self._hold_or_release(new, hold)
         return self._commit(new, lease, events, idem)
@@ -974,6 +961,29 @@ async def _awaited(awaitable: Any, timeout: float | None) -> Any:
 
 def _timeout_failure(node: Node) -> Fail:
     return Fail("TIMEOUT", f"node {node.id} exceeded its timeout of {node.timeout_ms} ms", True)
+
+
+def _apply_failure(
+    new: RunRow,
+    node: Node | None,
+    error: dict[str, Any],
+    event: Callable[[str, dict[str, Any], int], None],
+    now: int,
+    *,
+    backoff: bool,
+) -> None:
+    """A failed attempt (``new.failures`` already counts it): retry, parked for the backoff,
+    while the error is retryable and attempts remain; otherwise the run fails."""
+    max_attempts = node.retry.max_attempts if node is not None else 1
+    if error["retryable"] and node is not None and new.failures < max_attempts:
+        delay = node.retry.delay_ms(new.failures) if backoff else 0
+        new.status = RunStatus.RUNNING
+        new.wake_at = now + delay if delay > 0 else None
+        event(EventType.NODE_FAILED, {"error": error, "retryInMs": delay}, now)
+    else:
+        new.status, new.error_json, new.wake_at = RunStatus.FAILED, _dumps(error), None
+        event(EventType.NODE_FAILED, {"error": error}, now)
+        event(EventType.RUN_ABORTED, {"error": error}, now)
 
 
 class _EdgeError(Exception):

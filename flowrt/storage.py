@@ -528,6 +528,11 @@ class Storage:
                     [expires, owner, *chunk],
                 )
 
+    def expire(self, owner: str, run_ids: Sequence[str]) -> None:
+        """End ``owner``'s leases now without releasing them: the next claimer sees a dead
+        holder and records the interrupted attempt as WORKER_LOST."""
+        self.renew(owner, run_ids, -1)
+
     def cancel(self, run_id: str, reason: str | None, event: tuple[Any, ...]) -> RunRow | None:
         """End an active run as CANCELLED, fencing off any step still in flight."""
         now = now_ms()
