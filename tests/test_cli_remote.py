@@ -10,9 +10,6 @@ and with local mode reading the server's own database.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,9 +22,10 @@ import pytest
 from flowrt import Engine
 from flowrt.cli import app, backends
 from flowrt.loader import load_all
+from http_helpers import serve_process
 
 # Shared with the local-mode tests (which also put examples/ and tests/ on sys.path).
-from test_cli import ORDER, REPO, Cli, _free_port, _process_env, fails, flowrt_process, ok_json, runner
+from test_cli import ORDER, Cli, _free_port, fails, flowrt_process, ok_json, runner
 
 SERVED = "examples.orders:ALL,examples.approval:ALL,examples.fraud:ALL"
 TOKEN = "s3cret"
@@ -44,34 +42,14 @@ class Server:
 def server() -> Iterator[Server]:
     folder = tempfile.mkdtemp(prefix="flowrt-cli-remote-")
     db = f"sqlite:///{folder}/server.db"
-    port = _free_port()
-    log = open(os.path.join(folder, "serve.log"), "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flowrt.cli", "serve", "--flows", SERVED, "--port", str(port), "--db", db,
-         "--token", TOKEN, "--no-drive", "--log-level", "warning"],
-        cwd=REPO, env=_process_env(), stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
+    args = ["--flows", SERVED, "--db", db, "--token", TOKEN, "--no-drive", "--log-level", "warning"]
+    with serve_process(args) as proc:
+        srv = Server(proc.url, db)
         try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)
-            proc.kill()
-            pytest.fail(f"flowrt serve did not start:\n{log.read()}")
-        time.sleep(0.05)
-    srv = Server(url, db)
-    try:
-        yield srv
-    finally:
-        srv.http.close()
-        proc.terminate()
-        proc.wait(20)
-        log.close()
+            yield srv
+        finally:
+            srv.http.close()
+            proc.terminate(20)
 
 
 @pytest.fixture

@@ -13,27 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for http_helpers
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+from http_helpers import serve_process  # noqa: E402
 
 from flowrt.bench import bench_http  # noqa: E402
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main() -> None:
@@ -47,37 +35,20 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the raw results as JSON")
     args = parser.parse_args()
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
+    serve_args = ["--flows", "examples.demo:ALL", "--log-level", "warning"]
+    if not args.drive:
+        serve_args.append("--no-drive")
+    if args.db:
+        serve_args += ["--db", args.db]
+    input_value = {"amount": args.amount, "userId": "bench"}
     with tempfile.TemporaryDirectory(prefix="flowrt-bench-") as folder:
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        cmd = [sys.executable, "-m", "flowrt.cli", "serve", "--flows", "examples.demo:ALL", "--port", str(port),
-               "--log-level", "warning"]
-        if not args.drive:
-            cmd.append("--no-drive")
-        if args.db:
-            cmd += ["--db", args.db]
-        server = subprocess.Popen(cmd, cwd=folder, env=env)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(url + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("server did not start")
-                time.sleep(0.05)
-            input_value = {"amount": args.amount, "userId": "bench"}
-            bench_http(url, runs=args.warmup, concurrency=4, input_value=input_value, driven=args.drive)
+        with serve_process(serve_args, cwd=Path(folder)) as server:  # the embedded default lands in folder
+            bench_http(server.url, runs=args.warmup, concurrency=4, input_value=input_value, driven=args.drive)
             results = [
-                bench_http(url, runs=args.runs, concurrency=c, input_value=input_value, driven=args.drive)
+                bench_http(server.url, runs=args.runs, concurrency=c, input_value=input_value, driven=args.drive)
                 for c in args.concurrency
             ]
-        finally:
             server.terminate()
-            server.wait(30)
 
     if args.json:
         print(json.dumps(results, indent=2))

@@ -12,31 +12,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import psycopg
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: http_helpers, benchmarks.*
 PG = os.environ.get("FLOWRT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
-from bench_flows import ALL  # noqa: E402
+from benchmarks.bench_flows import ALL  # noqa: E402
+from http_helpers import ServeProcess  # noqa: E402
 
 from flowrt import Engine  # noqa: E402
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def measure(processes: int, runs: int, workers: int) -> dict[str, float]:
@@ -45,24 +35,12 @@ def measure(processes: int, runs: int, workers: int) -> dict[str, float]:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     url = f"{PG}{'&' if '?' in PG else '?'}options=-csearch_path%3D{schema}"
     Engine(url).close()  # create the tables before the servers race to
-    servers = []
+    args = ["--flows", "benchmarks.bench_flows:ALL", "--db", url, "--workers", str(workers),
+            "--log-level", "warning", "--strict-db"]
+    servers = [ServeProcess(args) for _ in range(processes)]
     try:
-        for _ in range(processes):
-            port = free_port()
-            cmd = [sys.executable, "-m", "flowrt.cli", "serve", "--flows", "bench_flows:ALL", "--db", url,
-                   "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--strict-db"]
-            proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(HERE)})
-            servers.append((proc, port))
-        for proc, port in servers:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
+        for server in servers:
+            server.wait_ready(30)
         engine = Engine(url, flows=ALL)
         started = time.perf_counter()
 
@@ -83,10 +61,9 @@ def measure(processes: int, runs: int, workers: int) -> dict[str, float]:
         return {"processes": processes, "runs": created, "seconds": round(elapsed, 2),
                 "runsPerSecond": round(created / elapsed, 1), "stepsPerSecond": round(5 * created / elapsed, 1)}
     finally:
-        for proc, _ in servers:
-            proc.terminate()
-        for proc, _ in servers:
-            proc.wait(30)
+        for server in servers:
+            server.terminate()
+            server.close()
         with psycopg.connect(PG, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
