@@ -720,14 +720,19 @@ class Engine:
             except (TypeError, ValueError, OverflowError, RecursionError) as exc:
                 result = Fail("NOT_SERIALIZABLE", f"node {node_id} returned a value that is not JSON: {exc}", False)
 
-        if isinstance(result, Ok):
+        if isinstance(result, (Ok, Wait)):
             state = _loads(row.state_json)
             if result.patch:
                 deep_merge(state, _loads(patch_json))
+            new.state_json = _dumps(state)
             outputs = _loads(row.outputs_json)
-            outputs[node_id] = _loads(output_json)
-            new.state_json, new.outputs_json = _dumps(state), _dumps(outputs)
-            new.failures, new.resume_json, new.wake_at, new.error_json = 0, None, None, None
+            if isinstance(result, Ok) or result.output is not None:  # a wait may leave no output
+                outputs[node_id] = _loads(output_json)
+                new.outputs_json = _dumps(outputs)
+            new.failures, new.resume_json = 0, None
+
+        if isinstance(result, Ok):
+            new.wake_at, new.error_json = None, None
             event(EventType.NODE_FINISHED, {"cached": cached}, now)
             if idem_key is not None and not cached:
                 idem = (flow.flow_id, node_id, idem_key, run_id, output_json, patch_json, now)
@@ -744,15 +749,7 @@ class Engine:
                 else:
                     new.status, new.current_node_id = RunStatus.RUNNING, target
         elif isinstance(result, Wait):
-            state = _loads(row.state_json)
-            if result.patch:
-                deep_merge(state, _loads(patch_json))
-            new.state_json = _dumps(state)
-            if result.output is not None:
-                outputs = _loads(row.outputs_json)
-                outputs[node_id] = _loads(output_json)
-                new.outputs_json = _dumps(outputs)
-            new.status, new.failures, new.resume_json = RunStatus.WAITING, 0, None
+            new.status = RunStatus.WAITING
             new.wait_reason, new.wait_until, new.wake_at = result.reason, wait_until, wake_at
             event(EventType.RUN_WAITING, {"reason": result.reason, "until": wait_until}, now)
         else:
