@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .engine import Engine
-from .errors import FlowrtError
+from .errors import FlowrtError, StorageUnavailable
 
 log = logging.getLogger("flowrt.driver")
 
@@ -33,7 +33,6 @@ class Drivers:
         self._wakeup = threading.Condition()
         self._pending = 0
         self._threads: list[threading.Thread] = []
-        self.steps_driven = 0
         engine.add_listener(self.wake)
 
     def start(self) -> Drivers:
@@ -63,15 +62,19 @@ class Drivers:
         while not self._stop.is_set():
             try:
                 worked = self.engine.drive_next(should_stop=self._stop.is_set)
-            except FlowrtError as exc:
-                log.debug("driver: %s", exc)
-                worked = True
-            except Exception:  # noqa: BLE001 - a driver must survive database hiccups
-                log.exception("driver error; retrying shortly")
-                worked = False
+            except StorageUnavailable as exc:
+                # The database is away: back off instead of spinning on failed claims.
+                log.warning("driver: %s; retrying in 1 s", exc)
                 self._stop.wait(1.0)
+                continue
+            except FlowrtError as exc:  # e.g. a run cancelled under us: the next claim goes on
+                log.debug("driver: %s", exc)
+                continue
+            except Exception:  # noqa: BLE001 - a driver must survive anything a handler or driver throws
+                log.exception("driver error; retrying in 1 s")
+                self._stop.wait(1.0)
+                continue
             if worked:
-                self.steps_driven += 1
                 continue
             with self._wakeup:
                 if self._pending == 0 and not self._stop.is_set():
@@ -109,6 +112,9 @@ def recover(
             try:
                 if not engine.drive_next(max_sleep=0, should_stop=None if stop is None else stop.is_set):
                     return
+            except StorageUnavailable as exc:
+                log.error("recovery stopped: %s", exc)  # drivers or a later recover continue
+                return
             except FlowrtError as exc:
                 log.warning("recovery: %s", exc)
             with lock:

@@ -879,3 +879,23 @@ def test_sqlite_wal_is_rewound_under_steady_writes(tmp_path: Any) -> None:
                 next_sample += 1
         assert len(sizes) >= 2
         assert sizes[-1] <= sizes[0] * 1.5, sizes  # a WAL that is never rewound grows linearly
+
+
+def test_drivers_back_off_while_the_database_is_away(make_engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowrt import StorageUnavailable
+    from flowrt.driver import Drivers, recover
+
+    engine = make_engine(linear_flow(1))
+    calls: list[float] = []
+
+    def unavailable(*args: Any, **kwargs: Any) -> Any:
+        calls.append(time.monotonic())
+        raise StorageUnavailable("database went away")
+
+    monkeypatch.setattr(engine.storage, "claim_next", unavailable)
+    drivers = Drivers(engine, workers=2, poll_interval=0.01).start()
+    time.sleep(0.5)
+    drivers.stop()
+    assert 1 <= len(calls) <= 4  # each driver tried, then waited a second; no hot loop
+    calls.clear()
+    assert recover(engine, concurrency=2).driven == 0 and len(calls) == 2  # one try per worker
