@@ -41,6 +41,8 @@ class Fail:
     code: str
     message: str = ""
     retryable: bool | None = None
+    traceback: str | None = None
+    """Set by the engine when the failure is an exception the handler raised."""
 
 
 Result = Ok | Wait | Fail
@@ -68,6 +70,8 @@ def fail(code: str, message: str = "", retryable: bool | None = None) -> Fail:
 
 # --------------------------------------------------------------------------- retry
 
+DEFAULT_MAX_RECOVERIES = 5
+
 
 @dataclass(frozen=True, slots=True)
 class Retry:
@@ -77,6 +81,11 @@ class Retry:
     backoff: Literal["fixed", "exponential"] = "fixed"
     base_delay_ms: int = 0
     max_delay_ms: int | None = None
+    max_recoveries: int = DEFAULT_MAX_RECOVERIES
+    """How often in a row the node may be interrupted mid-execution (its process was killed,
+    shut down past its grace, or lost the database) and still be recovered. Interruptions are
+    not the node's failures, so they never consume ``max_attempts``; this separate budget only
+    stops a node that takes its process down every time."""
 
     def problems(self) -> list[str]:
         found = []
@@ -86,6 +95,8 @@ class Retry:
             found.append("backoff must be 'fixed' or 'exponential'")
         if not isinstance(self.base_delay_ms, int) or self.base_delay_ms < 0:
             found.append("base_delay_ms must be an integer >= 0")
+        if isinstance(self.max_recoveries, bool) or not isinstance(self.max_recoveries, int) or self.max_recoveries < 0:
+            found.append("max_recoveries must be an integer >= 0")
         if self.max_delay_ms is not None and (
             not isinstance(self.max_delay_ms, int) or self.max_delay_ms < 0
         ):
@@ -108,6 +119,7 @@ class Retry:
             "backoff": self.backoff,
             "baseDelayMs": self.base_delay_ms,
             "maxDelayMs": self.max_delay_ms,
+            "maxRecoveries": self.max_recoveries,
         }
 
 
@@ -131,6 +143,7 @@ class Node:
             "id": self.id,
             "retry": self.retry.to_dict() if self.retry is not NO_RETRY else None,
             "timeoutMs": self.timeout_ms,
+            "maxRecoveries": self.retry.max_recoveries,
             "hasIdempotencyKey": self.idempotency_key is not None,
             "async": self.is_async,
         }

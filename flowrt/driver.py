@@ -33,15 +33,42 @@ class Drivers:
         self._wakeup = threading.Condition()
         self._pending = 0
         self._threads: list[threading.Thread] = []
+        self._threads_lock = threading.Lock()
+        self.replaced = 0
+        """Drivers that died of something nothing else caught, and were replaced."""
         engine.add_listener(self.wake)
 
     def start(self) -> Drivers:
         for i in range(self.workers):
-            thread = threading.Thread(target=self._loop, name=f"flowrt-driver-{i}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            self._spawn(i)
         log.info("started %d driver(s)", self.workers)
         return self
+
+    def alive(self) -> int:
+        with self._threads_lock:
+            return sum(1 for thread in self._threads if thread.is_alive())
+
+    def _spawn(self, index: int) -> None:
+        thread = threading.Thread(target=self._supervised, args=(index,), name=f"flowrt-driver-{index}", daemon=True)
+        with self._threads_lock:
+            if index < len(self._threads):
+                self._threads[index] = thread
+            else:
+                self._threads.append(thread)
+        thread.start()
+
+    def _supervised(self, index: int) -> None:
+        """A driver that dies anyway (a bug, or a BaseException from somewhere) is replaced."""
+        try:
+            self._loop()
+        except BaseException:  # noqa: BLE001 - the replacement below is the handling
+            if self._stop.is_set():
+                return
+            self.replaced += 1
+            log.exception("driver %d died; replacing it (%d replaced so far)", index, self.replaced)
+            self._stop.wait(0.5)  # a fault that repeats at once must not spin
+            if not self._stop.is_set():
+                self._spawn(index)
 
     def wake(self) -> None:
         with self._wakeup:
@@ -54,9 +81,10 @@ class Drivers:
         with self._wakeup:
             self._wakeup.notify_all()
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
+        with self._threads_lock:
+            threads = list(self._threads)
+        for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        self._threads.clear()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -2,13 +2,16 @@
 
     FlowrtError
     ├── DefinitionError        DEFINITION_ERROR      a flow is malformed (found when it is built)
+    │   └── FlowLoadError      FLOW_LOAD_ERROR       a flows module does not import (syntax error, ...)
     ├── InvalidInput           BAD_REQUEST           an argument is missing, ill-typed or not JSON
+    │   └── PayloadTooLarge    PAYLOAD_TOO_LARGE     a value is over the configured size limit
     ├── FlowNotFound           FLOW_NOT_FOUND        no such flow/version is registered
     ├── FlowNotRegistered      FLOW_NOT_REGISTERED   a stored run's flow version is not loaded here
     ├── RunNotFound            RUN_NOT_FOUND
     ├── RunBusy                RUN_BUSY              another executor holds the run's lease
     ├── RunNotWaiting          RUN_NOT_WAITING       resume of a run that is not WAITING
     ├── RunFinished            RUN_FINISHED          cancel of a run that already ended
+    ├── IdempotencyConflict    IDEMPOTENCY_CONFLICT  a start key reused for a different start
     └── StorageUnavailable     STORAGE_UNAVAILABLE   the database cannot be reached
 
 The HTTP API and the CLI map ``code`` and ``http_status`` straight through, so a
@@ -40,11 +43,24 @@ class DefinitionError(FlowrtError):
     http_status = 400
 
 
+class FlowLoadError(DefinitionError):
+    """A flows module could not be imported: the user's file, line and traceback are in the message."""
+
+    code = "FLOW_LOAD_ERROR"
+
+
 class InvalidInput(FlowrtError):
     """The request is malformed."""
 
     code = "BAD_REQUEST"
     http_status = 400
+
+
+class PayloadTooLarge(InvalidInput):
+    """A value is larger than the configured limit."""
+
+    code = "PAYLOAD_TOO_LARGE"
+    http_status = 413
 
 
 class FlowNotFound(FlowrtError):
@@ -89,19 +105,31 @@ class RunFinished(FlowrtError):
     http_status = 409
 
 
+class IdempotencyConflict(FlowrtError):
+    """The idempotency key was already used for a different start."""
+
+    code = "IDEMPOTENCY_CONFLICT"
+    http_status = 409
+
+
 class StorageUnavailable(FlowrtError):
     """The database cannot be reached."""
 
     code = "STORAGE_UNAVAILABLE"
     http_status = 503
+    public_message = "the database is unavailable right now; try again shortly (a start with an Idempotency-Key is safe to retry)"
+    """What HTTP clients are told: the full message names the database and goes to the server log."""
 
 
 __all__ = [
     "DefinitionError",
+    "FlowLoadError",
     "FlowNotFound",
     "FlowNotRegistered",
     "FlowrtError",
+    "IdempotencyConflict",
     "InvalidInput",
+    "PayloadTooLarge",
     "RunBusy",
     "RunFinished",
     "RunNotFound",

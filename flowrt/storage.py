@@ -18,6 +18,7 @@ import operator
 import os
 import sqlite3
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -26,12 +27,13 @@ import peewee as pw
 import psycopg
 from playhouse.pool import PooledPostgresqlDatabase
 
+from .clock import SYSTEM_CLOCK, Clock
 from .errors import InvalidInput, StorageUnavailable
-from .runs import now_ms
 
 log = logging.getLogger("flowrt.storage")
+_monotonic = time.monotonic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_URL = "sqlite:///flowrt.db"
 
 RUN_COLUMNS = (
@@ -58,6 +60,7 @@ RUN_COLUMNS = (
     "stale_owner",
     "created_at",
     "updated_at",
+    "recoveries",
 )
 # What a step may change: written by one statement, whose parameters come from the row.
 STEP_COLUMNS = (
@@ -76,6 +79,7 @@ STEP_COLUMNS = (
     "lease_owner",
     "lease_expires_at",
     "updated_at",
+    "recoveries",
 )
 EVENT_COLUMNS = ("run_id", "seq", "at", "type", "node_id", "attempt", "payload_json")
 
@@ -107,7 +111,8 @@ class RunRow:
     stale_owner: str | None
     created_at: int
     updated_at: int
-
+    recoveries: int = 0
+    """Interruptions in a row of the current node (its holder stopped mid-node)."""
 
     def evolve(self, **changes: Any) -> RunRow:
         """A copy with ``changes``; cheaper than ``dataclasses.replace`` on the hot path."""
@@ -164,6 +169,7 @@ def build_models(db: pw.Database) -> dict[str, type[pw.Model]]:
         stale_owner = pw.CharField(100, null=True)
         created_at = pw.BigIntegerField()
         updated_at = pw.BigIntegerField()
+        recoveries = pw.IntegerField(default=0, constraints=[pw.SQL("DEFAULT 0")])
 
         class Meta:
             table_name = "flowrt_runs"
@@ -194,11 +200,23 @@ def build_models(db: pw.Database) -> dict[str, type[pw.Model]]:
             table_name = "flowrt_idempotency"
             primary_key = pw.CompositeKey("flow_id", "node_id", "key")
 
+    class StartKey(Base):
+        """An idempotency key of ``start``: a retried start returns the run it made."""
+
+        key = pw.CharField(200, primary_key=True)
+        run_id = pw.CharField(64)
+        fingerprint = pw.CharField(64)
+        created_at = pw.BigIntegerField()
+
+        class Meta:
+            table_name = "flowrt_start_keys"
+
     return {
         "SchemaVersion": SchemaVersion,
         "RunRecord": RunRecord,
         "EventRecord": EventRecord,
         "IdempotencyRecord": IdempotencyRecord,
+        "StartKey": StartKey,
     }
 
 
@@ -219,7 +237,19 @@ def _migration_1(models: dict[str, type[pw.Model]]) -> None:
         db.execute_sql(f"CREATE INDEX IF NOT EXISTS {name} ON flowrt_runs ({columns})")
 
 
-MIGRATIONS = {1: _migration_1}
+def _migration_2(models: dict[str, type[pw.Model]]) -> None:
+    """Interruptions get a budget of their own (``recoveries``), and ``start`` takes an idempotency key."""
+    db = models["RunRecord"]._meta.database
+    # A database created from scratch got today's flowrt_runs in migration 1 already.
+    if "recoveries" not in {column.name for column in db.get_columns("flowrt_runs")}:
+        db.execute_sql("ALTER TABLE flowrt_runs ADD COLUMN recoveries INTEGER NOT NULL DEFAULT 0")
+    db.execute_sql(
+        "CREATE TABLE IF NOT EXISTS flowrt_start_keys (key VARCHAR(200) NOT NULL PRIMARY KEY, "
+        "run_id VARCHAR(64) NOT NULL, fingerprint VARCHAR(64) NOT NULL, created_at BIGINT NOT NULL)"
+    )
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2}
 
 
 # --------------------------------------------------------------------------- URLs
@@ -296,6 +326,9 @@ _UNAVAILABLE = (
 )
 
 
+_DUPLICATE = (pw.IntegrityError, sqlite3.IntegrityError, psycopg.IntegrityError)
+
+
 @contextlib.contextmanager
 def _translated(url: str) -> Iterator[None]:
     try:
@@ -307,8 +340,12 @@ def _translated(url: str) -> Iterator[None]:
 class Storage:
     """All of flowrt's reads and writes. One instance per engine."""
 
-    def __init__(self, url: str = DEFAULT_URL, *, pool_size: int = 16) -> None:
+    def __init__(self, url: str = DEFAULT_URL, *, pool_size: int = 16, clock: Clock = SYSTEM_CLOCK) -> None:
         self.url = url
+        self.clock = clock
+        # The last write that failed (message, monotonic time), cleared by the next that
+        # works: a full disk leaves reads (and a ping) working while every write fails.
+        self.write_error: tuple[str, float] | None = None
         self.kind, self.db = open_database(url, pool_size=pool_size)
         self.models = build_models(self.db)
         self._local = threading.local()
@@ -393,29 +430,63 @@ class Storage:
             with _translated(self.url):
                 self.db.connect(reuse_if_open=True)
         self._local.depth = depth + 1
+        broken = False
         try:
             yield
+        except (StorageUnavailable, *_UNAVAILABLE):
+            broken = True
+            raise
         finally:
             self._local.depth -= 1
             if self._local.depth == 0:
-                self.db.close()
+                if broken:
+                    # Never hand a connection that failed back to the pool: after a database
+                    # restart every pooled connection is dead, and would fail once each.
+                    with contextlib.suppress(Exception):
+                        self.db.manual_close()  # type: ignore[attr-defined]
+                else:
+                    self.db.close()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Any]:
         """One write transaction; yields a cursor. Never held across user code."""
         if self._checkpointer is None:
             self._start_checkpointer()
-        with _translated(self.url), self.session(), self._write_lock:
+        with self._noting_write_errors(), _translated(self.url), self.session(), self._write_lock:
             self.write_transactions += 1
             cursor = self.db.cursor()
             cursor.execute(self._begin)
             try:
                 yield cursor
+                cursor.execute("COMMIT")
             except BaseException:
-                with contextlib.suppress(Exception):
-                    cursor.execute("ROLLBACK")
+                self._rollback(cursor)
                 raise
-            cursor.execute("COMMIT")
+        if self.write_error is not None:
+            log.warning("database writes work again after %.1fs", _monotonic() - self.write_error[1])
+            self.write_error = None
+
+    @contextlib.contextmanager
+    def _noting_write_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except StorageUnavailable as exc:
+            if self.write_error is None:
+                self.write_error = (exc.message, _monotonic())
+            raise
+
+    def _rollback(self, cursor: Any) -> None:
+        """Roll back; a connection that cannot (its transaction still open) is dropped, or
+        every later BEGIN on it would fail and the WAL could never be checkpointed."""
+        with contextlib.suppress(Exception):
+            cursor.execute("ROLLBACK")
+        if self.kind == "postgres":
+            return
+        connection = self.db.connection()
+        if getattr(connection, "in_transaction", False):
+            log.warning("dropping a SQLite connection whose transaction could not be rolled back")
+            with contextlib.suppress(Exception):
+                self.db.close()
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with _translated(self.url), self.session(), self._read_lock:
@@ -442,7 +513,7 @@ class Storage:
                     )
                 for version in range(current + 1, SCHEMA_VERSION + 1):
                     MIGRATIONS[version](self.models)
-                    SchemaVersion.create(version=version, applied_at=now_ms())
+                    SchemaVersion.create(version=version, applied_at=self.clock.now_ms())
                     log.info("applied flowrt schema version %d", version)
 
     def schema_version(self) -> int:
@@ -455,13 +526,40 @@ class Storage:
         except Exception:  # noqa: BLE001 - health checks report, never raise
             return False
 
+    def probe_write(self) -> bool:
+        """After a failed write, whether writes work again (a one-row write that changes nothing).
+
+        A ping reads; a full disk lets reads through while every write fails."""
+        if self.write_error is None:
+            return True
+        try:
+            with self._write() as cur:
+                cur.execute(
+                    "UPDATE flowrt_schema SET applied_at = applied_at WHERE version = (SELECT MAX(version) FROM flowrt_schema)"
+                )
+            return True
+        except Exception:  # noqa: BLE001 - health checks report, never raise
+            return False
+
     # -- runs: hot path
 
-    def insert_run(self, row: RunRow, events: list[EventRow]) -> None:
+    def insert_run(
+        self, row: RunRow, events: list[EventRow], start_key: tuple[str, str] | None = None
+    ) -> tuple[str, str] | None:
+        """Insert a run with its first events. With ``start_key`` (key, fingerprint), the key
+        is stored in the same transaction; if the key is taken, nothing is inserted and the
+        ``(run_id, fingerprint)`` it was stored with comes back instead."""
         values = _run_values(row)
         with self._write() as cur:
+            if start_key is not None:
+                cur.execute(self._sql.insert_start_key, (start_key[0], row.run_id, start_key[1], row.created_at))
+                if cur.rowcount != 1:
+                    cur.execute(self._sql.get_start_key, (start_key[0],))
+                    found = cur.fetchone()
+                    return (found[0], found[1])
             cur.execute(self._sql.insert_run, values)
             self._insert_events(cur, events)
+        return None
 
     def get_run(self, run_id: str) -> RunRow | None:
         rows = self._read(self._sql.get_run, (run_id,))
@@ -469,7 +567,7 @@ class Storage:
 
     def claim(self, run_id: str, owner: str, ttl_ms: int) -> RunRow | None:
         """Take the lease of an active run that nobody holds (or whose holder's lease expired)."""
-        now = now_ms()
+        now = self.clock.now_ms()
         with self._write() as cur:
             cur.execute(self._sql.claim_by_id, (owner, now + ttl_ms, run_id, now))
             row = cur.fetchone()
@@ -483,7 +581,7 @@ class Storage:
         """
         if not flows:
             return None
-        now = now_ms()
+        now = self.clock.now_ms()
         probe, claim = self._sql.claim_next(timers, len(flows))
         if not self._read(probe, (now, now, *flows)):
             return None
@@ -502,13 +600,17 @@ class Storage:
         """Write the step's run row, events and idempotency record in one transaction.
 
         Raises :class:`LeaseLost` (and writes nothing) when the lease moved on
-        meanwhile: the run was cancelled, or reclaimed after our lease expired.
+        meanwhile: the run was cancelled, or reclaimed after our lease expired; and
+        :class:`DuplicateStep` when its events are stored already.
         """
         with self._write() as cur:
             cur.execute(self._sql.commit_step, (*_step_values(row), row.run_id, epoch))
             if cur.rowcount != 1:
                 raise LeaseLost
-            self._insert_events(cur, events)
+            try:
+                self._insert_events(cur, events)
+            except _DUPLICATE as exc:
+                raise DuplicateStep(str(exc)) from exc
             if idempotency is not None:
                 cur.execute(self._sql.insert_idempotency, idempotency)
 
@@ -517,7 +619,7 @@ class Storage:
             cur.execute(self._sql.release, (run_id, epoch))
 
     def renew(self, owner: str, run_ids: Sequence[str], ttl_ms: int) -> None:
-        expires = now_ms() + ttl_ms
+        expires = self.clock.now_ms() + ttl_ms
         for start in range(0, len(run_ids), 500):
             chunk = list(run_ids[start : start + 500])
             marks = ", ".join([self.db.param] * len(chunk))
@@ -535,7 +637,7 @@ class Storage:
 
     def cancel(self, run_id: str, reason: str | None, event: tuple[Any, ...]) -> RunRow | None:
         """End an active run as CANCELLED, fencing off any step still in flight."""
-        now = now_ms()
+        now = self.clock.now_ms()
         with self._write() as cur:
             cur.execute(self._sql.cancel, (now, run_id))
             row = cur.fetchone()
@@ -626,6 +728,10 @@ class LeaseLost(Exception):
     """The run's lease moved on while we were executing: our result must not be written."""
 
 
+class DuplicateStep(Exception):
+    """The step's events are stored already: an earlier try of this commit landed."""
+
+
 class _Statements:
     """The hot-path SQL, rendered once per backend."""
 
@@ -674,6 +780,11 @@ class _Statements:
             f"VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING"
         )
         self.running_ids = f"SELECT run_id FROM flowrt_runs WHERE status = {p} ORDER BY run_id"
+        self.insert_start_key = (
+            f"INSERT INTO flowrt_start_keys (key, run_id, fingerprint, created_at) VALUES ({p}, {p}, {p}, {p}) "
+            "ON CONFLICT DO NOTHING"
+        )
+        self.get_start_key = f"SELECT run_id, fingerprint FROM flowrt_start_keys WHERE key = {p}"
         self._events: dict[int, str] = {}
 
     def claim_next(self, timers: bool, flows: int) -> tuple[str, str]:

@@ -30,7 +30,9 @@ def first(ctx: Any) -> Any:
     return ok({"first": True})
 
 
-@slow.node(retry=Retry(max_attempts=3))
+# The default max_attempts (1): an interruption is not the node's failure, so a node killed
+# mid-way is run again; max_recoveries=2 lets a test exhaust the recovery budget quickly.
+@slow.node(retry=Retry(max_recoveries=2))
 def middle(ctx: Any) -> Any:
     record(ctx, "middle")
     marker = os.environ.get("FLOWRT_TEST_MARKER")

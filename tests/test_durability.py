@@ -105,8 +105,9 @@ def test_kill_9_mid_node_counts_the_attempt_and_commits_nothing_twice(
         engine.close()
 
 
-def test_attempts_survive_restarts_and_max_attempts_holds(shared_url: str, side_file: Path, tmp_path: Path) -> None:
-    """A node that kills its process every time fails the run once max_attempts (3) are used up."""
+def test_attempts_survive_restarts_and_the_recovery_budget_holds(shared_url: str, side_file: Path, tmp_path: Path) -> None:
+    """A node that kills its process every time fails the run once its recovery budget
+    (max_recoveries=2) is used up; its max_attempts (1) was never what stopped it."""
     from engine_flows import ALL  # noqa: PLC0415
 
     engine = Engine(shared_url, flows=ALL, lease_ttl=0.5)
@@ -130,7 +131,10 @@ def test_attempts_survive_restarts_and_max_attempts_holds(shared_url: str, side_
     try:
         run = engine.run_until_blocked(run_id)
         assert run.status == "FAILED" and run.error["code"] == "WORKER_LOST"
+        assert "interrupted 3 times in a row, past its recovery budget of 2" in run.error["message"]
         assert run.attempts["middle"] == 3
-        assert executions(side_file)["middle"] == 3  # the third loss exhausted the retries: no fourth run
+        assert executions(side_file)["middle"] == 3  # the third loss exhausted the budget: no fourth run
+        lost = [e.payload for e in engine.timeline(run_id) if e.type == "NODE_FAILED"]
+        assert [p.get("recovery") for p in lost] == [1, 2, 3]
     finally:
         engine.close()

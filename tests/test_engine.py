@@ -264,7 +264,13 @@ def test_exception_becomes_failure_with_code_and_retryable(make_engine: Any) -> 
 
     engine.register(g)
     run = engine.run_until_blocked(engine.start("raises2").run_id)
+    traceback = run.error.pop("traceback")
     assert run.error == {"code": "DECLINED", "message": "card declined", "retryable": False}
+    # The user's frame and the exception are kept; flowrt's own frames are not.
+    assert 'in boom2\n    raise PaymentDeclined("card declined")' in traceback
+    assert traceback.rstrip().endswith("PaymentDeclined: card declined") and "flowrt/" not in traceback
+    failed = [e for e in engine.timeline(run.run_id) if e.type == "NODE_FAILED"]
+    assert failed[-1].payload["error"]["traceback"] == traceback
 
 
 def test_timeouts_for_async_and_sync_handlers(make_engine: Any) -> None:
@@ -539,7 +545,10 @@ def test_to_dict_describes_the_flow() -> None:
     f.edge("validate", "charge", when=lambda ctx: True, priority=1)
     d = f.to_dict()
     assert d["flowId"] == "order-flow" and d["entry"] == "validate"
-    assert d["nodes"]["charge"]["retry"] == {"maxAttempts": 3, "backoff": "exponential", "baseDelayMs": 100, "maxDelayMs": 2000}
+    assert d["nodes"]["charge"]["retry"] == {
+        "maxAttempts": 3, "backoff": "exponential", "baseDelayMs": 100, "maxDelayMs": 2000, "maxRecoveries": 5,
+    }  # fmt: skip
+    assert d["nodes"]["charge"]["maxRecoveries"] == 5
     assert d["nodes"]["charge"]["timeoutMs"] == 5000 and d["nodes"]["charge"]["hasIdempotencyKey"] is True
     assert d["edges"] == [{"from": "validate", "to": "charge", "priority": 1, "hasCondition": True}]
     engine = Engine("memory://", flows=[f, FraudFlow])

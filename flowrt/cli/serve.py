@@ -98,6 +98,28 @@ def serve(
             show_envvar=False,
         ),
     ] = None,
+    shutdown_grace: Annotated[
+        Optional[float],
+        typer.Option(
+            "--shutdown-grace",
+            envvar="FLOWRT_SHUTDOWN_GRACE",
+            min=0,
+            help="Seconds a shutdown (SIGTERM, Ctrl-C) waits for steps in flight; steps still running then "
+            "are recovered at the next start. Env: FLOWRT_SHUTDOWN_GRACE. (default: 30)",
+            show_envvar=False,
+        ),
+    ] = None,
+    max_value_bytes: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-value-bytes",
+            envvar="FLOWRT_MAX_VALUE_BYTES",
+            min=1,
+            help="Largest stored value: a run's input, a step's output or patch, a resume payload. "
+            "Env: FLOWRT_MAX_VALUE_BYTES. (default: 1048576)",
+            show_envvar=False,
+        ),
+    ] = None,
     log_level: Annotated[
         str,
         typer.Option(
@@ -125,6 +147,8 @@ def serve(
             lease_ttl=lease_ttl,
             max_body_bytes=max_body_bytes,
             log_level=log_level,
+            shutdown_grace=shutdown_grace,
+            max_value_bytes=max_value_bytes,
         )
     except FlowrtError as exc:
         line = " ".join(describe(exc).split())  # driver messages span lines; stderr gets one

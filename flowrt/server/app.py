@@ -34,7 +34,7 @@ from litestar.params import Parameter
 from .. import __version__
 from ..driver import Drivers
 from ..engine import Engine
-from ..errors import FlowrtError, RunBusy, RunNotFound
+from ..errors import FlowrtError, InvalidInput, RunBusy, RunNotFound, StorageUnavailable
 from ..runs import Run, RunStatus
 
 log = logging.getLogger("flowrt.server")
@@ -50,6 +50,7 @@ _MAX_NAME = 200
 _NO_NUL = "^[^\x00]*$"
 _RUN_ID = re.compile(r"[\x21-\x7e]{1,64}\Z")
 Name = Annotated[str, msgspec.Meta(max_length=_MAX_NAME, pattern=_NO_NUL)]
+StartKey = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_NAME, pattern=_NO_NUL)]
 
 _encode = msgspec.json.Encoder().encode
 
@@ -65,6 +66,8 @@ class StartRequest(msgspec.Struct, rename="camel"):
     input: Any = None
     tenant_id: Name | None = None
     initial_state: dict[str, Any] | None = None
+    idempotency_key: StartKey | None = None
+    """The same as the ``Idempotency-Key`` header (either may be used, not two different ones)."""
 
 
 class CancelRequest(msgspec.Struct, rename="camel"):
@@ -136,8 +139,18 @@ class Health(msgspec.Struct, rename="camel"):
     schema_version: int | None = None
     driving: bool = False
     workers: int = 0
+    workers_alive: int = 0
+    workers_replaced: int = 0
     flows: int = 0
     uptime_seconds: float = 0.0
+    writable: bool = True
+    """False while database writes fail (a full disk lets reads and pings through)."""
+    storage_error_seconds: float | None = None
+    """How long writes have been failing."""
+    steps_in_flight: int = 0
+    abandoned_threads: int = 0
+    abandoned_threads_limit: int = 0
+    blocked_event_loops: int = 0
 
 
 class ErrorBody(msgspec.Struct):
@@ -170,9 +183,24 @@ _HTTP_CODES = {
 
 
 def _on_flowrt_error(_: Request[Any, Any, Any], exc: FlowrtError) -> Response[bytes]:
+    if isinstance(exc, StorageUnavailable):
+        # The message names the database (host, port, user, name): the log's, not the client's.
+        _log_outage(exc)
+        return error_response(exc.http_status, exc.code, exc.public_message, {"Retry-After": "1"})
     if exc.http_status >= 500:
         log.error("%s: %s", exc.code, exc.message)
     return json_response(exc.to_json(), exc.http_status)
+
+
+_last_outage_log = [0.0]
+
+
+def _log_outage(exc: StorageUnavailable) -> None:
+    """Once per 10 s at most: an outage fails every request, and the log must stay readable."""
+    now = time.monotonic()
+    if now - _last_outage_log[0] >= 10:
+        _last_outage_log[0] = now
+        log.error("answering 503: %s", exc.message)
 
 
 def _on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
@@ -335,18 +363,29 @@ def create_app(
         summary="Start a run",
         responses=_docs(StartResponse, 404, 413, description="{runId, status}; the full run object with ?wait="),
     )
-    async def start_run(data: StartRequest, wait: float | None = WaitParam) -> Response[bytes]:
-        run = await offload(
-            engine.start,
-            data.flow_id,
-            data.version,
-            data.input,
-            tenant_id=data.tenant_id,
-            initial_state=data.initial_state,
+    async def start_run(
+        data: StartRequest,
+        wait: float | None = WaitParam,
+        idempotency_key: str | None = Parameter(
+            header="Idempotency-Key",
+            required=False,
+            min_length=1,
+            max_length=_MAX_NAME,
+            pattern=_NO_NUL,
+            description="A retry with the same key returns the run the first request made (200, same runId); "
+            "the same key with a different flow, version, input, tenant or initial state is a 409.",
+        ),
+    ) -> Response[bytes]:
+        key = idempotency_key or data.idempotency_key
+        if idempotency_key and data.idempotency_key and idempotency_key != data.idempotency_key:
+            raise InvalidInput("the Idempotency-Key header and body field idempotencyKey differ; send one key")
+        run, replayed = await offload(
+            engine._start, data.flow_id, data.version, data.input, data.tenant_id, data.initial_state, key
         )
+        headers = {"Idempotent-Replayed": "true"} if replayed else None
         if wait is None:
-            return json_response({"runId": run.run_id, "status": run.status.value})
-        return json_response((await state.settle(run, wait)).to_json())
+            return json_response({"runId": run.run_id, "status": run.status.value}, headers=headers)
+        return json_response((await state.settle(run, wait)).to_json(), headers=headers)
 
     @post("/runs/{run_id:str}/tick", status_code=200, summary="Execute one step", responses=_docs(RunOut, 404, 409, 422))
     async def tick_run(run_id: str) -> Response[bytes]:
@@ -421,11 +460,20 @@ def create_app(
     async def health() -> Response[bytes]:
         storage = engine.storage
         reachable = await offload(storage.ping)
+        writable = reachable and await offload(storage.probe_write)
         schema = await offload(storage.schema_version) if reachable else None
+        failing = storage.write_error
+        handlers = engine.executor.status()
+        drivers = state.drivers
         status: Literal["ok", "degraded", "unavailable"]
-        if not reachable:
+        if not reachable or not writable:
             status = "unavailable"
-        elif state.fallback_reason is not None:
+        elif (
+            state.fallback_reason is not None
+            or (drivers is not None and drivers.alive() < drivers.workers)
+            or handlers["abandonedThreads"] >= handlers["abandonedThreadsLimit"]
+            or handlers["blockedEventLoops"]
+        ):
             status = "degraded"
         else:
             status = "ok"
@@ -437,12 +485,20 @@ def create_app(
             fallback_reason=state.fallback_reason,
             version=__version__,
             schema_version=schema,
-            driving=state.drivers is not None,
-            workers=state.drivers.workers if state.drivers is not None else 0,
+            driving=drivers is not None,
+            workers=drivers.workers if drivers is not None else 0,
+            workers_alive=drivers.alive() if drivers is not None else 0,
+            workers_replaced=drivers.replaced if drivers is not None else 0,
             flows=len(engine.flows),
             uptime_seconds=round(time.monotonic() - state.started, 3),
+            writable=writable,
+            storage_error_seconds=None if failing is None else round(time.monotonic() - failing[1], 1),
+            steps_in_flight=len(engine.steps_in_flight()),
+            abandoned_threads=handlers["abandonedThreads"],
+            abandoned_threads_limit=handlers["abandonedThreadsLimit"],
+            blocked_event_loops=handlers["blockedEventLoops"],
         )
-        return json_response(body, 200 if reachable else 503)
+        return json_response(body, 200 if writable else 503)
 
     security: list[SecurityRequirement] | None = None
     components = Components()

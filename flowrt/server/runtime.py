@@ -4,22 +4,27 @@
 pieces that live as long as the server (engine, drivers, background recovery, the app)
 so tests can run the very same thing inside a thread.
 
-Shutdown order matters: uvicorn stops accepting and lets in-flight requests finish,
-then recovery and drivers stop claiming and finish the step in hand (so it commits),
-and only then does the engine release its leases and close the database.
+Shutdown (SIGTERM, or Ctrl-C) has one deadline, ``shutdown_grace`` seconds away: uvicorn
+stops accepting and lets in-flight requests finish, recovery and drivers stop claiming and
+finish the step in hand (so it commits), and only then does the engine close the database.
+A step still running at the deadline is abandoned: its lease is expired, so the next start
+(or another process) recovers it at once; an interruption is not the node's failure. A
+second signal abandons at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import uvicorn
 from litestar import Litestar
@@ -29,12 +34,13 @@ from ..engine import Engine
 from ..errors import FlowrtError, InvalidInput, StorageUnavailable
 from ..loader import load_all
 from ..storage import DEFAULT_URL, describe_url
+from ..values import DEFAULT_MAX_VALUE_BYTES
 from .app import DEFAULT_MAX_BODY, ApiState, api_state, create_app
 
 log = logging.getLogger("flowrt.server")
 
-GRACEFUL_SECONDS = 20.0
-"""How long shutdown waits for in-flight requests, then for drivers to finish their step."""
+DEFAULT_SHUTDOWN_GRACE = 30.0
+"""How long shutdown waits for the steps in flight (requests and drivers) before abandoning them."""
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -91,6 +97,8 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY
     recovery_concurrency: int = 8
     log_level: str = "info"
+    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
 
     @classmethod
     def resolve(
@@ -108,6 +116,8 @@ class Settings:
         lease_ttl: float | None = None,
         max_body_bytes: int | None = None,
         log_level: str | None = None,
+        shutdown_grace: float | None = None,
+        max_value_bytes: int | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """Apply SPEC 4's environment (PORT, HOST, DATABASE_URL, FLOWRT_*) under explicit arguments.
@@ -145,6 +155,14 @@ class Settings:
             max_body_bytes = _env_number(env, "FLOWRT_MAX_BODY_BYTES", int)
         if max_body_bytes is not None and max_body_bytes < 1:
             raise InvalidInput("max body size must be at least 1 byte")
+        if shutdown_grace is None:
+            shutdown_grace = _env_number(env, "FLOWRT_SHUTDOWN_GRACE", float)
+        if shutdown_grace is not None and not shutdown_grace >= 0:
+            raise InvalidInput("shutdown grace must be a number of seconds >= 0")
+        if max_value_bytes is None:
+            max_value_bytes = _env_number(env, "FLOWRT_MAX_VALUE_BYTES", int)
+        if max_value_bytes is not None and max_value_bytes < 1:
+            raise InvalidInput("max value size must be at least 1 byte")
         if strict_db is None:
             strict_db = _env_bool(env, "FLOWRT_STRICT_DB")
         if drive is None:
@@ -163,6 +181,8 @@ class Settings:
             lease_ttl=30.0 if lease_ttl is None else lease_ttl,
             max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY,
             log_level=(log_level or env.get("FLOWRT_LOG_LEVEL") or "info").lower(),
+            shutdown_grace=DEFAULT_SHUTDOWN_GRACE if shutdown_grace is None else shutdown_grace,
+            max_value_bytes=max_value_bytes or DEFAULT_MAX_VALUE_BYTES,
         )
 
 
@@ -173,7 +193,12 @@ def open_engine(settings: Settings) -> tuple[Engine, str | None]:
     is lost on restart, so it is logged loudly and shown in ``/health``. With
     ``strict_db`` the :class:`StorageUnavailable` propagates instead.
     """
-    kwargs: dict[str, Any] = {"flows": settings.flows, "services": settings.services, "lease_ttl": settings.lease_ttl}
+    kwargs: dict[str, Any] = {
+        "flows": settings.flows,
+        "services": settings.services,
+        "lease_ttl": settings.lease_ttl,
+        "max_value_bytes": settings.max_value_bytes,
+    }
     try:
         return Engine(settings.database_url, **kwargs), None
     except StorageUnavailable as exc:
@@ -206,6 +231,8 @@ class FlowRuntime:
         self._lock = threading.Lock()
         self._background: threading.Thread | None = None
         self._closed = False
+        self._deadline: float | None = None  # monotonic time at which shutdown abandons steps
+        self._abandon = threading.Event()
         if not settings.flows:
             log.warning("no flows registered: pass --flows module:NAME (or FLOWRT_FLOWS)")
 
@@ -245,21 +272,60 @@ class FlowRuntime:
                 self.drivers.start()
 
     def begin_shutdown(self) -> None:
-        """Signal-safe: long-polls answer now, and recovery and drivers start winding down."""
+        """Signal-safe (no locks, no logging here): long-polls answer now, recovery and
+        drivers stop claiming, and the shutdown deadline starts."""
+        if self._deadline is not None:
+            return
+        self._deadline = time.monotonic() + self.settings.shutdown_grace
         self.state.stopping = True
         self._stop.set()
+        threading.Thread(target=self._report_shutdown, name="flowrt-shutdown", daemon=True).start()
 
-    def close(self, timeout: float = GRACEFUL_SECONDS) -> None:
-        """Stop claiming, let steps in hand commit, release leases, close the database."""
+    def abandon_now(self) -> None:
+        """Signal-safe: the second signal. Steps still running are abandoned at once."""
+        self.begin_shutdown()
+        self._abandon.set()
+
+    def _report_shutdown(self) -> None:
+        """Say what shutdown is waiting for, and again every 10 s while it waits."""
+        assert self._deadline is not None
+        first = True
+        while not self._closed:
+            steps = self.engine.steps_in_flight()
+            left = max(0.0, self._deadline - time.monotonic())
+            if steps:
+                listed = ", ".join(f"run {run_id} at {node_id} ({age:.0f}s)" for run_id, node_id, age in steps[:8])
+                more = f" and {len(steps) - 8} more" if len(steps) > 8 else ""
+                log.warning(
+                    "shutting down: waiting up to %.0fs for %d step(s): %s%s (a second Ctrl-C abandons them now; "
+                    "abandoned steps are recovered at the next start)",
+                    left, len(steps), listed, more,
+                )  # fmt: skip
+            elif first:
+                log.info("shutting down: no step in flight")
+            first = False
+            if self._abandon.wait(10.0 if steps else 0.5):
+                log.warning("second signal: abandoning the steps in flight now; they are recovered at the next start")
+                return
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop claiming, let steps in hand commit until the deadline, then close the database
+        (expiring the leases of steps still running, so they are recovered at the next start)."""
         if self._closed:
             return
-        self._closed = True
         self.begin_shutdown()
+        assert self._deadline is not None
+        deadline = self._deadline if timeout is None else min(self._deadline, time.monotonic() + timeout)
+
+        def left() -> float:
+            return 0.0 if self._abandon.is_set() else max(0.0, deadline - time.monotonic())
+
         if self._background is not None:
-            self._background.join(timeout)
+            self._background.join(left())
         with self._lock:
             if self.drivers is not None:
-                self.drivers.stop(timeout)
+                self.drivers.stop(left())
+        self._closed = True
         self.engine.close()
         log.info("flowrt runtime stopped")
 
@@ -271,9 +337,20 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self.runtime = runtime
 
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Ours stay installed for the whole run (see run_flow_runtime); uvicorn's own would
+        re-raise each signal after serving, which would look like a second Ctrl-C."""
+        yield
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.runtime.begin_shutdown()
+        second = self.should_exit
         super().handle_exit(sig, frame)
+        if second:
+            self.runtime.abandon_now()
+            self.force_exit = True  # uvicorn stops waiting for requests too (it only does so for SIGINT)
+        else:
+            self.runtime.begin_shutdown()
 
 
 def _configure_logging(level: str) -> None:
@@ -307,7 +384,7 @@ def uvicorn_config(app: Litestar, settings: Settings, **overrides: Any) -> uvico
         "log_level": settings.log_level,
         "access_log": False,  # a log line per request costs about as much as the request
         "lifespan": "off",  # the runtime's lifecycle is managed around the server, not inside it
-        "timeout_graceful_shutdown": GRACEFUL_SECONDS,
+        "timeout_graceful_shutdown": settings.shutdown_grace,
         "server_header": False,
     }
     options.update(overrides)
@@ -328,13 +405,16 @@ def run_flow_runtime(
     lease_ttl: float | None = None,
     max_body_bytes: int | None = None,
     log_level: str | None = None,
+    shutdown_grace: float | None = None,
+    max_value_bytes: int | None = None,
 ) -> None:
     """Serve ``flows`` over HTTP until SIGTERM/SIGINT, then shut down gracefully.
 
     Every argument left as ``None`` comes from the environment (``PORT``, ``HOST``,
     ``DATABASE_URL``, ``FLOWRT_API_TOKEN``, ``FLOWRT_FLOWS``, ``FLOWRT_WORKERS``,
     ``FLOWRT_STRICT_DB``, ``FLOWRT_NO_DRIVE``, ``FLOWRT_LEASE_TTL``,
-    ``FLOWRT_MAX_BODY_BYTES``, ``FLOWRT_LOG_LEVEL``) or its default.
+    ``FLOWRT_MAX_BODY_BYTES``, ``FLOWRT_LOG_LEVEL``, ``FLOWRT_SHUTDOWN_GRACE``,
+    ``FLOWRT_MAX_VALUE_BYTES``) or its default.
 
     Raises :class:`~flowrt.StorageUnavailable` when ``strict_db`` is set and the
     database cannot be reached, :class:`~flowrt.InvalidInput` /
@@ -353,6 +433,8 @@ def run_flow_runtime(
         lease_ttl=lease_ttl,
         max_body_bytes=max_body_bytes,
         log_level=log_level,
+        shutdown_grace=shutdown_grace,
+        max_value_bytes=max_value_bytes,
     )
     _configure_logging(settings.log_level)
     _check_can_listen(settings.host, settings.port)  # before recovery touches the database
@@ -368,10 +450,10 @@ def run_flow_runtime(
         "bearer token" if settings.api_token else "off",
     )
     server = _Server(uvicorn_config(runtime.app, settings), runtime)
-    # uvicorn handles SIGTERM/SIGINT while it runs and re-raises the signal once it
-    # has shut down. Installing its handler underneath first means: a signal during
-    # startup recovery stops recovery and skips serving; the re-raised one becomes a
-    # normal return; either way the runtime's shutdown below completes (exit 0).
+    # One handler for SIGTERM/SIGINT from before startup recovery until the runtime has
+    # closed: a signal during recovery stops it and skips serving; the first signal while
+    # serving starts the graceful shutdown, a second abandons the steps in flight; either
+    # way the runtime's shutdown below completes (exit 0).
     in_main = threading.current_thread() is threading.main_thread()
     signals = (signal.SIGTERM, signal.SIGINT) if in_main else ()
     previous = {sig: signal.signal(sig, server.handle_exit) for sig in signals}

@@ -1,0 +1,159 @@
+"""The leases this process holds on runs: renewed while held, handed back when done.
+
+A lease is a run's ``lease_owner`` / ``lease_expires_at`` / ``lease_epoch`` columns. Every
+step commit is fenced by the epoch, so a holder that lost its lease writes nothing.
+
+While the database is away, renewals and releases fail. That is not a lost worker: the
+holder keeps its leases in hand, the renewer keeps trying, and a release that could not
+be written is retried until it lands, so the run is not left to expire and be
+"recovered" from a process that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+from .storage import RunRow, Storage
+
+log = logging.getLogger("flowrt.leases")
+
+
+@dataclass(slots=True)
+class Lease:
+    run_id: str
+    epoch: int
+    held: bool = True
+    executing: bool = False
+    """A handler of this run is running right now: if the step is abandoned, the lease is
+    expired rather than released, so the next claimer records the interrupted attempt."""
+    node_id: str | None = None
+    executing_since: float = 0.0
+
+
+class Leases:
+    """Tracks, renews and hands back this process's leases (one per engine)."""
+
+    def __init__(self, storage: Storage, owner: str, ttl_ms: int) -> None:
+        self.storage = storage
+        self.owner = owner
+        self.ttl_ms = ttl_ms
+        self._held: dict[str, Lease] = {}
+        self._lock = threading.Lock()
+        self._to_release: dict[str, int] = {}  # run_id -> epoch: releases the database missed
+        self._to_expire: set[str] = set()
+        self._renewer: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._failing_since: float | None = None
+
+    # -- holding
+
+    @contextlib.contextmanager
+    def hold(self, row: RunRow) -> Iterator[Lease]:
+        """Track a claimed lease: renewed while held, handed back if the block ends still holding it."""
+        lease = Lease(row.run_id, row.lease_epoch)
+        with self._lock:
+            self._held[row.run_id] = lease
+        self._ensure_renewer()
+        try:
+            yield lease
+        finally:
+            with self._lock:
+                if self._held.get(row.run_id) is lease:
+                    del self._held[row.run_id]
+            if lease.held:
+                self._hand_back(lease)
+
+    def _hand_back(self, lease: Lease) -> None:
+        try:
+            if lease.executing:
+                # Interrupted inside the handler (Ctrl-C, an abandoned step at shutdown): like
+                # a crash, the next claimer records the attempt as an interruption.
+                self.storage.expire(self.owner, [lease.run_id])
+            else:
+                self.storage.release(lease.run_id, lease.epoch)
+        except Exception as exc:  # noqa: BLE001 - the database is away: try again in the background
+            log.warning("run %s: could not hand its lease back (%s); retrying in the background", lease.run_id, exc)
+            with self._lock:
+                if lease.executing:
+                    self._to_expire.add(lease.run_id)
+                else:
+                    self._to_release[lease.run_id] = lease.epoch
+            self._ensure_renewer()
+
+    def forget(self, run_id: str) -> None:
+        """The run was cancelled under us: its lease is gone already."""
+        with self._lock:
+            self._held.pop(run_id, None)
+
+    def in_flight(self) -> list[Lease]:
+        """Leases whose handler is running right now (for shutdown messages)."""
+        with self._lock:
+            return [lease for lease in self._held.values() if lease.executing]
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    # -- shutdown
+
+    def abandon_all(self) -> list[str]:
+        """Expire every lease still held (steps still running at close): the next claimer,
+        here after a restart or in another process, recovers them at once."""
+        self._stopping.set()
+        with self._lock:
+            run_ids = list(self._held)
+            self._held.clear()
+            run_ids.extend(self._to_expire)
+            self._to_expire.clear()
+            releases = dict(self._to_release)
+            self._to_release.clear()
+        with contextlib.suppress(Exception):
+            if run_ids:
+                self.storage.expire(self.owner, run_ids)
+            for run_id, epoch in releases.items():
+                self.storage.release(run_id, epoch)
+        return run_ids
+
+    # -- the renewer
+
+    def _ensure_renewer(self) -> None:
+        if self._renewer is not None and self._renewer.is_alive():
+            return
+        with self._lock:
+            if self._renewer is not None and self._renewer.is_alive():
+                return
+            self._renewer = threading.Thread(target=self._renew_loop, name="flowrt-lease-renewer", daemon=True)
+            self._renewer.start()
+
+    def _renew_loop(self) -> None:
+        interval = max(self.ttl_ms / 3000, 0.05)
+        while not self._stopping.wait(interval):
+            with self._lock:
+                run_ids = list(self._held)
+                releases = dict(self._to_release)
+                expiries = list(self._to_expire)
+            try:
+                if run_ids:
+                    self.storage.renew(self.owner, run_ids, self.ttl_ms)
+                if expiries:
+                    self.storage.expire(self.owner, expiries)
+                for run_id, epoch in releases.items():
+                    self.storage.release(run_id, epoch)
+            except Exception as exc:  # noqa: BLE001 - retried next interval
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
+                    log.warning("lease renewal failed (%s); holding on to %d lease(s) and retrying", exc, len(run_ids))
+                continue
+            with self._lock:
+                for run_id in releases:
+                    if self._to_release.get(run_id) == releases[run_id]:
+                        del self._to_release[run_id]
+                self._to_expire.difference_update(expiries)
+            if self._failing_since is not None:
+                log.warning("lease renewal works again after %.1fs", time.monotonic() - self._failing_since)
+                self._failing_since = None

@@ -1,0 +1,507 @@
+"""The step core: the one place a handler's result becomes a run's state.
+
+A step is: claim the run's lease (one short write), run the node's handler with no
+transaction open, then commit state, outputs, attempts, status, events and the
+idempotency record in one transaction fenced by the lease epoch, so a step whose lease
+moved on (cancelled, or reclaimed after a crash) writes nothing.
+
+The logic is written once, as generators that *yield* the work they need done outside
+the database: :class:`Execute` (run a handler) and :class:`Sleep` (a short backoff, or a
+pause before committing again while the database is away). The engine performs those
+requests in the calling thread or on an event loop; nothing else differs between the two.
+
+Two kinds of trouble are not the node's failure and never consume ``max_attempts``:
+
+- an *interruption*: the holder of the lease stopped mid-node (killed, shut down past its
+  grace, Ctrl-C). The next claimer records ``NODE_FAILED {code: WORKER_LOST}`` and runs the
+  node again, within the node's separate recovery budget (``Retry.max_recoveries``);
+- the database going away at commit time: the step keeps its result and commits it when
+  the database is back (see :meth:`StepCore.commit`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Callable, Generator
+
+from .clock import Clock
+from .context import Context
+from .definitions import Fail, Flow, Node, Ok, Result, Wait
+from .errors import InvalidInput, PayloadTooLarge, RunBusy, RunNotFound, RunNotWaiting, StorageUnavailable
+from .execution import is_interrupt
+from .leases import Lease, Leases
+from .runs import ACTIVE, FINISHED, EventType, RunStatus, to_datetime
+from .storage import DuplicateStep, EventRow, LeaseLost, RunRow, Storage
+from .values import deep_merge, dumps, dumps_user, loads, too_large
+
+log = logging.getLogger("flowrt.engine")
+
+RETRYABLE_CODES = frozenset({"TIMEOUT", "NETWORK_ERROR", "RATE_LIMIT"})
+COMMIT_RETRY_MAX_DELAY = 1.0
+"""Longest pause between two tries of a commit while the database is away (seconds)."""
+
+Step = Generator[Any, Any, RunRow]
+
+
+@dataclass(slots=True)
+class Execute:
+    """A request from the step core: run this node's handler and send back its Result."""
+
+    node: Node
+    ctx: Context
+
+
+@dataclass(slots=True)
+class Sleep:
+    seconds: float
+
+
+class StepCore:
+    """Claims, steps and commits runs; one per engine."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        leases: Leases,
+        *,
+        flow_of: Callable[[RunRow], Flow],
+        services: dict[str, Any],
+        clock: Clock,
+        inline_backoff: float,
+        max_value_bytes: int,
+        stopping: threading.Event,
+    ) -> None:
+        self.storage = storage
+        self.leases = leases
+        self.owner = leases.owner
+        self.flow_of = flow_of
+        self.services = services
+        self.clock = clock
+        self.inline_backoff = inline_backoff
+        self.max_value_bytes = max_value_bytes
+        self.stopping = stopping
+
+    # ------------------------------------------------------------------ entry points
+
+    def tick(self, run_id: str) -> Step:
+        row, claimed = self._claim(run_id)
+        if not claimed:
+            return row
+        with self.leases.hold(row) as lease:
+            flow, row = yield from self._take_over(row, lease)
+            if row.status == RunStatus.RUNNING and row.wake_at is not None:
+                delay = (row.wake_at - self.clock.now_ms()) / 1000
+                if delay > self.inline_backoff:
+                    return row  # parked for a long backoff; the lease is released on exit
+                if delay > 0:
+                    yield Sleep(delay)
+            if row.status in ACTIVE:
+                row = yield from self._step(row, flow, lease, hold=False)
+        return row
+
+    def resume(self, run_id: str, payload: Any, by: str) -> Step:
+        try:
+            payload_json = dumps_user(payload)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InvalidInput(f"resume payload must be a JSON value: {exc}") from exc
+        if too_large(payload_json, self.max_value_bytes):
+            raise PayloadTooLarge(
+                f"resume payload is {len(payload_json.encode())} bytes, over the limit of {self.max_value_bytes} "
+                "(Engine(max_value_bytes=...), flowrt serve --max-value-bytes)"
+            )
+        row = self.storage.claim(run_id, self.owner, self.leases.ttl_ms)
+        if row is None:
+            current = self.storage.get_run(run_id)
+            if current is None:
+                raise RunNotFound(f"run {run_id} not found", run_id=run_id)
+            if current.status != RunStatus.WAITING:
+                raise RunNotWaiting(f"run {run_id} is {current.status}, not WAITING", run_id=run_id)
+            raise RunBusy(f"run {run_id} is being executed by {current.lease_owner}", run_id=run_id)
+        with self.leases.hold(row) as lease:
+            if row.status != RunStatus.WAITING:
+                raise RunNotWaiting(f"run {run_id} is {row.status}, not WAITING", run_id=run_id)
+            flow = self.flow_of(row)
+            row = yield from self._mark_resumed(row, lease, payload_json, by)
+            row = yield from self._step(row, flow, lease, hold=False)
+        return row
+
+    def until_blocked(self, run_id: str) -> Step:
+        row, claimed = self._claim(run_id)
+        if not claimed:
+            return row
+        return (yield from self.drive(row, None))
+
+    def drive(self, row: RunRow, max_sleep: float | None, should_stop: Callable[[], bool] | None = None) -> Step:
+        """Step a claimed run until it waits, ends, or parks for longer than ``max_sleep``."""
+        with self.leases.hold(row) as lease:
+            flow, row = yield from self._take_over(row, lease)
+            while row.status == RunStatus.RUNNING:
+                if should_stop is not None and should_stop():
+                    break  # the lease is released on exit; any process may continue the run
+                if row.wake_at is not None:
+                    delay = (row.wake_at - self.clock.now_ms()) / 1000
+                    if max_sleep is not None and delay > max_sleep:
+                        break
+                    if delay > 0:
+                        yield Sleep(delay)
+                row = yield from self._step(row, flow, lease, hold=True)
+        return row
+
+    # ------------------------------------------------------------------ claims and commits
+
+    def _claim(self, run_id: str) -> tuple[RunRow, bool]:
+        """``(row, claimed)``; an ended run comes back unclaimed, a held one raises RunBusy."""
+        row = self.storage.claim(run_id, self.owner, self.leases.ttl_ms)
+        if row is not None:
+            return row, True
+        row = self.storage.get_run(run_id)
+        if row is None:
+            raise RunNotFound(f"run {run_id} not found", run_id=run_id)
+        if row.status in FINISHED:
+            return row, False
+        raise RunBusy(f"run {run_id} is being executed by {row.lease_owner}", run_id=run_id)
+
+    def _take_over(self, row: RunRow, lease: Lease) -> Generator[Any, Any, tuple[Flow, RunRow]]:
+        """What every claim of a run to step starts with: its flow (or FlowNotRegistered),
+        the record of a dead previous holder, and a due timer fired (even without drivers)."""
+        flow = self.flow_of(row)
+        row = yield from self._record_interruption(row, flow, lease)
+        if row.status == RunStatus.WAITING and row.wake_at is not None and row.wake_at <= self.clock.now_ms():
+            row = yield from self._mark_resumed(row, lease, "null", "timer")
+        return flow, row
+
+    def commit(self, new: RunRow, lease: Lease, events: list[EventRow], idem: tuple[Any, ...] | None = None) -> Step:
+        """Commit a step; while the database is away, keep the result and try again.
+
+        Each try is fenced by the lease epoch, so trying again is safe: if the lease moved
+        on meanwhile (cancelled, or reclaimed by a process that saw it expire), the commit
+        raises LeaseLost and writes nothing. A try whose answer was lost may have landed:
+        the next one then collides with its own events (DuplicateStep) and the step is
+        known to be committed once.
+        """
+        delay, failing_since = 0.05, 0.0
+        while True:
+            try:
+                self.storage.commit_step(new, lease.epoch, events, idem)
+                break
+            except LeaseLost:
+                lease.held = False
+                raise
+            except DuplicateStep:
+                if not failing_since or not self._landed(new, lease):
+                    raise
+                break
+            except StorageUnavailable as exc:
+                if self.stopping.is_set():
+                    raise  # shutting down: the run is recovered from its lease
+                if not failing_since:
+                    failing_since = time.monotonic()
+                    log.warning(
+                        "run %s: committing node %s failed (%s); keeping the result and trying again until the "
+                        "database is back",
+                        new.run_id, new.current_node_id, exc.message,
+                    )  # fmt: skip
+                yield Sleep(delay)
+                delay = min(delay * 2, COMMIT_RETRY_MAX_DELAY)
+        if failing_since:
+            log.warning(
+                "run %s: committed after %.1fs of database trouble", new.run_id, time.monotonic() - failing_since
+            )
+        lease.held = new.lease_owner is not None
+        return new
+
+    def _landed(self, new: RunRow, lease: Lease) -> bool:
+        current = self.storage.get_run(new.run_id)
+        return current is not None and current.lease_epoch == lease.epoch and current.last_seq >= new.last_seq
+
+    def _hold_or_release(self, new: RunRow, hold: bool) -> None:
+        if hold and new.status == RunStatus.RUNNING:
+            new.lease_owner = self.owner
+            new.lease_expires_at = self.clock.now_ms() + self.leases.ttl_ms
+        else:
+            new.lease_owner = None
+            new.lease_expires_at = None
+
+    def _mark_resumed(self, row: RunRow, lease: Lease, payload_json: str, by: str) -> Step:
+        """Durably record the resume before running the node: an approval is never lost."""
+        now = self.clock.now_ms()
+        new = row.evolve(
+            status=RunStatus.RUNNING,
+            resume_json=payload_json,
+            wait_reason=None,
+            wait_until=None,
+            wake_at=None,
+            last_seq=row.last_seq + 1,
+            updated_at=now,
+            lease_owner=self.owner,
+            lease_expires_at=now + self.leases.ttl_ms,
+        )
+        payload = '{"by":' + dumps(by) + ',"payload":' + payload_json + "}"
+        event = (row.run_id, new.last_seq, now, EventType.RUN_RESUMED, row.current_node_id, None, payload)
+        return (yield from self.commit(new, lease, [event]))
+
+    def _record_interruption(self, row: RunRow, flow: Flow, lease: Lease) -> Step:
+        """A claim that found an expired lease: its holder stopped mid-node. Record the
+        attempt (``WORKER_LOST``) and run the node again, within its recovery budget."""
+        if row.stale_owner is None or row.status != RunStatus.RUNNING or row.current_node_id is None:
+            return row
+        node = flow.nodes.get(row.current_node_id)
+        node_id = row.current_node_id
+        attempts = loads(row.attempts_json)
+        attempts[node_id] = attempts.get(node_id, 0) + 1
+        now = self.clock.now_ms()
+        recoveries = row.recoveries + 1
+        budget = node.retry.max_recoveries if node is not None else 0
+        new = row.evolve(attempts_json=dumps(attempts), recoveries=recoveries, updated_at=now)
+        events: list[EventRow] = []
+
+        def event(kind: str, payload: dict[str, Any]) -> None:
+            events.append((row.run_id, row.last_seq + len(events) + 1, now, kind, node_id, attempts[node_id], dumps(payload)))
+
+        stopped = f"worker {row.stale_owner} stopped while executing node {node_id} (its lease expired)"
+        if recoveries <= budget:
+            error = {"code": "WORKER_LOST", "message": f"{stopped}; recovering it ({recoveries} of {budget})", "retryable": True}
+            # Run again at once: the lease expiry already made it wait.
+            new.status, new.wake_at = RunStatus.RUNNING, None
+            event(EventType.NODE_FAILED, {"error": error, "retryInMs": 0, "recovery": recoveries})
+            log.warning("run %s: %s", row.run_id, error["message"])
+        else:
+            error = {
+                "code": "WORKER_LOST",
+                "message": f"{stopped}; node {node_id} was interrupted {recoveries} times in a row, past its "
+                f"recovery budget of {budget} (Retry(max_recoveries=...)), so the run fails",
+                "retryable": False,
+            }
+            new.status, new.error_json, new.wake_at = RunStatus.FAILED, dumps(error), None
+            event(EventType.NODE_FAILED, {"error": error, "recovery": recoveries})
+            event(EventType.RUN_ABORTED, {"error": error})
+            log.error("run %s: %s", row.run_id, error["message"])
+        new.last_seq = row.last_seq + len(events)
+        self._hold_or_release(new, hold=True)
+        return (yield from self.commit(new, lease, events))
+
+    # ------------------------------------------------------------------ one step
+
+    def _step(self, row: RunRow, flow: Flow, lease: Lease, *, hold: bool) -> Step:
+        """Execute the current node once and commit the outcome. The one place results become state."""
+        run_id, node_id = row.run_id, row.current_node_id
+        started = self.clock.now_ms()
+        attempts = loads(row.attempts_json)
+        attempt = attempts.get(node_id, 0) + 1
+        attempts[node_id] = attempt
+        events: list[EventRow] = []
+        seq = row.last_seq
+
+        def event(kind: str, payload: dict[str, Any], at: int) -> None:
+            nonlocal seq
+            seq += 1
+            events.append((run_id, seq, at, kind, node_id, attempt, dumps(payload)))
+
+        node = flow.nodes.get(node_id) if node_id else None
+        cached = False
+        idem_key: str | None = None
+        result: Result
+        ctx = Context(
+            run_id=run_id,
+            flow_id=row.flow_id,
+            flow_version=row.flow_version,
+            tenant_id=row.tenant_id,
+            node_id=node_id,
+            input=loads(row.input_json),
+            state=loads(row.state_json),
+            outputs=loads(row.outputs_json),
+            attempt=attempt,
+            attempts=dict(attempts),
+            started_at=to_datetime(row.created_at),
+            services=self.services,
+            resume_payload=loads(row.resume_json),
+        )
+        event(EventType.NODE_STARTED, {}, started)
+        if node is None:
+            result = Fail("NODE_NOT_FOUND", f"node {node_id!r} is not in flow {flow.flow_id}@{flow.version}", False)
+        elif node.idempotency_key is not None:
+            try:
+                idem_key = str(node.idempotency_key(ctx))
+            except BaseException as exc:  # noqa: BLE001 - user code
+                if is_interrupt(exc):
+                    raise
+                result = Fail("IDEMPOTENCY_KEY_ERROR", f"{type(exc).__name__}: {exc}", False)
+            else:
+                hit = self.storage.idempotent_result(flow.flow_id, node.id, idem_key)
+                if hit is not None:
+                    cached = True
+                    result = Ok(loads(hit[0]), loads(hit[1]))
+                else:
+                    result = yield from _execute(lease, node, ctx)
+        else:
+            result = yield from _execute(lease, node, ctx)
+
+        now = self.clock.now_ms()
+        new = row.evolve(attempts_json=dumps(attempts), recoveries=0, updated_at=now, wait_reason=None, wait_until=None)
+        idem: tuple[Any, ...] | None = None
+        output_json = patch_json = None
+        if isinstance(result, (Ok, Wait)):
+            try:
+                wake_at, wait_until = _parse_until(result.until, now) if isinstance(result, Wait) else (None, None)
+            except (TypeError, ValueError, OverflowError) as exc:
+                result = Fail("INVALID_RESULT", f"node {node_id} returned an invalid wait: {exc}", False)
+        if isinstance(result, (Ok, Wait)):
+            try:
+                if result.patch is not None and not isinstance(result.patch, dict):
+                    raise TypeError(f"patch must be a dict, not {type(result.patch).__name__}")
+                output_json = dumps_user(result.output)
+                patch_json = None if result.patch is None else dumps_user(result.patch)
+            except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+                result = Fail("NOT_SERIALIZABLE", f"node {node_id} returned a value that is not JSON: {exc}", False)
+            else:
+                for what, text in (("output", output_json), ("patch", patch_json)):
+                    if too_large(text, self.max_value_bytes):
+                        assert text is not None
+                        result = Fail(
+                            "VALUE_TOO_LARGE",
+                            f"node {node_id} returned a {what} of {len(text.encode())} bytes, over the limit of "
+                            f"{self.max_value_bytes} (Engine(max_value_bytes=...), flowrt serve --max-value-bytes); "
+                            "nothing was stored",
+                            False,
+                        )
+                        break
+
+        if isinstance(result, (Ok, Wait)):
+            state = loads(row.state_json)
+            if result.patch:
+                deep_merge(state, loads(patch_json))
+            new.state_json = dumps(state)
+            outputs = loads(row.outputs_json)
+            if isinstance(result, Ok) or result.output is not None:  # a wait may leave no output
+                outputs[node_id] = loads(output_json)
+                new.outputs_json = dumps(outputs)
+            new.failures, new.resume_json = 0, None
+
+        if isinstance(result, Ok):
+            new.wake_at, new.error_json = None, None
+            event(EventType.NODE_FINISHED, {"cached": cached}, now)
+            if idem_key is not None and not cached:
+                idem = (flow.flow_id, node_id, idem_key, run_id, output_json, patch_json, now)
+            try:
+                target = _select_edge(flow, node_id, ctx, state, outputs)  # type: ignore[arg-type]
+            except _EdgeError as exc:
+                error: dict[str, Any] = {"code": exc.code, "message": str(exc), "retryable": False}
+                new.status, new.error_json = RunStatus.FAILED, dumps(error)
+                event(EventType.RUN_ABORTED, {"error": error}, now)
+            else:
+                if target is None:
+                    new.status, new.current_node_id = RunStatus.COMPLETED, None
+                    event(EventType.RUN_COMPLETED, {}, now)
+                else:
+                    new.status, new.current_node_id = RunStatus.RUNNING, target
+        elif isinstance(result, Wait):
+            new.status = RunStatus.WAITING
+            new.wait_reason, new.wait_until, new.wake_at = result.reason, wait_until, wake_at
+            event(EventType.RUN_WAITING, {"reason": result.reason, "until": wait_until}, now)
+        else:
+            assert isinstance(result, Fail)
+            code = str(result.code or "ERROR")
+            retryable = result.retryable if result.retryable is not None else code in RETRYABLE_CODES
+            error = {"code": code, "message": str(result.message or ""), "retryable": bool(retryable)}
+            if result.traceback:
+                error["traceback"] = result.traceback
+                log.warning("run %s: node %s raised %s: %s\n%s", run_id, node_id, code, error["message"], result.traceback)
+            new.failures = row.failures + 1
+            _apply_failure(new, node, error, event, now)
+        new.last_seq = seq
+        self._hold_or_release(new, hold)
+        return (yield from self.commit(new, lease, events, idem))
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _execute(lease: Lease, node: Node, ctx: Context) -> Generator[Any, Any, Result]:
+    """Ask the executor to run the handler, marking the lease as mid-execution meanwhile."""
+    lease.executing, lease.node_id, lease.executing_since = True, node.id, time.monotonic()
+    result: Result = yield Execute(node, ctx)
+    lease.executing = False
+    return result
+
+
+def _apply_failure(
+    new: RunRow,
+    node: Node | None,
+    error: dict[str, Any],
+    event: Callable[[str, dict[str, Any], int], None],
+    now: int,
+) -> None:
+    """A failed attempt (``new.failures`` already counts it): retry, parked for the backoff,
+    while the error is retryable and attempts remain; otherwise the run fails."""
+    max_attempts = node.retry.max_attempts if node is not None else 1
+    if error["retryable"] and node is not None and new.failures < max_attempts:
+        delay = node.retry.delay_ms(new.failures)
+        new.status = RunStatus.RUNNING
+        new.wake_at = now + delay if delay > 0 else None
+        event(EventType.NODE_FAILED, {"error": error, "retryInMs": delay}, now)
+    else:
+        new.status, new.error_json, new.wake_at = RunStatus.FAILED, dumps(error), None
+        event(EventType.NODE_FAILED, {"error": error}, now)
+        event(EventType.RUN_ABORTED, {"error": error}, now)
+
+
+class _EdgeError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _select_edge(
+    flow: Flow, node_id: str, ctx: Context, state: dict[str, Any], outputs: dict[str, Any]
+) -> str | None:
+    """The single highest-priority edge whose condition holds; None completes the run."""
+    best = None
+    view: Context | None = None
+    for edge in flow.outgoing(node_id):
+        if best is not None and edge.priority < best.priority:
+            break
+        if view is None and edge.when is not None:
+            view = ctx._with(state, outputs)
+        try:
+            matches = edge.when is None or bool(edge.when(view))
+        except BaseException as exc:  # noqa: BLE001 - user code
+            if is_interrupt(exc):
+                raise
+            raise _EdgeError(
+                "EDGE_CONDITION_ERROR",
+                f"condition of edge {edge.source}->{edge.target} raised {type(exc).__name__}: {exc}",
+            ) from exc
+        if matches:
+            if best is not None:
+                raise _EdgeError(
+                    "AMBIGUOUS_EDGE",
+                    f"edges {best.source}->{best.target} and {edge.source}->{edge.target} both match at priority {edge.priority}",
+                )
+            best = edge
+    return None if best is None else best.target
+
+
+def _parse_until(until: Any, now_ms: int) -> tuple[int | None, str | None]:
+    """``(wake_at_ms, until_as_text)``: an instant becomes a durable timer; other text is a label."""
+    if until is None:
+        return None, None
+    if isinstance(until, timedelta):
+        moment = datetime.fromtimestamp(now_ms / 1000, UTC) + until
+    elif isinstance(until, datetime):
+        moment = until if until.tzinfo else until.replace(tzinfo=UTC)
+    elif isinstance(until, str):
+        try:
+            moment = datetime.fromisoformat(until.replace("Z", "+00:00"))
+        except ValueError:
+            return None, until  # e.g. the reference's until: "manual"
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    else:
+        raise TypeError(f"until must be an ISO-8601 string, datetime or timedelta, not {type(until).__name__}")
+    ms = int(moment.timestamp() * 1000)
+    text = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return ms, text
