@@ -68,8 +68,10 @@ def as_result(value: Any) -> Result:
     return Ok(output=value)
 
 
-def format_traceback(exc: BaseException, limit: int = MAX_TRACEBACK_CHARS) -> str:
-    """The exception's traceback without flowrt's own frames, at most ``limit`` characters."""
+def format_traceback(exc: BaseException, limit: int = MAX_TRACEBACK_CHARS, skip: tuple[str, ...] = ()) -> str:
+    """The exception's traceback without flowrt's own frames (nor those under ``skip``
+    folders), at most ``limit`` characters."""
+    skip = (_FLOWRT_DIR, *skip)
     te = traceback.TracebackException.from_exception(exc)
     seen: set[int] = set()
     chain: list[traceback.TracebackException] = [te]
@@ -79,7 +81,7 @@ def format_traceback(exc: BaseException, limit: int = MAX_TRACEBACK_CHARS) -> st
             continue
         seen.add(id(item))
         item.stack = traceback.StackSummary.from_list(
-            [frame for frame in item.stack if not (frame.filename or "").startswith(_FLOWRT_DIR)]
+            [frame for frame in item.stack if not (frame.filename or "").startswith(skip)]
         )
         chain.extend(x for x in (item.__cause__, item.__context__) if x is not None)
     text = "".join(te.format())

@@ -5,10 +5,13 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import sysconfig
+import traceback
 from typing import Any, Iterable
 
 from .definitions import Flow, as_flow
-from .errors import DefinitionError
+from .errors import DefinitionError, FlowLoadError
+from .execution import format_traceback
 
 
 def _is_flow(obj: Any) -> bool:
@@ -37,8 +40,15 @@ def load_flows(path: str) -> list[Flow]:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise DefinitionError(f"cannot import flows module {module_name!r}: {exc}") from exc
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise DefinitionError(
+                f"cannot import flows module {module_name!r}: no module named {exc.name!r} "
+                f"(looked in the working directory {os.getcwd()} and on sys.path)"
+            ) from exc
+        raise _load_error(module_name, exc) from exc
+    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing
+        raise _load_error(module_name, exc) from exc
     if attr:
         if not hasattr(module, attr):
             raise DefinitionError(f"module {module_name!r} has no attribute {attr!r}")
@@ -48,6 +58,26 @@ def load_flows(path: str) -> list[Flow]:
         raise DefinitionError(f"module {module_name!r} defines no flows at its top level")
     unique: dict[int, Flow] = {id(f): f for f in found}
     return list(unique.values())
+
+
+def _load_error(module_name: str, exc: BaseException) -> FlowLoadError:
+    """The user's file and line up front, then the traceback (flowrt's and importlib's frames left out)."""
+    where = ""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" ({exc.filename}, line {exc.lineno})"
+    else:
+        stdlib = sysconfig.get_paths()["stdlib"]
+        frames = [  # the deepest frame of the user's own code
+            f for f in traceback.extract_tb(exc.__traceback__)
+            if not f.filename.startswith(("<", stdlib, os.path.dirname(__file__)))
+        ]  # fmt: skip
+        if frames:
+            where = f" ({frames[-1].filename}, line {frames[-1].lineno})"
+    detail = format_traceback(exc, skip=(os.path.dirname(importlib.__file__), "<frozen importlib"))
+    return FlowLoadError(
+        f"flows module {module_name!r} failed to import{where}: {type(exc).__name__}: {exc}\n{detail}",
+        module=module_name,
+    )
 
 
 def load_all(paths: Iterable[str]) -> list[Flow]:

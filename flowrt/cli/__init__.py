@@ -20,6 +20,7 @@ from typer.exceptions import TyperException
 
 from .. import __version__
 from . import commands
+from ..errors import FlowLoadError
 from .errors import describe, exit_code_for
 
 
@@ -38,6 +39,11 @@ class FlowrtGroup(TyperGroup):
             message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
             _error_line(f"{message} (see '{where} --help')")
             raise typer.Exit(getattr(exc, "exit_code", 2)) from None
+        except FlowLoadError as exc:  # the user's own traceback is the point: keep its lines
+            first, _, rest = exc.message.partition("\n")
+            _error_line(f"{first} ({exc.code})")
+            print(rest.rstrip(), file=sys.stderr)
+            raise typer.Exit(exit_code_for(exc)) from None
         except Exception as exc:  # noqa: BLE001 - this is the top-level handler
             if ctx.meta.get("flowrt.debug"):
                 traceback.print_exc(file=sys.stderr)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import FlowrtError
+from ..errors import FlowLoadError, FlowrtError
 from .errors import describe, exit_code_for
 
 
@@ -151,7 +151,12 @@ def serve(
             max_value_bytes=max_value_bytes,
         )
     except FlowrtError as exc:
-        line = " ".join(describe(exc).split())  # driver messages span lines; stderr gets one
+        # Driver messages span lines; stderr gets one. A flows module that does not import
+        # keeps its traceback below that line: the user's file and line are the point.
+        first, _, rest = exc.message.partition("\n") if isinstance(exc, FlowLoadError) else ("", "", "")
+        line = f"{first} ({exc.code})" if first else " ".join(describe(exc).split())
+        if rest:
+            line += "\n" + rest.rstrip()
         print(f"flowrt serve: {line}", file=sys.stderr)
         raise typer.Exit(exit_code_for(exc)) from None
     except KeyboardInterrupt:

@@ -1,0 +1,128 @@
+"""Stopping on purpose: SIGTERM and Ctrl-C on `flowrt serve`, a second Ctrl-C, a flows module
+that does not import. Real `flowrt serve` processes and real signals.
+
+A deploy is a SIGTERM: steps that finish within --shutdown-grace commit; a step still running
+at the deadline is abandoned with its lease expired, and the next start recovers it (an
+interruption is not the node's failure, so with the default Retry() the run still completes).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from http_helpers import REPO, ServeProcess, serve_process
+
+from flowrt import Engine
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+def _wait_for(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _start_slow(server: ServeProcess, side: Path) -> str:
+    run_id = httpx.post(server.url + "/v1/runs/start", json={"flowId": "slow-http"}).json()["runId"]
+    _wait_for(lambda: side.read_text().strip(), 20, "the first node to start")
+    return str(run_id)
+
+
+def test_sigterm_waits_for_the_step_in_flight_and_says_so(tmp_path: Path) -> None:
+    side = tmp_path / "side.log"
+    side.touch()
+    db = f"sqlite:///{tmp_path / 'f.db'}"
+    env = {"HTTP_TEST_SIDE_FILE": str(side), "HTTP_TEST_SLEEP": "2"}
+    server = ServeProcess(["--flows", "http_flows:ALL", "--db", db, "--shutdown-grace", "20"], env).wait_ready()
+    try:
+        run_id = _start_slow(server, side)
+        began = time.monotonic()
+        assert server.terminate(30) == 0
+        assert time.monotonic() - began < 15  # it waited for the step, not for the whole grace
+        log = server.output()
+        assert f"waiting up to 20s for 1 step(s): run {run_id} at one" in log
+        assert "runtime stopped" in log and "Traceback" not in log
+    finally:
+        server.close()
+    with Engine(db) as engine:
+        types = [(e.type, e.node_id) for e in engine.timeline(run_id)]
+        assert ("NODE_FINISHED", "one") in types  # the step in flight committed
+        assert not [t for t in types if t[0] == "NODE_FAILED"]
+        assert engine.storage.get_run(run_id).lease_owner is None  # type: ignore[union-attr]
+
+
+def test_a_step_past_the_grace_is_recovered_at_the_next_start_not_failed(tmp_path: Path) -> None:
+    side = tmp_path / "side.log"
+    side.touch()
+    db = f"sqlite:///{tmp_path / 'f.db'}"
+    args = ["--flows", "http_flows:ALL", "--db", db, "--shutdown-grace", "1"]
+    server = ServeProcess(args, {"HTTP_TEST_SIDE_FILE": str(side), "HTTP_TEST_SLEEP": "60"}).wait_ready()
+    try:
+        run_id = _start_slow(server, side)
+        began = time.monotonic()
+        assert server.terminate(30) == 0
+        assert time.monotonic() - began < 10
+        assert "will be recovered at the next start" in server.output()
+    finally:
+        server.close()
+    with serve_process(args, {"HTTP_TEST_SIDE_FILE": str(side), "HTTP_TEST_SLEEP": "0"}) as again:
+        run = _wait_for(
+            lambda: (r := httpx.get(f"{again.url}/v1/runs/{run_id}").json())["status"] == "COMPLETED" and r,
+            30, "the run to complete after the restart",
+        )  # fmt: skip
+        assert run["attempts"]["one"] == 2
+        events = httpx.get(f"{again.url}/v1/runs/{run_id}/timeline").json()
+        lost = [e for e in events if e["type"] == "NODE_FAILED"]
+        assert [e["payloadJson"]["error"]["code"] for e in lost] == ["WORKER_LOST"]
+        assert lost[0]["payloadJson"]["recovery"] == 1
+
+
+def test_a_second_ctrl_c_abandons_at_once(tmp_path: Path) -> None:
+    side = tmp_path / "side.log"
+    side.touch()
+    db = f"sqlite:///{tmp_path / 'f.db'}"
+    env = {"HTTP_TEST_SIDE_FILE": str(side), "HTTP_TEST_SLEEP": "60"}
+    server = ServeProcess(["--flows", "http_flows:ALL", "--db", db, "--shutdown-grace", "60"], env).wait_ready()
+    try:
+        run_id = _start_slow(server, side)
+        server.proc.send_signal(signal.SIGINT)
+        _wait_for(lambda: "waiting up to" in server.output(), 10, "the first Ctrl-C to be acknowledged")
+        began = time.monotonic()
+        server.proc.send_signal(signal.SIGINT)
+        assert server.proc.wait(20) == 0
+        assert time.monotonic() - began < 10
+        log = server.output()
+        assert "second signal: abandoning the steps in flight now" in log and run_id in log
+    finally:
+        server.close()
+    with Engine(db) as engine:
+        row = engine.storage.get_run(run_id)
+        assert row is not None and row.status == "RUNNING" and row.lease_expires_at is not None
+        assert row.lease_expires_at <= engine.clock.now_ms()  # expired: the next start takes it at once
+
+
+def test_a_flows_module_that_does_not_import_is_a_usage_error_with_the_users_line(tmp_path: Path) -> None:
+    (tmp_path / "broken_flows.py").write_text("from flowrt import Flow\n\nflow = Flow('x')\ndef node(:\n    pass\n")
+    (tmp_path / "raising_flows.py").write_text("import os\n\nTOKEN = os.environ['NO_SUCH_SETTING']\n")
+    for command in (["serve", "--port", "0"], ["flows"]):
+        for module, line, what in (("broken_flows", 4, "SyntaxError"), ("raising_flows", 3, "KeyError")):
+            done = subprocess.run(
+                [sys.executable, "-m", "flowrt.cli", *command, "--flows", f"{module}:ALL"],
+                cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+            )  # fmt: skip
+            assert done.returncode == 2, done.stderr
+            assert f"{tmp_path / module}.py, line {line}" in done.stderr, done.stderr
+            assert what in done.stderr and "FLOW_LOAD_ERROR" in done.stderr and "internal error" not in done.stderr
