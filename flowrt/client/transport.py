@@ -71,7 +71,8 @@ class Settings:
         if attempt > self.retries:
             return None
         if isinstance(failure, Answer):
-            return self.pause(attempt) if call.idempotent and failure.status in RETRY_STATUSES else None
+            wanted = call.idempotent and not call.any_status  # /health's 503 is an answer, not a failure
+            return self.pause(attempt) if wanted and failure.status in RETRY_STATUSES else None
         never_sent = isinstance(failure, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
         return self.pause(attempt) if never_sent or call.idempotent else None
 
