@@ -356,3 +356,32 @@ def test_importing_the_client_stays_light() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_get_with_wait_long_polls_only_where_drivers_move_runs(driving: Any, still: Any, gate: Any) -> None:
+    with Client(driving.url) as client:
+        run = client.start("client-gate")
+        assert gate.entered.wait(30)
+        threading.Timer(0.3, gate.opened.set).start()
+        held = driving.client.get(f"/v1/runs/{run.run_id}", params={"wait": 30}, timeout=60)
+        assert held.status_code == 200 and held.json()["status"] == "COMPLETED"
+        assert driving.client.get(f"/v1/runs/{run.run_id}", params={"wait": 301}).json()["code"] == "BAD_REQUEST"
+    with Client(still.url) as client:
+        parked = client.start("demo-fraud", {"amount": 1, "userId": "u"})
+        started = time.monotonic()
+        answer = still.client.get(f"/v1/runs/{parked.run_id}", params={"wait": 20}, timeout=60)
+        assert answer.json()["status"] == "RUNNING", "a GET must not move a run"
+        assert time.monotonic() - started < 15
+
+
+def test_the_documented_examples_run(driving: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    docs = (REPO / "docs" / "client.md").read_text()
+    readme = (REPO / "README.md").read_text().split("From a Python app, use the client")[1]
+    blocks = re.findall(r"```python\n(.*?)```", docs, re.S)[:2] + re.findall(r"```python\n(.*?)```", readme, re.S)[:1]
+    for code in blocks:
+        exec(compile(code.replace("http://127.0.0.1:3000", driving.url), "client.md", "exec"), {"__name__": "doc"})  # noqa: S102
+    out = capsys.readouterr().out
+    assert "WAITING awaiting_ticket_creation" in out and "RUN_NOT_WAITING" in out and "RUN_COMPLETED" in out
+    assert "COMPLETED {'score'" in out
