@@ -320,10 +320,11 @@ def test_idempotent_start_end_to_end(driving: Any) -> None:
 
 
 def test_timeouts_are_errors_and_a_tick_is_not_resent(still: Any, gate: Any) -> None:
-    with Client(still.url, timeout=0.5, retry_backoff=0.01) as client:
+    with Client(still.url) as client:
         run = client.start("client-gate")
+    with Client(still.url, timeout=0.5, retry_backoff=0.01) as impatient:
         with pytest.raises(ServerUnreachable, match="no answer in time"):
-            client.tick(run.run_id)
+            impatient.tick(run.run_id)  # the node holds the tick far longer than 0.5 s
         gate.opened.set()
         assert gate.calls == 1
     with Client(still.url) as client:
