@@ -12,10 +12,14 @@
     ├── RunNotWaiting          RUN_NOT_WAITING       resume of a run that is not WAITING
     ├── RunFinished            RUN_FINISHED          cancel of a run that already ended
     ├── IdempotencyConflict    IDEMPOTENCY_CONFLICT  a start key reused for a different start
-    └── StorageUnavailable     STORAGE_UNAVAILABLE   the database cannot be reached
+    ├── StorageUnavailable     STORAGE_UNAVAILABLE   the database cannot be reached
+    ├── ServerUnreachable      SERVER_UNREACHABLE    (client) no answer: refused, reset, timed out
+    └── HttpError              the server's code     (client) an error answer with no class above
+        └── Unsupported        NOT_SUPPORTED         (client) the server does not offer that call
 
 The HTTP API and the CLI map ``code`` and ``http_status`` straight through, so a
-Python caller, a curl user and a shell script all see the same names.
+Python caller, a curl user and a shell script all see the same names; the last three
+are raised only by :mod:`flowrt.client`, on the caller's side of the wire.
 """
 
 from __future__ import annotations
@@ -121,12 +125,46 @@ class StorageUnavailable(FlowrtError):
     """What HTTP clients are told: the full message names the database and goes to the server log."""
 
 
+class ServerUnreachable(FlowrtError):
+    """The server cannot be reached (connection refused or reset, or no answer in time)."""
+
+    code = "SERVER_UNREACHABLE"
+    http_status = 503
+
+
+class HttpError(FlowrtError):
+    """The server answered with an error that no other class describes (401, 413, a 5xx, ...).
+
+    ``code`` is the answer's ``code`` (or ``HTTP_<status>`` when it has none) and
+    ``http_status`` its status, both set on the instance.
+    """
+
+    code = "HTTP_ERROR"
+    http_status = 500
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, http_status: int | None = None,
+                 **details: object) -> None:
+        super().__init__(message, **details)
+        if code is not None:
+            self.code = code
+        if http_status is not None:
+            self.http_status = http_status
+
+
+class Unsupported(HttpError):
+    """The server does not offer this call (the reference runtime has no listing, cancel or long-poll)."""
+
+    code = "NOT_SUPPORTED"
+    http_status = 501
+
+
 __all__ = [
     "DefinitionError",
     "FlowLoadError",
     "FlowNotFound",
     "FlowNotRegistered",
     "FlowrtError",
+    "HttpError",
     "IdempotencyConflict",
     "InvalidInput",
     "PayloadTooLarge",
@@ -134,5 +172,7 @@ __all__ = [
     "RunFinished",
     "RunNotFound",
     "RunNotWaiting",
+    "ServerUnreachable",
     "StorageUnavailable",
+    "Unsupported",
 ]

@@ -125,6 +125,37 @@ class Run:
             "updatedAt": _iso_dt(self.updated_at),
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Run:
+        """A run object off the wire (what :meth:`to_json` writes). Fields the reference
+        runtime does not send (attempts, waitReason, wakeAt, error, ...) default to empty."""
+        return cls(
+            run_id=data["runId"],
+            flow_id=data["flowId"],
+            flow_version=data["flowVersion"],
+            tenant_id=data.get("tenantId"),
+            status=RunStatus(data["status"]),
+            current_node_id=data.get("currentNodeId"),
+            input=data.get("inputJson"),
+            state=data.get("stateJson") or {},
+            outputs=data.get("outputsJson") or {},
+            attempts=data.get("attempts") or {},
+            error=data.get("error"),
+            wait_reason=data.get("waitReason"),
+            wait_until=data.get("waitUntil"),
+            wake_at=parse_iso(data.get("wakeAt")),
+            created_at=parse_iso(data["createdAt"]),  # type: ignore[arg-type]
+            updated_at=parse_iso(data["updatedAt"]),  # type: ignore[arg-type]
+        )
+
+
+def parse_iso(value: str | None) -> datetime | None:
+    """An ISO-8601 time off the wire (``...Z`` or with an offset) as an aware UTC datetime."""
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
 
 def _iso_dt(value: datetime | None) -> str | None:
     return None if value is None else iso(int(value.timestamp() * 1000 + 0.5))
@@ -150,3 +181,17 @@ class Event:
             "attempt": self.attempt,
             "payloadJson": self.payload,
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, run_id: str | None = None, seq: int | None = None) -> Event:
+        """An event off the wire. The reference runtime sends neither ``runId`` nor ``seq``:
+        pass them (the run asked about, the event's 1-based position in its timeline)."""
+        return cls(
+            run_id=data.get("runId") or run_id or "",
+            seq=int(data.get("seq") or seq or 0),
+            at=parse_iso(data["at"]),  # type: ignore[arg-type]
+            type=data["type"],
+            node_id=data.get("nodeId"),
+            attempt=data.get("attempt"),
+            payload=data.get("payloadJson") or {},
+        )

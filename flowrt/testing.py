@@ -3,10 +3,13 @@
     from flowrt.testing import run_flow
 
     def test_rejected_orders_are_not_shipped():
-        result = run_flow(orders, {"orderId": "A1", "qty": 2}, resumes=[{"approved": False}])
-        assert result.status == "COMPLETED"
-        assert "ship" not in result.outputs
-        assert result.events_of("NODE_FAILED") == []
+        run = run_flow(orders, {"orderId": "A1", "qty": 2}, resumes=[{"approved": False}])
+        assert run.status == "COMPLETED" and run.attempts["validate"] == 1
+        assert "ship" not in run.outputs
+        assert run.events_of("NODE_FAILED") == []
+
+``run_flow`` returns a :class:`FlowRun`: the engine's :class:`~flowrt.Run` (every field,
+``isinstance(run, Run)``) with the run's whole timeline at hand as ``run.timeline``.
 
 Each call uses a fresh in-memory engine, so tests never share state. The real engine
 runs the flow: retries, timeouts, idempotency keys, edges and the timeline behave
@@ -15,38 +18,32 @@ exactly as in production (retry backoffs are really slept through; keep them sho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from .engine import Engine
 from .runs import Event, Run, RunStatus
 
 
-@dataclass(frozen=True)
-class FlowResult:
-    """The run as it ended (or last waited), with its whole timeline."""
+@dataclass(frozen=True, slots=True)
+class FlowRun(Run):
+    """The run as it ended (or last waited), plus its whole timeline, oldest event first."""
 
-    run: Run
-    timeline: list[Event]
-
-    @property
-    def status(self) -> RunStatus:
-        return self.run.status
-
-    @property
-    def outputs(self) -> dict[str, Any]:
-        return self.run.outputs
-
-    @property
-    def state(self) -> dict[str, Any]:
-        return self.run.state
-
-    @property
-    def error(self) -> dict[str, Any] | None:
-        return self.run.error
+    timeline: list[Event] = field(default_factory=list)
 
     def events_of(self, event_type: str) -> list[Event]:
+        """The timeline's events of one type (``"RUN_RESUMED"``, ``"NODE_FAILED"``, ...)."""
         return [e for e in self.timeline if e.type == event_type]
+
+    @property
+    def run(self) -> Run:
+        """The run itself; kept for tests written when ``run_flow`` returned a wrapper."""
+        return self
+
+
+FlowResult = FlowRun
+"""The former name of :class:`FlowRun` (it was a wrapper with ``.run``; now it is the run)."""
 
 
 def run_flow(
@@ -59,13 +56,13 @@ def run_flow(
     tenant_id: str | None = None,
     initial_state: dict[str, Any] | None = None,
     version: str | None = None,
-) -> FlowResult:
+) -> FlowRun:
     """Start ``flow`` (a Flow or ``@flow`` class) and drive it as far as it goes.
 
     Each time the run waits, the next payload of ``resumes`` resumes it. A wait whose
     timer (``wait(until=...)``) is set fires at once when ``fire_timers`` is true and no
     payload is left, as drivers would once it is due (a node that then sets the same
-    timer again is left waiting). The result is WAITING if the payloads ran out; a
+    timer again is left waiting). The run returned is WAITING if the payloads ran out; a
     payload left over when the run ended is an error in the test.
     """
     payloads = list(resumes)
@@ -89,4 +86,5 @@ def run_flow(
             raise AssertionError(
                 f"run ended {run.status} with {len(payloads)} resume payload(s) unused: {payloads!r}"
             )
-        return FlowResult(run, engine.timeline(run.run_id))
+        fields = {f.name: getattr(run, f.name) for f in dataclasses.fields(Run)}
+        return FlowRun(**fields, timeline=engine.timeline(run.run_id))

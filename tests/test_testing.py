@@ -43,3 +43,23 @@ def test_timers_fire_at_once() -> None:
     assert result.status == "COMPLETED" and result.outputs == {"nap": "woke"}
     assert result.events_of("RUN_RESUMED")[0].payload == {"by": "timer", "payload": None}
     assert run_flow(f, fire_timers=False).status == "WAITING"
+
+
+def test_run_flow_returns_the_run_with_its_timeline() -> None:
+    from flowrt import Run
+    from flowrt.testing import FlowResult, FlowRun
+
+    run = run_flow(DemoSupport, {"customer": "ana"}, resumes=[{"ticketId": "T-3"}])
+    assert isinstance(run, Run) and isinstance(run, FlowRun)
+    # Every field of a Run, which the old wrapper lacked.
+    assert run.attempts == {"create": 2, "notify": 1} and run.current_node_id is None
+    assert run.finished and run.flow_id == "demo-support" and run.to_json()["status"] == "COMPLETED"
+    assert [e.seq for e in run.timeline] == list(range(1, len(run.timeline) + 1))
+    assert run.timeline[0].type == "RUN_STARTED" and run.timeline[-1].type == "RUN_COMPLETED"
+    assert all(e.run_id == run.run_id for e in run.timeline)
+    # The old spellings still work.
+    assert run.run is run and FlowResult is FlowRun
+    assert run.events_of("RUN_RESUMED")[0].payload == {"by": "api", "payload": {"ticketId": "T-3"}}
+    waiting = run_flow(DemoSupport)
+    assert waiting.status == "WAITING" and waiting.wait_reason == "awaiting_ticket_creation"
+    assert waiting.timeline[-1].type == "RUN_WAITING"

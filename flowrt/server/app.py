@@ -412,12 +412,16 @@ def create_app(
         reason = data.reason if data is not None else None
         return json_response((await offload(engine.cancel, run_id, reason)).to_json())
 
-    @get("/runs/{run_id:str}", summary="Get a run", responses=_docs(RunOut, 404))
-    async def get_run(run_id: str) -> Response[bytes]:
+    @get("/runs/{run_id:str}", summary="Get a run", responses=_docs(RunOut, 404),
+         description="With ?wait= and drivers, once the run has left RUNNING; without drivers, at once.")
+    async def get_run(run_id: str, wait: float | None = WaitParam) -> Response[bytes]:
         _check_run_id(run_id)
         run = await offload(engine.get, run_id)
         if run is None:
             raise RunNotFound(f"run {run_id} not found", run_id=run_id)
+        if wait is not None and state.drivers is not None:
+            # Only watches: a GET never moves a run (on --no-drive, tick it).
+            run = await state.settle(run, wait)
         return json_response(run.to_json())
 
     @get("/runs/{run_id:str}/timeline", summary="A run's events, in order", responses=_docs(list[EventOut], 404))
