@@ -361,9 +361,13 @@ class Engine:
         """Wake a WAITING run: record the payload durably, then execute the waiting node."""
         return self._to_run(self._run_sync(self._steps.resume(run_id, payload, by), run_id))
 
-    def run_until_blocked(self, run_id: str) -> Run:
-        """Step a run until it waits or ends, sleeping through retry backoffs."""
-        return self._to_run(self._run_sync(self._steps.until_blocked(run_id), run_id))
+    def run_until_blocked(self, run_id: str, *, should_stop: Callable[[], bool] | None = None) -> Run:
+        """Step a run until it waits or ends, sleeping through retry backoffs.
+
+        ``should_stop`` is asked between steps (the CLI's first Ctrl-C): the step in hand
+        commits, the run is handed back RUNNING, and anyone may continue it.
+        """
+        return self._to_run(self._run_sync(self._steps.until_blocked(run_id, should_stop), run_id))
 
     def cancel(self, run_id: str, reason: str | None = None) -> Run:
         """End a RUNNING or WAITING run as CANCELLED; a step in flight is discarded."""

@@ -172,7 +172,16 @@ class Executor:
         self.watchdog.stop()
         if self._loop is not None:
             loop, thread = self._loop, self._loop_thread
-            loop.call_soon_threadsafe(loop.stop)
+
+            def cancel_then_stop() -> None:
+                # An async handler still running (an abandoned step) is cancelled and given a
+                # turn to finish, instead of being destroyed pending at exit ("Task was destroyed").
+                for task in asyncio.all_tasks(loop):
+                    task.cancel()
+                loop.call_soon(loop.stop)
+
+            with contextlib.suppress(RuntimeError):  # closed already
+                loop.call_soon_threadsafe(cancel_then_stop)
             if thread is not None:
                 thread.join(5)
             if not loop.is_running():

@@ -129,11 +129,11 @@ class StepCore:
             row = yield from self._step(row, flow, lease, hold=False)
         return row
 
-    def until_blocked(self, run_id: str) -> Step:
+    def until_blocked(self, run_id: str, should_stop: Callable[[], bool] | None = None) -> Step:
         row, claimed = self._claim(run_id)
         if not claimed:
             return row
-        return (yield from self.drive(row, None))
+        return (yield from self.drive(row, None, should_stop))
 
     def drive(self, row: RunRow, max_sleep: float | None, should_stop: Callable[[], bool] | None = None) -> Step:
         """Step a claimed run until it waits, ends, or parks for longer than ``max_sleep``."""
