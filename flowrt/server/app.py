@@ -36,6 +36,7 @@ from ..driver import Drivers
 from ..engine import Engine
 from ..errors import FlowrtError, RunBusy, RunNotFound
 from ..runs import Run, RunStatus
+from . import middleware, outages
 
 log = logging.getLogger("flowrt.server")
 
@@ -465,6 +466,7 @@ def create_app(
             HTTPException: _on_http_exception,
             RecursionError: _on_recursion,
             Exception: _on_unexpected,
+            **outages.exception_handlers(),  # 503 without connection details; those are logged
         },
         openapi_config=OpenAPIConfig(
             title="flowrt",
@@ -479,6 +481,7 @@ def create_app(
         debug=False,
     )
     app.state["flowrt"] = state
+    middleware.install(app)  # HEAD wherever GET works; invalid UTF-8 in a body is a 400
     return app
 
 

@@ -29,6 +29,7 @@ from ..engine import Engine
 from ..errors import FlowrtError, InvalidInput, StorageUnavailable
 from ..loader import load_all
 from ..storage import DEFAULT_URL, describe_url
+from . import connections
 from .app import DEFAULT_MAX_BODY, ApiState, api_state, create_app
 
 log = logging.getLogger("flowrt.server")
@@ -91,6 +92,8 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY
     recovery_concurrency: int = 8
     log_level: str = "info"
+    max_connections: int = connections.DEFAULT_MAX_CONNECTIONS
+    keep_alive: float = connections.DEFAULT_KEEP_ALIVE
 
     @classmethod
     def resolve(
@@ -108,6 +111,8 @@ class Settings:
         lease_ttl: float | None = None,
         max_body_bytes: int | None = None,
         log_level: str | None = None,
+        max_connections: int | None = None,
+        keep_alive: float | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """Apply SPEC 4's environment (PORT, HOST, DATABASE_URL, FLOWRT_*) under explicit arguments.
@@ -145,6 +150,14 @@ class Settings:
             max_body_bytes = _env_number(env, "FLOWRT_MAX_BODY_BYTES", int)
         if max_body_bytes is not None and max_body_bytes < 1:
             raise InvalidInput("max body size must be at least 1 byte")
+        if max_connections is None:
+            max_connections = _env_number(env, "FLOWRT_MAX_CONNECTIONS", int)
+        if max_connections is not None and max_connections < 1:
+            raise InvalidInput("max connections must be at least 1")
+        if keep_alive is None:
+            keep_alive = _env_number(env, "FLOWRT_KEEP_ALIVE", float)
+        if keep_alive is not None and not keep_alive > 0:
+            raise InvalidInput("keep-alive timeout must be a positive number of seconds")
         if strict_db is None:
             strict_db = _env_bool(env, "FLOWRT_STRICT_DB")
         if drive is None:
@@ -163,6 +176,8 @@ class Settings:
             lease_ttl=30.0 if lease_ttl is None else lease_ttl,
             max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY,
             log_level=(log_level or env.get("FLOWRT_LOG_LEVEL") or "info").lower(),
+            max_connections=max_connections or connections.DEFAULT_MAX_CONNECTIONS,
+            keep_alive=keep_alive or connections.DEFAULT_KEEP_ALIVE,
         )
 
 
@@ -309,6 +324,7 @@ def uvicorn_config(app: Litestar, settings: Settings, **overrides: Any) -> uvico
         "lifespan": "off",  # the runtime's lifecycle is managed around the server, not inside it
         "timeout_graceful_shutdown": GRACEFUL_SECONDS,
         "server_header": False,
+        **connections.uvicorn_options(settings.max_connections, settings.keep_alive),
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)
@@ -328,13 +344,16 @@ def run_flow_runtime(
     lease_ttl: float | None = None,
     max_body_bytes: int | None = None,
     log_level: str | None = None,
+    max_connections: int | None = None,
+    keep_alive: float | None = None,
 ) -> None:
     """Serve ``flows`` over HTTP until SIGTERM/SIGINT, then shut down gracefully.
 
     Every argument left as ``None`` comes from the environment (``PORT``, ``HOST``,
     ``DATABASE_URL``, ``FLOWRT_API_TOKEN``, ``FLOWRT_FLOWS``, ``FLOWRT_WORKERS``,
     ``FLOWRT_STRICT_DB``, ``FLOWRT_NO_DRIVE``, ``FLOWRT_LEASE_TTL``,
-    ``FLOWRT_MAX_BODY_BYTES``, ``FLOWRT_LOG_LEVEL``) or its default.
+    ``FLOWRT_MAX_BODY_BYTES``, ``FLOWRT_LOG_LEVEL``, ``FLOWRT_MAX_CONNECTIONS``,
+    ``FLOWRT_KEEP_ALIVE``) or its default.
 
     Raises :class:`~flowrt.StorageUnavailable` when ``strict_db`` is set and the
     database cannot be reached, :class:`~flowrt.InvalidInput` /
@@ -353,8 +372,11 @@ def run_flow_runtime(
         lease_ttl=lease_ttl,
         max_body_bytes=max_body_bytes,
         log_level=log_level,
+        max_connections=max_connections,
+        keep_alive=keep_alive,
     )
     _configure_logging(settings.log_level)
+    connections.ensure_file_limit(settings.max_connections)
     _check_can_listen(settings.host, settings.port)  # before recovery touches the database
     runtime = FlowRuntime(settings)
     log.info(
