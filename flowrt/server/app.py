@@ -29,7 +29,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
-from litestar.params import Parameter
+from litestar.params import Body, Parameter
 
 from .. import __version__
 from ..driver import Drivers
@@ -48,6 +48,7 @@ MAX_WAIT = 300.0
 # database error (a 500), so they are refused (or known absent) at the door.
 _MAX_ID = 64
 _MAX_NAME = 200
+_MAX_VERSION = 100
 _NO_NUL = "^[^\x00]*$"
 _RUN_ID = re.compile(r"[\x21-\x7e]{1,64}\Z")
 Name = Annotated[str, msgspec.Meta(max_length=_MAX_NAME, pattern=_NO_NUL)]
@@ -61,8 +62,8 @@ _encode = msgspec.json.Encoder().encode
 class StartRequest(msgspec.Struct, rename="camel"):
     """Body of ``POST /v1/runs/start``; ``version`` defaults to the highest registered."""
 
-    flow_id: str
-    version: str | None = None
+    flow_id: Name
+    version: Annotated[str, msgspec.Meta(max_length=_MAX_VERSION, pattern=_NO_NUL)] | None = None
     input: Any = None
     tenant_id: Name | None = None
     initial_state: dict[str, Any] | None = None
@@ -310,7 +311,18 @@ WaitParam = Parameter(
     le=MAX_WAIT,
     required=False,
     description="Long-poll: return the run once it has left RUNNING, or after this many seconds.",
+    schema_extra={"minimum": 0},  # Litestar leaves out a zero lower bound
 )
+RunIdParam = Parameter(
+    description="A run id as issued by start: printable ASCII, at most 64 characters (any other is 404).",
+    schema_extra={"maxLength": _MAX_ID, "pattern": "^[!-~]{1,64}$"},
+)
+
+
+def _body_doc(max_body_bytes: int, what: str, **default: Any) -> Any:
+    return Body(
+        description=f"{what} At most {max_body_bytes} bytes of UTF-8 JSON (413 above, 400 if not UTF-8).", **default
+    )
 
 
 def create_app(
@@ -336,7 +348,9 @@ def create_app(
         summary="Start a run",
         responses=_docs(StartResponse, 404, 413, description="{runId, status}; the full run object with ?wait="),
     )
-    async def start_run(data: StartRequest, wait: float | None = WaitParam) -> Response[bytes]:
+    async def start_run(
+        data: StartRequest = _body_doc(max_body_bytes, "The run to start."), wait: float | None = WaitParam
+    ) -> Response[bytes]:
         run = await offload(
             engine.start,
             data.flow_id,
@@ -350,7 +364,7 @@ def create_app(
         return json_response((await state.settle(run, wait)).to_json())
 
     @post("/runs/{run_id:str}/tick", status_code=200, summary="Execute one step", responses=_docs(RunOut, 404, 409, 422))
-    async def tick_run(run_id: str) -> Response[bytes]:
+    async def tick_run(run_id: str = RunIdParam) -> Response[bytes]:
         _check_run_id(run_id)
         return json_response((await engine.tick_async(run_id)).to_json())
 
@@ -361,7 +375,11 @@ def create_app(
         description='The body is the payload; an object whose only key is "payload" is unwrapped. Empty body = null.',
         responses=_docs(RunOut, 404, 409, 413, 422),
     )
-    async def resume_run(run_id: str, data: Any = None, wait: float | None = WaitParam) -> Response[bytes]:
+    async def resume_run(
+        run_id: str = RunIdParam,
+        data: Any = _body_doc(max_body_bytes, "The resume payload: any JSON, or empty for null.", default=None),
+        wait: float | None = WaitParam,
+    ) -> Response[bytes]:
         _check_run_id(run_id)
         run = await engine.resume_async(run_id, _unwrap_payload(data))
         if wait is not None:
@@ -369,13 +387,16 @@ def create_app(
         return json_response(run.to_json())
 
     @post("/runs/{run_id:str}/cancel", status_code=200, summary="Cancel a run", responses=_docs(RunOut, 404, 409, 413))
-    async def cancel_run(run_id: str, data: CancelRequest | None = None) -> Response[bytes]:
+    async def cancel_run(
+        run_id: str = RunIdParam,
+        data: CancelRequest | None = _body_doc(max_body_bytes, "Optional, the reason.", default=None),
+    ) -> Response[bytes]:
         _check_run_id(run_id)
         reason = data.reason if data is not None else None
         return json_response((await offload(engine.cancel, run_id, reason)).to_json())
 
     @get("/runs/{run_id:str}", summary="Get a run", responses=_docs(RunOut, 404))
-    async def get_run(run_id: str) -> Response[bytes]:
+    async def get_run(run_id: str = RunIdParam) -> Response[bytes]:
         _check_run_id(run_id)
         run = await offload(engine.get, run_id)
         if run is None:
@@ -384,7 +405,7 @@ def create_app(
 
     @get("/runs/{run_id:str}/timeline", summary="A run's events, in order", responses=_docs(list[EventOut], 404))
     async def get_timeline(
-        run_id: str,
+        run_id: str = RunIdParam,
         after: int = Parameter(ge=0, le=2**62, default=0, description="only events with seq > after"),
         limit: int | None = Parameter(ge=1, le=10_000, required=False),
     ) -> Response[bytes]:
@@ -471,7 +492,8 @@ def create_app(
         openapi_config=OpenAPIConfig(
             title="flowrt",
             version=__version__,
-            description="Durable workflow runtime; wire-compatible with @hazeljs/flow-runtime.",
+            description="Durable workflow runtime; wire-compatible with @hazeljs/flow-runtime. "
+            f"Request bodies: at most {max_body_bytes} bytes of UTF-8 JSON. HEAD works wherever GET does.",
             path="/schema",
             render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],
             components=components,
