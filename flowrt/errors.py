@@ -121,7 +121,10 @@ class StorageUnavailable(FlowrtError):
 
     code = "STORAGE_UNAVAILABLE"
     http_status = 503
-    public_message = "the database is unavailable right now; try again shortly (a start with an Idempotency-Key is safe to retry)"
+    public_message = (
+        "the database is unavailable right now; retry shortly (details are in the server log; "
+        "a start with an Idempotency-Key is safe to retry)"
+    )
     """What HTTP clients are told: the full message names the database and goes to the server log."""
 
 

@@ -346,6 +346,8 @@ class Storage:
         # The last write that failed (message, monotonic time), cleared by the next that
         # works: a full disk leaves reads (and a ping) working while every write fails.
         self.write_error: tuple[str, float] | None = None
+        self.last_write_failure: float | None = None  # monotonic; never cleared
+        self._truncate_wal = False  # after failed writes, give the WAL's disk space back
         self.kind, self.db = open_database(url, pool_size=pool_size)
         self.models = build_models(self.db)
         self._local = threading.local()
@@ -401,8 +403,13 @@ class Storage:
             while not self._closing.wait(self.checkpoint_interval):
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    # After writes failed (a full disk), TRUNCATE gives the WAL's space back;
+                    # otherwise RESTART rewinds it and keeps the file for reuse.
+                    mode = "TRUNCATE" if self._truncate_wal else "RESTART"
                     with self._write_lock:
-                        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                        busy = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
+                    if mode == "TRUNCATE" and not busy:
+                        self._truncate_wal = False
                 except sqlite3.Error as exc:  # busy or gone; the next round tries again
                     log.debug("WAL checkpoint skipped: %s", exc)
         finally:
@@ -471,8 +478,10 @@ class Storage:
         try:
             yield
         except StorageUnavailable as exc:
+            self.last_write_failure = _monotonic()
+            self._truncate_wal = True
             if self.write_error is None:
-                self.write_error = (exc.message, _monotonic())
+                self.write_error = (exc.message, self.last_write_failure)
             raise
 
     def _rollback(self, cursor: Any) -> None:
@@ -525,6 +534,25 @@ class Storage:
             return True
         except Exception:  # noqa: BLE001 - health checks report, never raise
             return False
+
+    LOW_DISK_BYTES = 1 << 20
+    """Below this much free space on a SQLite database's disk, writes are about to fail."""
+
+    def write_trouble(self, recent: float = 5.0) -> str | None:
+        """Why writes cannot be trusted right now, or None: a write failed in the last
+        ``recent`` seconds (on a full disk some writes still fit in the WAL, so one that
+        works says little), or a SQLite file's disk is (nearly) full. Names no path."""
+        if self.last_write_failure is not None and _monotonic() - self.last_write_failure < recent:
+            return "database writes are failing"
+        if self.kind == "sqlite":
+            try:
+                stat = os.statvfs(os.path.dirname(os.path.abspath(self.db.database)))
+            except OSError:
+                return None
+            free = stat.f_bavail * stat.f_frsize
+            if free < self.LOW_DISK_BYTES:
+                return f"the database's disk is full ({free // 1024} KiB free)"
+        return None
 
     def probe_write(self) -> bool:
         """After a failed write, whether writes work again (a one-row write that changes nothing).

@@ -120,6 +120,28 @@ def serve(
             show_envvar=False,
         ),
     ] = None,
+    max_connections: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-connections",
+            envvar="FLOWRT_MAX_CONNECTIONS",
+            min=1,
+            help="Open connections plus requests in progress (long-polls included); past it, new "
+            "requests get 503. Env: FLOWRT_MAX_CONNECTIONS. (default: 1000)",
+            show_envvar=False,
+        ),
+    ] = None,
+    keep_alive: Annotated[
+        Optional[float],
+        typer.Option(
+            "--keep-alive",
+            envvar="FLOWRT_KEEP_ALIVE",
+            min=0.1,
+            help="Seconds an idle connection stays open (before its first request and between "
+            "requests). Env: FLOWRT_KEEP_ALIVE. (default: 5)",
+            show_envvar=False,
+        ),
+    ] = None,
     log_level: Annotated[
         str,
         typer.Option(
@@ -149,6 +171,8 @@ def serve(
             log_level=log_level,
             shutdown_grace=shutdown_grace,
             max_value_bytes=max_value_bytes,
+            max_connections=max_connections,
+            keep_alive=keep_alive,
         )
     except FlowrtError as exc:
         # Driver messages span lines; stderr gets one. A flows module that does not import

@@ -29,13 +29,14 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
-from litestar.params import Parameter
+from litestar.params import Body, Parameter
 
 from .. import __version__
 from ..driver import Drivers
 from ..engine import Engine
-from ..errors import FlowrtError, InvalidInput, RunBusy, RunNotFound, StorageUnavailable
+from ..errors import FlowrtError, InvalidInput, RunBusy, RunNotFound
 from ..runs import Run, RunStatus
+from . import middleware, outages
 
 log = logging.getLogger("flowrt.server")
 
@@ -47,6 +48,7 @@ MAX_WAIT = 300.0
 # database error (a 500), so they are refused (or known absent) at the door.
 _MAX_ID = 64
 _MAX_NAME = 200
+_MAX_VERSION = 100
 _NO_NUL = "^[^\x00]*$"
 _RUN_ID = re.compile(r"[\x21-\x7e]{1,64}\Z")
 Name = Annotated[str, msgspec.Meta(max_length=_MAX_NAME, pattern=_NO_NUL)]
@@ -61,8 +63,8 @@ _encode = msgspec.json.Encoder().encode
 class StartRequest(msgspec.Struct, rename="camel"):
     """Body of ``POST /v1/runs/start``; ``version`` defaults to the highest registered."""
 
-    flow_id: str
-    version: str | None = None
+    flow_id: Name
+    version: Annotated[str, msgspec.Meta(max_length=_MAX_VERSION, pattern=_NO_NUL)] | None = None
     input: Any = None
     tenant_id: Name | None = None
     initial_state: dict[str, Any] | None = None
@@ -147,6 +149,8 @@ class Health(msgspec.Struct, rename="camel"):
     """False while database writes fail (a full disk lets reads and pings through)."""
     storage_error_seconds: float | None = None
     """How long writes have been failing."""
+    storage_problem: str | None = None
+    """Why the database is unavailable, in words that name no host, user or path."""
     steps_in_flight: int = 0
     abandoned_threads: int = 0
     abandoned_threads_limit: int = 0
@@ -183,24 +187,10 @@ _HTTP_CODES = {
 
 
 def _on_flowrt_error(_: Request[Any, Any, Any], exc: FlowrtError) -> Response[bytes]:
-    if isinstance(exc, StorageUnavailable):
-        # The message names the database (host, port, user, name): the log's, not the client's.
-        _log_outage(exc)
-        return error_response(exc.http_status, exc.code, exc.public_message, {"Retry-After": "1"})
+    # StorageUnavailable has a handler of its own (outages.py): its message names the database.
     if exc.http_status >= 500:
         log.error("%s: %s", exc.code, exc.message)
     return json_response(exc.to_json(), exc.http_status)
-
-
-_last_outage_log = [0.0]
-
-
-def _log_outage(exc: StorageUnavailable) -> None:
-    """Once per 10 s at most: an outage fails every request, and the log must stay readable."""
-    now = time.monotonic()
-    if now - _last_outage_log[0] >= 10:
-        _last_outage_log[0] = now
-        log.error("answering 503: %s", exc.message)
 
 
 def _on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
@@ -337,7 +327,18 @@ WaitParam = Parameter(
     le=MAX_WAIT,
     required=False,
     description="Long-poll: return the run once it has left RUNNING, or after this many seconds.",
+    schema_extra={"minimum": 0},  # Litestar leaves out a zero lower bound
 )
+RunIdParam = Parameter(
+    description="A run id as issued by start: printable ASCII, at most 64 characters (any other is 404).",
+    schema_extra={"maxLength": _MAX_ID, "pattern": "^[!-~]{1,64}$"},
+)
+
+
+def _body_doc(max_body_bytes: int, what: str, **default: Any) -> Any:
+    return Body(
+        description=f"{what} At most {max_body_bytes} bytes of UTF-8 JSON (413 above, 400 if not UTF-8).", **default
+    )
 
 
 def create_app(
@@ -364,7 +365,7 @@ def create_app(
         responses=_docs(StartResponse, 404, 413, description="{runId, status}; the full run object with ?wait="),
     )
     async def start_run(
-        data: StartRequest,
+        data: StartRequest = _body_doc(max_body_bytes, "The run to start."),
         wait: float | None = WaitParam,
         idempotency_key: str | None = Parameter(
             header="Idempotency-Key",
@@ -388,7 +389,7 @@ def create_app(
         return json_response((await state.settle(run, wait)).to_json(), headers=headers)
 
     @post("/runs/{run_id:str}/tick", status_code=200, summary="Execute one step", responses=_docs(RunOut, 404, 409, 422))
-    async def tick_run(run_id: str) -> Response[bytes]:
+    async def tick_run(run_id: str = RunIdParam) -> Response[bytes]:
         _check_run_id(run_id)
         return json_response((await engine.tick_async(run_id)).to_json())
 
@@ -399,7 +400,11 @@ def create_app(
         description='The body is the payload; an object whose only key is "payload" is unwrapped. Empty body = null.',
         responses=_docs(RunOut, 404, 409, 413, 422),
     )
-    async def resume_run(run_id: str, data: Any = None, wait: float | None = WaitParam) -> Response[bytes]:
+    async def resume_run(
+        run_id: str = RunIdParam,
+        data: Any = _body_doc(max_body_bytes, "The resume payload: any JSON, or empty for null.", default=None),
+        wait: float | None = WaitParam,
+    ) -> Response[bytes]:
         _check_run_id(run_id)
         run = await engine.resume_async(run_id, _unwrap_payload(data))
         if wait is not None:
@@ -407,14 +412,17 @@ def create_app(
         return json_response(run.to_json())
 
     @post("/runs/{run_id:str}/cancel", status_code=200, summary="Cancel a run", responses=_docs(RunOut, 404, 409, 413))
-    async def cancel_run(run_id: str, data: CancelRequest | None = None) -> Response[bytes]:
+    async def cancel_run(
+        run_id: str = RunIdParam,
+        data: CancelRequest | None = _body_doc(max_body_bytes, "Optional, the reason.", default=None),
+    ) -> Response[bytes]:
         _check_run_id(run_id)
         reason = data.reason if data is not None else None
         return json_response((await offload(engine.cancel, run_id, reason)).to_json())
 
     @get("/runs/{run_id:str}", summary="Get a run", responses=_docs(RunOut, 404),
          description="With ?wait= and drivers, once the run has left RUNNING; without drivers, at once.")
-    async def get_run(run_id: str, wait: float | None = WaitParam) -> Response[bytes]:
+    async def get_run(run_id: str = RunIdParam, wait: float | None = WaitParam) -> Response[bytes]:
         _check_run_id(run_id)
         run = await offload(engine.get, run_id)
         if run is None:
@@ -426,7 +434,7 @@ def create_app(
 
     @get("/runs/{run_id:str}/timeline", summary="A run's events, in order", responses=_docs(list[EventOut], 404))
     async def get_timeline(
-        run_id: str,
+        run_id: str = RunIdParam,
         after: int = Parameter(ge=0, le=2**62, default=0, description="only events with seq > after"),
         limit: int | None = Parameter(ge=1, le=10_000, required=False),
     ) -> Response[bytes]:
@@ -465,6 +473,8 @@ def create_app(
         storage = engine.storage
         reachable = await offload(storage.ping)
         writable = reachable and await offload(storage.probe_write)
+        trouble = storage.write_trouble() if reachable else "the database cannot be reached"
+        writable = writable and trouble is None
         schema = await offload(storage.schema_version) if reachable else None
         failing = storage.write_error
         handlers = engine.executor.status()
@@ -497,6 +507,7 @@ def create_app(
             uptime_seconds=round(time.monotonic() - state.started, 3),
             writable=writable,
             storage_error_seconds=None if failing is None else round(time.monotonic() - failing[1], 1),
+            storage_problem=trouble,
             steps_in_flight=len(engine.steps_in_flight()),
             abandoned_threads=handlers["abandonedThreads"],
             abandoned_threads_limit=handlers["abandonedThreadsLimit"],
@@ -525,11 +536,13 @@ def create_app(
             HTTPException: _on_http_exception,
             RecursionError: _on_recursion,
             Exception: _on_unexpected,
+            **outages.exception_handlers(),  # 503 without connection details; those are logged
         },
         openapi_config=OpenAPIConfig(
             title="flowrt",
             version=__version__,
-            description="Durable workflow runtime; wire-compatible with @hazeljs/flow-runtime.",
+            description="Durable workflow runtime; wire-compatible with @hazeljs/flow-runtime. "
+            f"Request bodies: at most {max_body_bytes} bytes of UTF-8 JSON. HEAD works wherever GET does.",
             path="/schema",
             render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],
             components=components,
@@ -539,6 +552,7 @@ def create_app(
         debug=False,
     )
     app.state["flowrt"] = state
+    middleware.install(app)  # HEAD wherever GET works; invalid UTF-8 in a body is a 400
     return app
 
 

@@ -35,6 +35,7 @@ from ..errors import FlowrtError, InvalidInput, StorageUnavailable
 from ..loader import load_all
 from ..storage import DEFAULT_URL, describe_url
 from ..values import DEFAULT_MAX_VALUE_BYTES
+from . import connections
 from .app import DEFAULT_MAX_BODY, ApiState, api_state, create_app
 
 log = logging.getLogger("flowrt.server")
@@ -99,6 +100,8 @@ class Settings:
     log_level: str = "info"
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    max_connections: int = connections.DEFAULT_MAX_CONNECTIONS
+    keep_alive: float = connections.DEFAULT_KEEP_ALIVE
 
     @classmethod
     def resolve(
@@ -118,6 +121,8 @@ class Settings:
         log_level: str | None = None,
         shutdown_grace: float | None = None,
         max_value_bytes: int | None = None,
+        max_connections: int | None = None,
+        keep_alive: float | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """Apply SPEC 4's environment (PORT, HOST, DATABASE_URL, FLOWRT_*) under explicit arguments.
@@ -163,6 +168,14 @@ class Settings:
             max_value_bytes = _env_number(env, "FLOWRT_MAX_VALUE_BYTES", int)
         if max_value_bytes is not None and max_value_bytes < 1:
             raise InvalidInput("max value size must be at least 1 byte")
+        if max_connections is None:
+            max_connections = _env_number(env, "FLOWRT_MAX_CONNECTIONS", int)
+        if max_connections is not None and max_connections < 1:
+            raise InvalidInput("max connections must be at least 1")
+        if keep_alive is None:
+            keep_alive = _env_number(env, "FLOWRT_KEEP_ALIVE", float)
+        if keep_alive is not None and not keep_alive > 0:
+            raise InvalidInput("keep-alive timeout must be a positive number of seconds")
         if strict_db is None:
             strict_db = _env_bool(env, "FLOWRT_STRICT_DB")
         if drive is None:
@@ -183,6 +196,8 @@ class Settings:
             log_level=(log_level or env.get("FLOWRT_LOG_LEVEL") or "info").lower(),
             shutdown_grace=DEFAULT_SHUTDOWN_GRACE if shutdown_grace is None else shutdown_grace,
             max_value_bytes=max_value_bytes or DEFAULT_MAX_VALUE_BYTES,
+            max_connections=max_connections or connections.DEFAULT_MAX_CONNECTIONS,
+            keep_alive=keep_alive or connections.DEFAULT_KEEP_ALIVE,
         )
 
 
@@ -386,6 +401,7 @@ def uvicorn_config(app: Litestar, settings: Settings, **overrides: Any) -> uvico
         "lifespan": "off",  # the runtime's lifecycle is managed around the server, not inside it
         "timeout_graceful_shutdown": settings.shutdown_grace,
         "server_header": False,
+        **connections.uvicorn_options(settings.max_connections, settings.keep_alive),
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)
@@ -407,6 +423,8 @@ def run_flow_runtime(
     log_level: str | None = None,
     shutdown_grace: float | None = None,
     max_value_bytes: int | None = None,
+    max_connections: int | None = None,
+    keep_alive: float | None = None,
 ) -> None:
     """Serve ``flows`` over HTTP until SIGTERM/SIGINT, then shut down gracefully.
 
@@ -415,6 +433,8 @@ def run_flow_runtime(
     ``FLOWRT_STRICT_DB``, ``FLOWRT_NO_DRIVE``, ``FLOWRT_LEASE_TTL``,
     ``FLOWRT_MAX_BODY_BYTES``, ``FLOWRT_LOG_LEVEL``, ``FLOWRT_SHUTDOWN_GRACE``,
     ``FLOWRT_MAX_VALUE_BYTES``) or its default.
+    ``FLOWRT_MAX_BODY_BYTES``, ``FLOWRT_LOG_LEVEL``, ``FLOWRT_MAX_CONNECTIONS``,
+    ``FLOWRT_KEEP_ALIVE``) or its default.
 
     Raises :class:`~flowrt.StorageUnavailable` when ``strict_db`` is set and the
     database cannot be reached, :class:`~flowrt.InvalidInput` /
@@ -435,8 +455,11 @@ def run_flow_runtime(
         log_level=log_level,
         shutdown_grace=shutdown_grace,
         max_value_bytes=max_value_bytes,
+        max_connections=max_connections,
+        keep_alive=keep_alive,
     )
     _configure_logging(settings.log_level)
+    connections.ensure_file_limit(settings.max_connections)
     _check_can_listen(settings.host, settings.port)  # before recovery touches the database
     runtime = FlowRuntime(settings)
     log.info(
