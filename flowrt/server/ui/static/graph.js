@@ -110,7 +110,7 @@ export function drawGraph(definition, run = null) {
   });
   const defs = el("defs");
   for (const [name, cls] of [["arrow", "arrowhead"], ["arrow-taken", "arrowhead taken"]]) {
-    const marker = el("marker", { id: name, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
+    const marker = el("marker", { id: name, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 9, markerHeight: 9, markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" });
     marker.append(el("path", { d: "M0,0 L10,5 L0,10 z", class: cls }));
     defs.append(marker);
   }
@@ -128,14 +128,15 @@ export function drawGraph(definition, run = null) {
     let lx;
     let ly;
     if (back.has(edge) || edge.from === edge.to) {
-      const x1 = a.x + a.w;
-      const y1 = a.y + a.h / 2;
-      const x2 = b.x + b.w;
+      // Around the right of everything: down out of the source, across, up, into the target's side.
+      const right = width - 18;
+      const x1 = a.x + a.w / 2;
+      const y1 = a.y + a.h;
       const y2 = b.y + b.h / 2;
-      const bulge = Math.max(x1, x2) + 40;
-      d = `M${x1},${y1} C${bulge},${y1} ${bulge},${y2} ${x2 + 2},${y2}`;
-      lx = bulge - 10;
-      ly = (y1 + y2) / 2;
+      const drop = y1 + 14;
+      d = `M${x1},${y1} V${drop - 6} Q${x1},${drop} ${x1 + 6},${drop} H${right - 6} Q${right},${drop} ${right},${drop - 6} V${y2 + 6} Q${right},${y2} ${right - 6},${y2} H${b.x + b.w + 2}`;
+      lx = right;
+      ly = (drop + y2) / 2;
     } else {
       const x1 = a.x + a.w / 2;
       const y1 = a.y + a.h;
