@@ -330,8 +330,25 @@ def timeline(
 
 
 def follow_timeline(backend: Backend, out: Output, run_id: str, after: int, interval: float) -> None:
-    """Print events as they are recorded; return once the run has ended and all its events are out."""
+    """Print events as they are recorded; return once the run has ended and all its events are out.
+
+    Against a server, its event stream pushes them; one without it (404/405, e.g. the reference
+    runtime) or a stream that drops is followed by polling the timeline from the last event shown.
+    """
+    import httpx  # here, not at the top: this function is the CLI's only use of the stream
+
+    from .. import sse
+
     show = out.event_stream()
+    client = getattr(backend, "client", None)
+    if isinstance(client, httpx.Client):
+        try:
+            for event in sse.follow_run(client, run_id, after):
+                show(event)
+                after = event["seq"]
+            return
+        except (sse.StreamUnavailable, httpx.TransportError):
+            pass
     ended = False
     while True:
         events = backend.timeline(run_id, after)

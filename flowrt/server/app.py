@@ -37,6 +37,9 @@ from ..engine import Engine
 from ..errors import FlowrtError, InvalidInput, RunBusy, RunNotFound
 from ..runs import Run, RunStatus
 from . import middleware, outages
+from .counts import counts_handler
+from .stream import stream_handlers
+from .ui import ui_handlers
 
 log = logging.getLogger("flowrt.server")
 
@@ -523,13 +526,17 @@ def create_app(
 
     v1 = Router(
         "/v1",
-        route_handlers=[start_run, tick_run, resume_run, cancel_run, get_run, get_timeline, list_runs, list_flows],
+        route_handlers=[
+            start_run, tick_run, resume_run, cancel_run, get_run, get_timeline, list_runs, list_flows,
+            *stream_handlers(state, _check_run_id),  # SSE: /v1/runs/{runId}/events, /v1/runs/changes
+            counts_handler(state),  # /v1/runs/counts, for the dashboard
+        ],
         guards=[_bearer_guard(api_token)] if api_token else None,
         security=security,
         tags=["runs"],
     )
     app = Litestar(
-        route_handlers=[v1, health],
+        route_handlers=[v1, health, *ui_handlers()],  # ui: GET /, /ui and /ui/static
         exception_handlers={
             FlowrtError: _on_flowrt_error,
             ValidationException: _on_validation_error,
