@@ -105,6 +105,28 @@ def test_demo_support_waits_then_resumes(srv: ThreadServer, form: str) -> None:
     assert [e["payloadJson"] for e in resumed] == [{"by": "api", "payload": payload}]
 
 
+def test_resume_body_rule_is_the_references(srv: ThreadServer) -> None:
+    """An object with a "payload" key is unwrapped (other keys ignored); anything else is the payload."""
+    c = srv.client
+    cases: list[tuple[Any, Any]] = [
+        ({"payload": {"ticketId": "T-7"}, "note": "x"}, {"ticketId": "T-7"}),
+        ({"payload": {"ticketId": "T-8"}}, {"ticketId": "T-8"}),
+        ({"payload": None, "ticketId": "ignored"}, None),
+        ({"payload": {"payload": 1}}, {"payload": 1}),
+        ({"ticketId": "T-9"}, {"ticketId": "T-9"}),
+        ({}, {}),
+        ([{"payload": 1}], [{"payload": 1}]),
+        ("T-10", "T-10"),
+        (5, 5),
+    ]
+    for body, payload in cases:
+        run_id = start(c, "demo-support")
+        ok_json(c.post(f"/v1/runs/{run_id}/tick"))
+        ok_json(c.post(f"/v1/runs/{run_id}/resume", json=body))
+        resumed = [e for e in ok_json(c.get(f"/v1/runs/{run_id}/timeline")) if e["type"] == "RUN_RESUMED"]
+        assert [e["payloadJson"] for e in resumed] == [{"by": "api", "payload": payload}], body
+
+
 def test_resume_with_an_empty_body_is_a_null_payload(srv: ThreadServer) -> None:
     c = srv.client
     run_id = start(c, "demo-support")

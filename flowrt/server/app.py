@@ -232,8 +232,14 @@ def _check_run_id(run_id: str) -> None:
 
 
 def _unwrap_payload(body: Any) -> Any:
-    """The reference's docs send the payload itself; its code reads ``{"payload": ...}``."""
-    if isinstance(body, dict) and len(body) == 1 and "payload" in body:
+    """The resume payload of a request body: the reference's rule, and its docs' form too.
+
+    The reference's code reads ``body.payload``, so an object with a ``payload`` key is
+    unwrapped whatever else it carries (``{"payload": {...}, "note": "x"}`` moves its
+    demo-support on); its docs send the payload itself, so any other body (an object
+    without ``payload``, a list, a scalar, nothing) is the payload.
+    """
+    if isinstance(body, dict) and "payload" in body:
         return body["payload"]
     return body
 
@@ -357,7 +363,8 @@ def create_app(
         "/runs/{run_id:str}/resume",
         status_code=200,
         summary="Resume a waiting run",
-        description='The body is the payload; an object whose only key is "payload" is unwrapped. Empty body = null.',
+        description='An object with a "payload" key is unwrapped (other keys are ignored); any other body '
+        "is the payload itself. Empty body = null.",
         responses=_docs(RunOut, 404, 409, 413, 422),
     )
     async def resume_run(run_id: str, data: Any = None, wait: float | None = WaitParam) -> Response[bytes]:
