@@ -199,7 +199,8 @@ def test_flows_and_health(srv: ThreadServer) -> None:
     assert {(e["to"], e["priority"], e["hasCondition"]) for e in fraud["edges"]} == {
         ("approve", 1, True), ("review", 1, True), ("reject", 1, True)}
     health = ok_json(srv.client.get("/health"))
-    assert health["status"] == "ok" and health["fallback"] is False and health["durable"] is True
+    assert health["status"] == "alive" and health["condition"] == "ok"
+    assert health["fallback"] is False and health["durable"] is True
     assert health["storage"] == srv.engine.storage.kind and health["version"] and health["schemaVersion"] >= 1
 
 
@@ -209,7 +210,8 @@ def test_openapi_document_is_served(srv: ThreadServer) -> None:
     doc = response.json()
     paths = doc["paths"]
     for path in ("/v1/runs/start", "/v1/runs/{run_id}/tick", "/v1/runs/{run_id}/resume", "/v1/runs/{run_id}/cancel",
-                 "/v1/runs/{run_id}", "/v1/runs/{run_id}/timeline", "/v1/runs", "/v1/flows", "/health"):
+                 "/v1/runs/{run_id}", "/v1/runs/{run_id}/timeline", "/v1/runs", "/v1/flows", "/health", "/ready",
+                 "/startup"):
         assert path in paths, path
     assert "StartRequest" in doc["components"]["schemas"] and "RunOut" in doc["components"]["schemas"]
 

@@ -36,6 +36,7 @@ from ..driver import Drivers
 from ..engine import Engine
 from ..errors import FlowrtError, RunBusy, RunNotFound
 from ..runs import Run, RunStatus
+from .probes import probe_handlers
 
 log = logging.getLogger("flowrt.server")
 
@@ -124,20 +125,6 @@ class FlowOut(msgspec.Struct, rename="camel"):
     flow_id: str
     version: str
     definition_json: dict[str, Any]
-
-
-class Health(msgspec.Struct, rename="camel"):
-    status: Literal["ok", "degraded", "unavailable"]
-    storage: Literal["sqlite", "memory", "postgres"]
-    durable: bool
-    fallback: bool
-    version: str
-    fallback_reason: str | None = None
-    schema_version: int | None = None
-    driving: bool = False
-    workers: int = 0
-    flows: int = 0
-    uptime_seconds: float = 0.0
 
 
 class ErrorBody(msgspec.Struct):
@@ -330,7 +317,7 @@ def create_app(
 
     ``drivers``: when given, runs move by themselves and long-polls watch them;
     otherwise (``--no-drive``) long-polls drive the run inline. ``fallback_reason``:
-    why the configured database was replaced by memory (shown in ``/health``).
+    why the configured database was replaced by memory (shown in ``/health`` and ``/ready``).
     """
     state = ApiState(engine, drivers, fallback_reason)
     offload = engine.offload
@@ -421,36 +408,6 @@ def create_app(
     async def list_flows() -> Response[bytes]:
         return json_response(engine.list_flows())
 
-    @get("/health", summary="Liveness and storage status", responses={
-        200: ResponseSpec(Health, description="healthy", generate_examples=False),
-        503: ResponseSpec(Health, description="the database cannot be reached", generate_examples=False),
-    })
-    async def health() -> Response[bytes]:
-        storage = engine.storage
-        reachable = await offload(storage.ping)
-        schema = await offload(storage.schema_version) if reachable else None
-        status: Literal["ok", "degraded", "unavailable"]
-        if not reachable:
-            status = "unavailable"
-        elif state.fallback_reason is not None:
-            status = "degraded"
-        else:
-            status = "ok"
-        body = Health(
-            status=status,
-            storage=storage.kind,  # type: ignore[arg-type]
-            durable=storage.durable,
-            fallback=state.fallback_reason is not None,
-            fallback_reason=state.fallback_reason,
-            version=__version__,
-            schema_version=schema,
-            driving=state.drivers is not None,
-            workers=state.drivers.workers if state.drivers is not None else 0,
-            flows=len(engine.flows),
-            uptime_seconds=round(time.monotonic() - state.started, 3),
-        )
-        return json_response(body, 200 if reachable else 503)
-
     security: list[SecurityRequirement] | None = None
     components = Components()
     if api_token:
@@ -465,7 +422,7 @@ def create_app(
         tags=["runs"],
     )
     app = Litestar(
-        route_handlers=[v1, health],
+        route_handlers=[v1, *probe_handlers(state)],
         exception_handlers={
             FlowrtError: _on_flowrt_error,
             ValidationException: _on_validation_error,
