@@ -641,7 +641,8 @@ class Engine:
         events: list[EventRow] = []
 
         def event(kind: str, payload: dict[str, Any], at: int) -> None:
-            events.append((row.run_id, row.last_seq + len(events) + 1, at, kind, node_id, attempts[node_id], _dumps(payload)))
+            seq = row.last_seq + len(events) + 1
+            events.append((row.run_id, seq, at, kind, *_event_fields(kind, node_id, attempts[node_id], payload)))
 
         # Retried at once: the lease expiry already made it wait.
         _apply_failure(new, node, error, event, now, backoff=False)
@@ -663,7 +664,7 @@ class Engine:
         def event(kind: str, payload: dict[str, Any], at: int) -> None:
             nonlocal seq
             seq += 1
-            events.append((run_id, seq, at, kind, node_id, attempt, _dumps(payload)))
+            events.append((run_id, seq, at, kind, *_event_fields(kind, node_id, attempt, payload)))
 
         node = flow.nodes.get(node_id) if node_id else None
         cached = False
@@ -751,6 +752,7 @@ class Engine:
         elif isinstance(result, Wait):
             new.status = RunStatus.WAITING
             new.wait_reason, new.wait_until, new.wake_at = result.reason, wait_until, wake_at
+            event(EventType.NODE_FINISHED, {"cached": cached}, now)  # the node ran; the run waits
             event(EventType.RUN_WAITING, {"reason": result.reason, "until": wait_until}, now)
         else:
             assert isinstance(result, Fail)
@@ -954,6 +956,24 @@ async def _awaited(awaitable: Any, timeout: float | None) -> Any:
         if deadline.expired():
             raise _NodeTimeout from None
         raise
+
+
+_NODE_EVENTS = frozenset({EventType.NODE_STARTED, EventType.NODE_FINISHED, EventType.NODE_FAILED})
+
+
+def _event_fields(kind: str, node_id: str | None, attempt: int | None, payload: dict[str, Any]) -> tuple[Any, ...]:
+    """An event's ``node_id, attempt, payload_json`` in the reference's shape.
+
+    The reference puts ``nodeId`` and ``attempt`` first in every NODE_* payload and
+    ``nodeId`` in RUN_WAITING's, and takes the event's own ``nodeId``/``attempt`` from the
+    payload, so run-level events (RUN_COMPLETED, RUN_ABORTED) have both null and
+    RUN_WAITING has its node but no attempt. flowrt's extra keys follow theirs.
+    """
+    if kind in _NODE_EVENTS:
+        payload = {"nodeId": node_id, "attempt": attempt, **payload}
+    elif kind == EventType.RUN_WAITING:
+        payload = {"nodeId": node_id, **payload}
+    return payload.get("nodeId"), payload.get("attempt"), _dumps(payload)
 
 
 def _timeout_failure(node: Node) -> Fail:

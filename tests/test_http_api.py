@@ -134,8 +134,8 @@ def test_resume_with_an_empty_body_is_a_null_payload(srv: ThreadServer) -> None:
     run = ok_json(c.post(f"/v1/runs/{run_id}/resume"))
     assert run["status"] == "WAITING"  # resumed with null, the node waits again
     events = ok_json(c.get(f"/v1/runs/{run_id}/timeline"))
-    assert [e["type"] for e in events[-3:]] == ["RUN_RESUMED", "NODE_STARTED", "RUN_WAITING"]
-    assert events[-3]["payloadJson"] == {"by": "api", "payload": None}
+    assert [e["type"] for e in events[-4:]] == ["RUN_RESUMED", "NODE_STARTED", "NODE_FINISHED", "RUN_WAITING"]
+    assert events[-4]["payloadJson"] == {"by": "api", "payload": None}
 
 
 def test_timeline_contents_order_and_paging(srv: ThreadServer) -> None:
@@ -149,11 +149,13 @@ def test_timeline_contents_order_and_paging(srv: ThreadServer) -> None:
         ("NODE_FINISHED", "score"),
         ("NODE_STARTED", "reject"),
         ("NODE_FINISHED", "reject"),
-        ("RUN_COMPLETED", "reject"),
+        ("RUN_COMPLETED", None),
     ]
     assert [e["seq"] for e in events] == list(range(1, 7))
     assert all(set(e) == set(EventOut.__struct_encode_fields__) and e["runId"] == run_id for e in events)
-    assert events[2]["payloadJson"] == {"cached": False} and events[1]["attempt"] == 1
+    assert events[1]["payloadJson"] == {"nodeId": "score", "attempt": 1} and events[1]["attempt"] == 1
+    assert events[2]["payloadJson"] == {"nodeId": "score", "attempt": 1, "cached": False}
+    assert events[5]["attempt"] is None and events[5]["payloadJson"] == {}
     assert [e["at"] for e in events] == sorted(e["at"] for e in events)
     page = ok_json(c.get(f"/v1/runs/{run_id}/timeline", params={"after": 2, "limit": 3}))
     assert [e["seq"] for e in page] == [3, 4, 5]
