@@ -272,6 +272,17 @@ def test_every_error_has_its_status_and_code(srv: ThreadServer, url: str) -> Non
         assert_error(response, status, code)
 
 
+def test_error_messages_say_what_to_do(srv: ThreadServer) -> None:
+    c = srv.client
+    big = c.post("/v1/runs/start", content=b"x" * ((1 << 20) + 1))
+    assert "1048576 bytes (1 MiB)" in big.json()["error"] and "--max-body-bytes" in big.json()["error"]
+    status = c.get("/v1/runs", params={"status": "DONE"}).json()["error"]
+    assert "'DONE'" in status and "RUNNING, WAITING, COMPLETED, FAILED, CANCELLED" in status
+    for body in ({"flowId": "no-such-flow"}, {"flowId": "demo-fraud", "version": "9.9.9"}):
+        message = c.post("/v1/runs/start", json=body).json()["error"]
+        assert "is not registered" in message and "demo-fraud@1.0.0, demo-support@1.0.0" in message, message
+
+
 def test_busy_run_is_409_and_nothing_runs_twice(srv: ThreadServer) -> None:
     run_id = start(srv.client, "demo-fraud", input={"amount": 5})
     row = srv.engine.storage.claim(run_id, "another-process", 30_000)  # as if a driver elsewhere held it
@@ -293,7 +304,10 @@ def test_run_of_a_flow_not_loaded_here_is_422(srv: ThreadServer, url: str) -> No
 def test_body_limit_is_configurable(url: str) -> None:
     with thread_server(url, drive=False, max_body_bytes=200) as srv:
         big = {"flowId": "demo-fraud", "input": {"amount": 1, "pad": "x" * 300}}
-        assert_error(srv.client.post("/v1/runs/start", json=big), 413, "PAYLOAD_TOO_LARGE")
+        too_big = srv.client.post("/v1/runs/start", json=big)
+        assert_error(too_big, 413, "PAYLOAD_TOO_LARGE")
+        message = too_big.json()["error"]
+        assert "limit of 200 bytes" in message and "--max-body-bytes" in message and "FLOWRT_MAX_BODY_BYTES" in message
         assert srv.client.post("/v1/runs/start", json={"flowId": "demo-fraud"}).status_code == 200
 
 

@@ -34,7 +34,7 @@ from litestar.params import Parameter
 from .. import __version__
 from ..driver import Drivers
 from ..engine import Engine
-from ..errors import FlowrtError, RunBusy, RunNotFound
+from ..errors import FlowNotFound, FlowrtError, RunBusy, RunNotFound
 from ..runs import Run, RunStatus
 from .probes import probe_handlers
 
@@ -173,19 +173,50 @@ def _on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) ->
             key = "body"
             if message == "'data'":
                 message = "a JSON body is required"
+        if key == "status":  # the list filter: say which values exist
+            message += f"; use one of {', '.join(RunStatus)}"
         parts.append(f"{key}: {message}" if key else message)
     return error_response(400, "BAD_REQUEST", "; ".join(parts) or exc.detail)
 
 
-def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
-    status = exc.status_code
-    if status >= 500:
-        log.error("HTTP %d: %s", status, exc.detail)
-        return error_response(status, "INTERNAL_ERROR", "internal server error")
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if status == 405 and exc.headers:
-        headers = dict(exc.headers)
-    return error_response(status, _HTTP_CODES.get(status, "HTTP_ERROR"), exc.detail, headers)
+def _size(n: int) -> str:
+    for unit, factor in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= factor:
+            return f"{n} bytes ({n / factor:g} {unit})"
+    return f"{n} bytes"
+
+
+def _http_exception_handler(max_body_bytes: int) -> Any:
+    """Litestar's HTTP errors as ``{error, code}``; a 413 says the limit and how to raise it."""
+
+    def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+        status = exc.status_code
+        if status >= 500:
+            log.error("HTTP %d: %s", status, exc.detail)
+            return error_response(status, "INTERNAL_ERROR", "internal server error")
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status == 405 and exc.headers:
+            headers = dict(exc.headers)
+        detail = exc.detail
+        if status == 413:
+            detail = (
+                f"request body is larger than this server's limit of {_size(max_body_bytes)}; "
+                "start the server with --max-body-bytes N (or FLOWRT_MAX_BODY_BYTES=N) to accept more"
+            )
+        return error_response(status, _HTTP_CODES.get(status, "HTTP_ERROR"), detail, headers)
+
+    return on_http_exception
+
+
+def _with_registered_flows(engine: Engine, exc: FlowNotFound) -> FlowNotFound:
+    """FLOW_NOT_FOUND naming what the client could start instead."""
+    flows = [f"{f.flow_id}@{f.version}" for f in engine.flows]
+    if not flows:
+        known = "none are registered (start the server with --flows module:NAME)"
+    else:
+        more = f" and {len(flows) - 20} more" if len(flows) > 20 else ""
+        known = f"registered here: {', '.join(flows[:20])}{more} (GET /v1/flows)"
+    return FlowNotFound(f"{exc.message}; {known}", **exc.details)
 
 
 def _on_recursion(_: Request[Any, Any, Any], exc: RecursionError) -> Response[bytes]:
@@ -329,14 +360,17 @@ def create_app(
         responses=_docs(StartResponse, 404, 413, description="{runId, status}; the full run object with ?wait="),
     )
     async def start_run(data: StartRequest, wait: float | None = WaitParam) -> Response[bytes]:
-        run = await offload(
-            engine.start,
-            data.flow_id,
-            data.version,
-            data.input,
-            tenant_id=data.tenant_id,
-            initial_state=data.initial_state,
-        )
+        try:
+            run = await offload(
+                engine.start,
+                data.flow_id,
+                data.version,
+                data.input,
+                tenant_id=data.tenant_id,
+                initial_state=data.initial_state,
+            )
+        except FlowNotFound as exc:
+            raise _with_registered_flows(engine, exc) from None
         if wait is None:
             return json_response({"runId": run.run_id, "status": run.status.value})
         return json_response((await state.settle(run, wait)).to_json())
@@ -426,7 +460,7 @@ def create_app(
         exception_handlers={
             FlowrtError: _on_flowrt_error,
             ValidationException: _on_validation_error,
-            HTTPException: _on_http_exception,
+            HTTPException: _http_exception_handler(max_body_bytes),
             RecursionError: _on_recursion,
             Exception: _on_unexpected,
         },
