@@ -18,11 +18,13 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Litestar, Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
+from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
@@ -30,6 +32,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 from litestar.params import Parameter
+from litestar.static_files import create_static_files_router
 
 from .. import __version__
 from ..driver import Drivers
@@ -53,6 +56,10 @@ _RUN_ID = re.compile(r"[\x21-\x7e]{1,64}\Z")
 Name = Annotated[str, msgspec.Meta(max_length=_MAX_NAME, pattern=_NO_NUL)]
 
 _encode = msgspec.json.Encoder().encode
+
+SWAGGER_UI_VERSION = "5.18.2"
+_SWAGGER_DIR = Path(__file__).parent / "static" / "swagger-ui"
+_SWAGGER_URL = "/schema/assets/swagger-ui"
 
 
 # --------------------------------------------------------------------------- wire types
@@ -455,8 +462,24 @@ def create_app(
         security=security,
         tags=["runs"],
     )
+    # The OpenAPI page loads Swagger UI from the package, never from a CDN: it works offline
+    # and behind firewalls (static/swagger-ui/README.md says where the files come from).
+    swagger_assets = create_static_files_router(
+        _SWAGGER_URL,
+        directories=[_SWAGGER_DIR],
+        name="swagger-ui",
+        include_in_schema=False,
+        cache_control=CacheControlHeader(max_age=86400),  # unversioned names: a day, not forever
+    )
+    swagger = SwaggerRenderPlugin(
+        version=SWAGGER_UI_VERSION,
+        js_url=f"{_SWAGGER_URL}/swagger-ui-bundle.js",
+        css_url=f"{_SWAGGER_URL}/swagger-ui.css",
+        standalone_preset_js_url=f"{_SWAGGER_URL}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{_SWAGGER_URL}/favicon-32x32.png'>",
+    )
     app = Litestar(
-        route_handlers=[v1, *probe_handlers(state)],
+        route_handlers=[v1, *probe_handlers(state), swagger_assets],
         exception_handlers={
             FlowrtError: _on_flowrt_error,
             ValidationException: _on_validation_error,
@@ -469,7 +492,7 @@ def create_app(
             version=__version__,
             description="Durable workflow runtime; wire-compatible with @hazeljs/flow-runtime.",
             path="/schema",
-            render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],
+            render_plugins=[JsonRenderPlugin(), swagger],
             components=components,
         ),
         request_max_body_size=max_body_bytes,
