@@ -162,7 +162,10 @@ async def readiness_body(state: ApiState) -> Readiness:
     """The ``/ready`` body of this server, now. Add readiness checks here."""
     checks = {"storage": _storage_check(state, await _probe_storage(state)), "server": _server_check(state)}
     statuses = {check.status for check in checks.values()}
-    overall: CheckStatus = "unhealthy" if "unhealthy" in statuses else "degraded" if "degraded" in statuses else "healthy"
+    overall: CheckStatus = "healthy"
+    for worst in ("degraded", "unhealthy"):
+        if worst in statuses:
+            overall = worst
     return Readiness(overall, _now(), _uptime_ms(state), checks, __version__)
 
 
