@@ -278,6 +278,11 @@ def test_error_messages_say_what_to_do(srv: ThreadServer) -> None:
     assert "1048576 bytes (1 MiB)" in big.json()["error"] and "--max-body-bytes" in big.json()["error"]
     status = c.get("/v1/runs", params={"status": "DONE"}).json()["error"]
     assert "'DONE'" in status and "RUNNING, WAITING, COMPLETED, FAILED, CANCELLED" in status
+    done = start(c, "demo-fraud")
+    tick_to_end(c, done)
+    not_waiting = c.post(f"/v1/runs/{done}/resume", json={"ticketId": "T-1"}).json()["error"]
+    assert "is COMPLETED, not WAITING" in not_waiting and "only a WAITING run can be resumed" in not_waiting
+    assert "only a RUNNING or WAITING run" in c.post(f"/v1/runs/{done}/cancel").json()["error"]
     for body in ({"flowId": "no-such-flow"}, {"flowId": "demo-fraud", "version": "9.9.9"}):
         message = c.post("/v1/runs/start", json=body).json()["error"]
         assert "is not registered" in message and "demo-fraud@1.0.0, demo-support@1.0.0" in message, message

@@ -163,10 +163,22 @@ _HTTP_CODES = {
 }
 
 
+# What an HTTP client can do next, after the engine's statement of what is wrong.
+_HINTS = {
+    "RUN_NOT_WAITING": "only a WAITING run can be resumed (a resume is never dropped silently)",
+    "RUN_FINISHED": "only a RUNNING or WAITING run can be cancelled",
+    "RUN_BUSY": "another executor is stepping it; retry in a moment",
+}
+
+
 def _on_flowrt_error(_: Request[Any, Any, Any], exc: FlowrtError) -> Response[bytes]:
     if exc.http_status >= 500:
         log.error("%s: %s", exc.code, exc.message)
-    return json_response(exc.to_json(), exc.http_status)
+    body = exc.to_json()
+    hint = _HINTS.get(exc.code)
+    if hint is not None:
+        body["error"] = f"{exc.message}; {hint}"
+    return json_response(body, exc.http_status)
 
 
 def _on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
