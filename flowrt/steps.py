@@ -260,7 +260,8 @@ class StepCore:
         events: list[EventRow] = []
 
         def event(kind: str, payload: dict[str, Any]) -> None:
-            events.append((row.run_id, row.last_seq + len(events) + 1, now, kind, node_id, attempts[node_id], dumps(payload)))
+            seq = row.last_seq + len(events) + 1
+            events.append((row.run_id, seq, now, kind, *_event_fields(kind, node_id, attempts[node_id], payload)))
 
         stopped = f"worker {row.stale_owner} stopped while executing node {node_id} (its lease expired)"
         if recoveries <= budget:
@@ -299,7 +300,7 @@ class StepCore:
         def event(kind: str, payload: dict[str, Any], at: int) -> None:
             nonlocal seq
             seq += 1
-            events.append((run_id, seq, at, kind, node_id, attempt, dumps(payload)))
+            events.append((run_id, seq, at, kind, *_event_fields(kind, node_id, attempt, payload)))
 
         node = flow.nodes.get(node_id) if node_id else None
         cached = False
@@ -401,6 +402,7 @@ class StepCore:
         elif isinstance(result, Wait):
             new.status = RunStatus.WAITING
             new.wait_reason, new.wait_until, new.wake_at = result.reason, wait_until, wake_at
+            event(EventType.NODE_FINISHED, {"cached": cached}, now)  # the node ran; the run waits
             event(EventType.RUN_WAITING, {"reason": result.reason, "until": wait_until}, now)
         else:
             assert isinstance(result, Fail)
@@ -418,6 +420,23 @@ class StepCore:
 
 
 # ---------------------------------------------------------------------- helpers
+
+_NODE_EVENTS = frozenset({EventType.NODE_STARTED, EventType.NODE_FINISHED, EventType.NODE_FAILED})
+
+
+def _event_fields(kind: str, node_id: str | None, attempt: int | None, payload: dict[str, Any]) -> tuple[Any, ...]:
+    """An event's ``node_id, attempt, payload_json`` in the reference's shape.
+
+    The reference puts ``nodeId`` and ``attempt`` first in every NODE_* payload and
+    ``nodeId`` in RUN_WAITING's, and takes the event's own ``nodeId``/``attempt`` from the
+    payload, so run-level events (RUN_COMPLETED, RUN_ABORTED) have both null and
+    RUN_WAITING has its node but no attempt. flowrt's extra keys follow theirs.
+    """
+    if kind in _NODE_EVENTS:
+        payload = {"nodeId": node_id, "attempt": attempt, **payload}
+    elif kind == EventType.RUN_WAITING:
+        payload = {"nodeId": node_id, **payload}
+    return payload.get("nodeId"), payload.get("attempt"), dumps(payload)
 
 
 def _execute(lease: Lease, node: Node, ctx: Context) -> Generator[Any, Any, Result]:

@@ -88,7 +88,12 @@ def run_chaos(url: str, side: str, processes: int, runs: int, budget: float, spr
         for run_id in run_ids:
             events = engine.timeline(run_id)
             assert [e.seq for e in events] == list(range(1, len(events) + 1))
-            finished = Counter(e.node_id for e in events if e.type == "NODE_FINISHED")
+            # A NODE_FINISHED right before RUN_WAITING is a wait (a poll), not the node's completion.
+            finished = Counter(
+                e.node_id
+                for e, after in zip(events, [*events[1:], None])
+                if e.type == "NODE_FINISHED" and (after is None or after.type != "RUN_WAITING")
+            )
             lost = Counter(
                 e.node_id
                 for e in events

@@ -91,7 +91,11 @@ def test_linear_flow_completes_with_outputs_state_and_timeline(make_engine: Any)
     events = engine.timeline(run.run_id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert [e.type for e in events] == ["RUN_STARTED"] + ["NODE_STARTED", "NODE_FINISHED"] * 3 + ["RUN_COMPLETED"]
-    assert events[2].payload == {"cached": False} and events[2].node_id == "n0" and events[2].attempt == 1
+    assert events[1].payload == {"nodeId": "n0", "attempt": 1}
+    assert events[2].payload == {"nodeId": "n0", "attempt": 1, "cached": False}
+    assert events[2].node_id == "n0" and events[2].attempt == 1
+    # run-level events carry no node, as on the reference
+    assert (events[-1].node_id, events[-1].attempt, events[-1].payload) == (None, None, {})
     # a finished run is returned unchanged by tick
     again = engine.tick(run.run_id)
     assert again.status == "COMPLETED" and again.updated_at == run.updated_at
@@ -178,7 +182,10 @@ def test_wait_then_resume_with_payload(make_engine: Any) -> None:
     resumed = [e for e in events if e.type == "RUN_RESUMED"]
     assert resumed[0].payload == {"by": "api", "payload": {"ticketId": "T-1"}}
     waiting = [e for e in events if e.type == "RUN_WAITING"]
-    assert waiting[0].payload == {"reason": "awaiting_ticket_creation", "until": "manual"}
+    assert waiting[0].payload == {"nodeId": "create", "reason": "awaiting_ticket_creation", "until": "manual"}
+    assert (waiting[0].node_id, waiting[0].attempt) == ("create", None)
+    # the node ran before the run waits: NODE_FINISHED, then RUN_WAITING (the reference's order)
+    assert [e.type for e in events[:5]] == ["RUN_STARTED", "NODE_STARTED", "NODE_FINISHED", "RUN_WAITING", "NODE_STARTED"]
     with pytest.raises(RunNotWaiting) as err:
         engine.resume(run.run_id, {"ticketId": "again"})
     assert err.value.code == "RUN_NOT_WAITING"
@@ -217,6 +224,8 @@ def test_retry_until_success_with_backoff(make_engine: Any) -> None:
     failed = [e for e in engine.timeline(run.run_id) if e.type == "NODE_FAILED"]
     assert [e.payload["retryInMs"] for e in failed] == [20, 30]
     assert [e.attempt for e in failed] == [1, 2]
+    assert [(e.payload["nodeId"], e.payload["attempt"]) for e in failed] == [("call", 1), ("call", 2)]
+    assert list(failed[0].payload) == ["nodeId", "attempt", "error", "retryInMs"]
 
 
 def test_retry_exhausted_fails_the_run(make_engine: Any) -> None:
@@ -226,6 +235,8 @@ def test_retry_exhausted_fails_the_run(make_engine: Any) -> None:
     assert run.error == {"code": "NETWORK_ERROR", "message": "attempt 3 failed", "retryable": True}
     timeline = types(engine, run.run_id)
     assert timeline.count("NODE_FAILED") == 3 and timeline[-1] == "RUN_ABORTED"
+    aborted = engine.timeline(run.run_id)[-1]
+    assert (aborted.node_id, aborted.attempt, list(aborted.payload)) == (None, None, ["error"])
 
 
 def test_non_retryable_error_fails_at_once(make_engine: Any) -> None:
@@ -314,7 +325,7 @@ def test_idempotency_key_reuses_the_stored_result_across_runs(make_engine: Any) 
     assert second.state == {"charged": True}
     assert other.outputs == {"charge": {"receipt": 2}}
     finished = [e for e in engine.timeline(second.run_id) if e.type == "NODE_FINISHED"]
-    assert finished[0].payload == {"cached": True}
+    assert finished[0].payload == {"nodeId": "charge", "attempt": 1, "cached": True}
 
 
 def test_failed_attempt_stores_no_idempotency_record(make_engine: Any) -> None:

@@ -100,9 +100,31 @@ def test_demo_support_waits_then_resumes(srv: ThreadServer, form: str) -> None:
     assert run["outputsJson"]["create"] == payload
     run = tick_to_end(c, run_id)
     assert run["status"] == "COMPLETED"
-    assert run["outputsJson"]["notify"] == {"notified": True, "ticketId": "T-42"}
+    assert run["outputsJson"]["notify"] == {"notified": True, "ticketId": {"ticketId": "T-42"}}  # as the reference
     resumed = [e for e in ok_json(c.get(f"/v1/runs/{run_id}/timeline")) if e["type"] == "RUN_RESUMED"]
     assert [e["payloadJson"] for e in resumed] == [{"by": "api", "payload": payload}]
+
+
+def test_resume_body_rule_is_the_references(srv: ThreadServer) -> None:
+    """An object with a "payload" key is unwrapped (other keys ignored); anything else is the payload."""
+    c = srv.client
+    cases: list[tuple[Any, Any]] = [
+        ({"payload": {"ticketId": "T-7"}, "note": "x"}, {"ticketId": "T-7"}),
+        ({"payload": {"ticketId": "T-8"}}, {"ticketId": "T-8"}),
+        ({"payload": None, "ticketId": "ignored"}, None),
+        ({"payload": {"payload": 1}}, {"payload": 1}),
+        ({"ticketId": "T-9"}, {"ticketId": "T-9"}),
+        ({}, {}),
+        ([{"payload": 1}], [{"payload": 1}]),
+        ("T-10", "T-10"),
+        (5, 5),
+    ]
+    for body, payload in cases:
+        run_id = start(c, "demo-support")
+        ok_json(c.post(f"/v1/runs/{run_id}/tick"))
+        ok_json(c.post(f"/v1/runs/{run_id}/resume", json=body))
+        resumed = [e for e in ok_json(c.get(f"/v1/runs/{run_id}/timeline")) if e["type"] == "RUN_RESUMED"]
+        assert [e["payloadJson"] for e in resumed] == [{"by": "api", "payload": payload}], body
 
 
 def test_resume_with_an_empty_body_is_a_null_payload(srv: ThreadServer) -> None:
@@ -112,8 +134,8 @@ def test_resume_with_an_empty_body_is_a_null_payload(srv: ThreadServer) -> None:
     run = ok_json(c.post(f"/v1/runs/{run_id}/resume"))
     assert run["status"] == "WAITING"  # resumed with null, the node waits again
     events = ok_json(c.get(f"/v1/runs/{run_id}/timeline"))
-    assert [e["type"] for e in events[-3:]] == ["RUN_RESUMED", "NODE_STARTED", "RUN_WAITING"]
-    assert events[-3]["payloadJson"] == {"by": "api", "payload": None}
+    assert [e["type"] for e in events[-4:]] == ["RUN_RESUMED", "NODE_STARTED", "NODE_FINISHED", "RUN_WAITING"]
+    assert events[-4]["payloadJson"] == {"by": "api", "payload": None}
 
 
 def test_timeline_contents_order_and_paging(srv: ThreadServer) -> None:
@@ -127,11 +149,13 @@ def test_timeline_contents_order_and_paging(srv: ThreadServer) -> None:
         ("NODE_FINISHED", "score"),
         ("NODE_STARTED", "reject"),
         ("NODE_FINISHED", "reject"),
-        ("RUN_COMPLETED", "reject"),
+        ("RUN_COMPLETED", None),
     ]
     assert [e["seq"] for e in events] == list(range(1, 7))
     assert all(set(e) == set(EventOut.__struct_encode_fields__) and e["runId"] == run_id for e in events)
-    assert events[2]["payloadJson"] == {"cached": False} and events[1]["attempt"] == 1
+    assert events[1]["payloadJson"] == {"nodeId": "score", "attempt": 1} and events[1]["attempt"] == 1
+    assert events[2]["payloadJson"] == {"nodeId": "score", "attempt": 1, "cached": False}
+    assert events[5]["attempt"] is None and events[5]["payloadJson"] == {}
     assert [e["at"] for e in events] == sorted(e["at"] for e in events)
     page = ok_json(c.get(f"/v1/runs/{run_id}/timeline", params={"after": 2, "limit": 3}))
     assert [e["seq"] for e in page] == [3, 4, 5]
@@ -177,7 +201,8 @@ def test_flows_and_health(srv: ThreadServer) -> None:
     assert {(e["to"], e["priority"], e["hasCondition"]) for e in fraud["edges"]} == {
         ("approve", 1, True), ("review", 1, True), ("reject", 1, True)}
     health = ok_json(srv.client.get("/health"))
-    assert health["status"] == "ok" and health["fallback"] is False and health["durable"] is True
+    assert health["status"] == "alive" and health["condition"] == "ok"
+    assert health["fallback"] is False and health["durable"] is True
     assert health["storage"] == srv.engine.storage.kind and health["version"] and health["schemaVersion"] >= 1
 
 
@@ -187,7 +212,8 @@ def test_openapi_document_is_served(srv: ThreadServer) -> None:
     doc = response.json()
     paths = doc["paths"]
     for path in ("/v1/runs/start", "/v1/runs/{run_id}/tick", "/v1/runs/{run_id}/resume", "/v1/runs/{run_id}/cancel",
-                 "/v1/runs/{run_id}", "/v1/runs/{run_id}/timeline", "/v1/runs", "/v1/flows", "/health"):
+                 "/v1/runs/{run_id}", "/v1/runs/{run_id}/timeline", "/v1/runs", "/v1/flows", "/health", "/ready",
+                 "/startup"):
         assert path in paths, path
     assert "StartRequest" in doc["components"]["schemas"] and "RunOut" in doc["components"]["schemas"]
 
@@ -246,6 +272,22 @@ def test_every_error_has_its_status_and_code(srv: ThreadServer, url: str) -> Non
         assert_error(response, status, code)
 
 
+def test_error_messages_say_what_to_do(srv: ThreadServer) -> None:
+    c = srv.client
+    big = c.post("/v1/runs/start", content=b"x" * ((1 << 20) + 1))
+    assert "1048576 bytes (1 MiB)" in big.json()["error"] and "--max-body-bytes" in big.json()["error"]
+    status = c.get("/v1/runs", params={"status": "DONE"}).json()["error"]
+    assert "'DONE'" in status and "RUNNING, WAITING, COMPLETED, FAILED, CANCELLED" in status
+    done = start(c, "demo-fraud")
+    tick_to_end(c, done)
+    not_waiting = c.post(f"/v1/runs/{done}/resume", json={"ticketId": "T-1"}).json()["error"]
+    assert "is COMPLETED, not WAITING" in not_waiting and "only a WAITING run can be resumed" in not_waiting
+    assert "only a RUNNING or WAITING run" in c.post(f"/v1/runs/{done}/cancel").json()["error"]
+    for body in ({"flowId": "no-such-flow"}, {"flowId": "demo-fraud", "version": "9.9.9"}):
+        message = c.post("/v1/runs/start", json=body).json()["error"]
+        assert "is not registered" in message and "demo-fraud@1.0.0, demo-support@1.0.0" in message, message
+
+
 def test_busy_run_is_409_and_nothing_runs_twice(srv: ThreadServer) -> None:
     run_id = start(srv.client, "demo-fraud", input={"amount": 5})
     row = srv.engine.storage.claim(run_id, "another-process", 30_000)  # as if a driver elsewhere held it
@@ -267,7 +309,10 @@ def test_run_of_a_flow_not_loaded_here_is_422(srv: ThreadServer, url: str) -> No
 def test_body_limit_is_configurable(url: str) -> None:
     with thread_server(url, drive=False, max_body_bytes=200) as srv:
         big = {"flowId": "demo-fraud", "input": {"amount": 1, "pad": "x" * 300}}
-        assert_error(srv.client.post("/v1/runs/start", json=big), 413, "PAYLOAD_TOO_LARGE")
+        too_big = srv.client.post("/v1/runs/start", json=big)
+        assert_error(too_big, 413, "PAYLOAD_TOO_LARGE")
+        message = too_big.json()["error"]
+        assert "limit of 200 bytes" in message and "--max-body-bytes" in message and "FLOWRT_MAX_BODY_BYTES" in message
         assert srv.client.post("/v1/runs/start", json={"flowId": "demo-fraud"}).status_code == 200
 
 
@@ -311,7 +356,7 @@ def test_no_drive_long_poll_drives_the_run_inline(srv: ThreadServer) -> None:
     run = ok_json(c.post("/v1/runs/start", params={"wait": 5}, json={"flowId": "demo-support"}))
     assert run["status"] == "WAITING"
     run = ok_json(c.post(f"/v1/runs/{run['runId']}/resume?wait=5", json={"ticketId": "T-7"}))
-    assert run["status"] == "COMPLETED" and run["outputsJson"]["notify"]["ticketId"] == "T-7"
+    assert run["status"] == "COMPLETED" and run["outputsJson"]["notify"]["ticketId"] == {"ticketId": "T-7"}
     # wait=0 answers at once, without driving
     assert ok_json(c.post("/v1/runs/start?wait=0", json={"flowId": "demo-fraud"}))["status"] == "RUNNING"
 
@@ -334,7 +379,7 @@ def test_driven_runs_complete_without_ticks(url: str) -> None:
         run = ok_json(c.post("/v1/runs/start?wait=5", json={"flowId": "demo-support"}))
         assert run["status"] == "WAITING"
         run = ok_json(c.post(f"/v1/runs/{run['runId']}/resume?wait=5", json={"payload": {"ticketId": "T-9"}}))
-        assert run["status"] == "COMPLETED" and run["outputsJson"]["notify"] == {"notified": True, "ticketId": "T-9"}
+        assert run["status"] == "COMPLETED" and run["outputsJson"]["notify"] == {"notified": True, "ticketId": {"ticketId": "T-9"}}
         health = ok_json(c.get("/health"))
         assert health["driving"] is True and health["workers"] == 2
 

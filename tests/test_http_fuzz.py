@@ -37,6 +37,8 @@ ENDPOINTS = [
     ("GET", "/v1/runs"),
     ("GET", "/v1/flows"),
     ("GET", "/health"),
+    ("GET", "/ready"),
+    ("GET", "/startup"),
 ]
 QUERY_KEYS = ["wait", "after", "limit", "status", "flowId", "tenantId", "cursor"]
 
@@ -140,4 +142,4 @@ def test_no_request_yields_a_server_error(fuzz_server: tuple[ThreadServer, list[
         check()
     finally:
         client.conn.close()
-    assert server.client.get("/health").json()["status"] == "ok"  # and it is still healthy
+    assert server.client.get("/health").json()["condition"] == "ok"  # and it is still healthy

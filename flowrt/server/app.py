@@ -18,11 +18,13 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Litestar, Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
+from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
@@ -30,14 +32,16 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 from litestar.params import Body, Parameter
+from litestar.static_files import create_static_files_router
 
 from .. import __version__
 from ..driver import Drivers
 from ..engine import Engine
-from ..errors import FlowrtError, InvalidInput, RunBusy, RunNotFound
+from ..errors import FlowNotFound, FlowrtError, InvalidInput, RunBusy, RunNotFound
 from ..runs import Run, RunStatus
 from . import middleware, outages
 from .counts import counts_handler
+from .probes import probe_handlers
 from .stream import stream_handlers
 from .ui import ui_handlers
 
@@ -58,6 +62,10 @@ Name = Annotated[str, msgspec.Meta(max_length=_MAX_NAME, pattern=_NO_NUL)]
 StartKey = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_NAME, pattern=_NO_NUL)]
 
 _encode = msgspec.json.Encoder().encode
+
+SWAGGER_UI_VERSION = "5.18.2"
+_SWAGGER_DIR = Path(__file__).parent / "static" / "swagger-ui"
+_SWAGGER_URL = "/schema/assets/swagger-ui"
 
 
 # --------------------------------------------------------------------------- wire types
@@ -134,32 +142,6 @@ class FlowOut(msgspec.Struct, rename="camel"):
     definition_json: dict[str, Any]
 
 
-class Health(msgspec.Struct, rename="camel"):
-    status: Literal["ok", "degraded", "unavailable"]
-    storage: Literal["sqlite", "memory", "postgres"]
-    durable: bool
-    fallback: bool
-    version: str
-    fallback_reason: str | None = None
-    schema_version: int | None = None
-    driving: bool = False
-    workers: int = 0
-    workers_alive: int = 0
-    workers_replaced: int = 0
-    flows: int = 0
-    uptime_seconds: float = 0.0
-    writable: bool = True
-    """False while database writes fail (a full disk lets reads and pings through)."""
-    storage_error_seconds: float | None = None
-    """How long writes have been failing."""
-    storage_problem: str | None = None
-    """Why the database is unavailable, in words that name no host, user or path."""
-    steps_in_flight: int = 0
-    abandoned_threads: int = 0
-    abandoned_threads_limit: int = 0
-    blocked_event_loops: int = 0
-
-
 class ErrorBody(msgspec.Struct):
     error: str
     code: str
@@ -189,11 +171,23 @@ _HTTP_CODES = {
 }
 
 
+# What an HTTP client can do next, after the engine's statement of what is wrong.
+_HINTS = {
+    "RUN_NOT_WAITING": "only a WAITING run can be resumed (a resume is never dropped silently)",
+    "RUN_FINISHED": "only a RUNNING or WAITING run can be cancelled",
+    "RUN_BUSY": "another executor is stepping it; retry in a moment",
+}
+
+
 def _on_flowrt_error(_: Request[Any, Any, Any], exc: FlowrtError) -> Response[bytes]:
     # StorageUnavailable has a handler of its own (outages.py): its message names the database.
     if exc.http_status >= 500:
         log.error("%s: %s", exc.code, exc.message)
-    return json_response(exc.to_json(), exc.http_status)
+    body = exc.to_json()
+    hint = _HINTS.get(exc.code)
+    if hint is not None:
+        body["error"] = f"{exc.message}; {hint}"
+    return json_response(body, exc.http_status)
 
 
 def _on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
@@ -207,19 +201,50 @@ def _on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) ->
             key = "body"
             if message == "'data'":
                 message = "a JSON body is required"
+        if key == "status":  # the list filter: say which values exist
+            message += f"; use one of {', '.join(RunStatus)}"
         parts.append(f"{key}: {message}" if key else message)
     return error_response(400, "BAD_REQUEST", "; ".join(parts) or exc.detail)
 
 
-def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
-    status = exc.status_code
-    if status >= 500:
-        log.error("HTTP %d: %s", status, exc.detail)
-        return error_response(status, "INTERNAL_ERROR", "internal server error")
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if status == 405 and exc.headers:
-        headers = dict(exc.headers)
-    return error_response(status, _HTTP_CODES.get(status, "HTTP_ERROR"), exc.detail, headers)
+def _size(n: int) -> str:
+    for unit, factor in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= factor:
+            return f"{n} bytes ({n / factor:g} {unit})"
+    return f"{n} bytes"
+
+
+def _http_exception_handler(max_body_bytes: int) -> Any:
+    """Litestar's HTTP errors as ``{error, code}``; a 413 says the limit and how to raise it."""
+
+    def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+        status = exc.status_code
+        if status >= 500:
+            log.error("HTTP %d: %s", status, exc.detail)
+            return error_response(status, "INTERNAL_ERROR", "internal server error")
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status == 405 and exc.headers:
+            headers = dict(exc.headers)
+        detail = exc.detail
+        if status == 413:
+            detail = (
+                f"request body is larger than this server's limit of {_size(max_body_bytes)}; "
+                "start the server with --max-body-bytes N (or FLOWRT_MAX_BODY_BYTES=N) to accept more"
+            )
+        return error_response(status, _HTTP_CODES.get(status, "HTTP_ERROR"), detail, headers)
+
+    return on_http_exception
+
+
+def _with_registered_flows(engine: Engine, exc: FlowNotFound) -> FlowNotFound:
+    """FLOW_NOT_FOUND naming what the client could start instead."""
+    flows = [f"{f.flow_id}@{f.version}" for f in engine.flows]
+    if not flows:
+        known = "none are registered (start the server with --flows module:NAME)"
+    else:
+        more = f" and {len(flows) - 20} more" if len(flows) > 20 else ""
+        known = f"registered here: {', '.join(flows[:20])}{more} (GET /v1/flows)"
+    return FlowNotFound(f"{exc.message}; {known}", **exc.details)
 
 
 def _on_recursion(_: Request[Any, Any, Any], exc: RecursionError) -> Response[bytes]:
@@ -253,8 +278,14 @@ def _check_run_id(run_id: str) -> None:
 
 
 def _unwrap_payload(body: Any) -> Any:
-    """The reference's docs send the payload itself; its code reads ``{"payload": ...}``."""
-    if isinstance(body, dict) and len(body) == 1 and "payload" in body:
+    """The resume payload of a request body: the reference's rule, and its docs' form too.
+
+    The reference's code reads ``body.payload``, so an object with a ``payload`` key is
+    unwrapped whatever else it carries (``{"payload": {...}, "note": "x"}`` moves its
+    demo-support on); its docs send the payload itself, so any other body (an object
+    without ``payload``, a list, a scalar, nothing) is the payload.
+    """
+    if isinstance(body, dict) and "payload" in body:
         return body["payload"]
     return body
 
@@ -356,7 +387,7 @@ def create_app(
 
     ``drivers``: when given, runs move by themselves and long-polls watch them;
     otherwise (``--no-drive``) long-polls drive the run inline. ``fallback_reason``:
-    why the configured database was replaced by memory (shown in ``/health``).
+    why the configured database was replaced by memory (shown in ``/health`` and ``/ready``).
     """
     state = ApiState(engine, drivers, fallback_reason)
     offload = engine.offload
@@ -383,9 +414,12 @@ def create_app(
         key = idempotency_key or data.idempotency_key
         if idempotency_key and data.idempotency_key and idempotency_key != data.idempotency_key:
             raise InvalidInput("the Idempotency-Key header and body field idempotencyKey differ; send one key")
-        run, replayed = await offload(
-            engine._start, data.flow_id, data.version, data.input, data.tenant_id, data.initial_state, key
-        )
+        try:
+            run, replayed = await offload(
+                engine._start, data.flow_id, data.version, data.input, data.tenant_id, data.initial_state, key
+            )
+        except FlowNotFound as exc:
+            raise _with_registered_flows(engine, exc) from None
         headers = {"Idempotent-Replayed": "true"} if replayed else None
         if wait is None:
             return json_response({"runId": run.run_id, "status": run.status.value}, headers=headers)
@@ -400,7 +434,8 @@ def create_app(
         "/runs/{run_id:str}/resume",
         status_code=200,
         summary="Resume a waiting run",
-        description='The body is the payload; an object whose only key is "payload" is unwrapped. Empty body = null.',
+        description='An object with a "payload" key is unwrapped (other keys are ignored); any other body '
+        "is the payload itself. Empty body = null.",
         responses=_docs(RunOut, 404, 409, 413, 422),
     )
     async def resume_run(
@@ -468,56 +503,6 @@ def create_app(
     async def list_flows() -> Response[bytes]:
         return json_response(engine.list_flows())
 
-    @get("/health", summary="Liveness and storage status", responses={
-        200: ResponseSpec(Health, description="healthy", generate_examples=False),
-        503: ResponseSpec(Health, description="the database cannot be reached", generate_examples=False),
-    })
-    async def health() -> Response[bytes]:
-        storage = engine.storage
-        reachable = await offload(storage.ping)
-        writable = reachable and await offload(storage.probe_write)
-        trouble = storage.write_trouble() if reachable else "the database cannot be reached"
-        writable = writable and trouble is None
-        schema = await offload(storage.schema_version) if reachable else None
-        failing = storage.write_error
-        handlers = engine.executor.status()
-        drivers = state.drivers
-        status: Literal["ok", "degraded", "unavailable"]
-        if not reachable or not writable:
-            status = "unavailable"
-        elif (
-            state.fallback_reason is not None
-            or (drivers is not None and drivers.alive() < drivers.workers)
-            or handlers["abandonedThreads"] >= handlers["abandonedThreadsLimit"]
-            or handlers["blockedEventLoops"]
-        ):
-            status = "degraded"
-        else:
-            status = "ok"
-        body = Health(
-            status=status,
-            storage=storage.kind,  # type: ignore[arg-type]
-            durable=storage.durable,
-            fallback=state.fallback_reason is not None,
-            fallback_reason=state.fallback_reason,
-            version=__version__,
-            schema_version=schema,
-            driving=drivers is not None,
-            workers=drivers.workers if drivers is not None else 0,
-            workers_alive=drivers.alive() if drivers is not None else 0,
-            workers_replaced=drivers.replaced if drivers is not None else 0,
-            flows=len(engine.flows),
-            uptime_seconds=round(time.monotonic() - state.started, 3),
-            writable=writable,
-            storage_error_seconds=None if failing is None else round(time.monotonic() - failing[1], 1),
-            storage_problem=trouble,
-            steps_in_flight=len(engine.steps_in_flight()),
-            abandoned_threads=handlers["abandonedThreads"],
-            abandoned_threads_limit=handlers["abandonedThreadsLimit"],
-            blocked_event_loops=handlers["blockedEventLoops"],
-        )
-        return json_response(body, 200 if writable else 503)
-
     security: list[SecurityRequirement] | None = None
     components = Components()
     if api_token:
@@ -535,12 +520,28 @@ def create_app(
         security=security,
         tags=["runs"],
     )
+    # The OpenAPI page loads Swagger UI from the package, never from a CDN: it works offline
+    # and behind firewalls (static/swagger-ui/README.md says where the files come from).
+    swagger_assets = create_static_files_router(
+        _SWAGGER_URL,
+        directories=[_SWAGGER_DIR],
+        name="swagger-ui",
+        include_in_schema=False,
+        cache_control=CacheControlHeader(max_age=86400),  # unversioned names: a day, not forever
+    )
+    swagger = SwaggerRenderPlugin(
+        version=SWAGGER_UI_VERSION,
+        js_url=f"{_SWAGGER_URL}/swagger-ui-bundle.js",
+        css_url=f"{_SWAGGER_URL}/swagger-ui.css",
+        standalone_preset_js_url=f"{_SWAGGER_URL}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{_SWAGGER_URL}/favicon-32x32.png'>",
+    )
     app = Litestar(
-        route_handlers=[v1, health, *ui_handlers()],  # ui: GET /, /ui and /ui/static
+        route_handlers=[v1, *probe_handlers(state), swagger_assets, *ui_handlers()],  # ui: GET /, /ui, /ui/static
         exception_handlers={
             FlowrtError: _on_flowrt_error,
             ValidationException: _on_validation_error,
-            HTTPException: _on_http_exception,
+            HTTPException: _http_exception_handler(max_body_bytes),
             RecursionError: _on_recursion,
             Exception: _on_unexpected,
             **outages.exception_handlers(),  # 503 without connection details; those are logged
@@ -551,7 +552,7 @@ def create_app(
             description="Durable workflow runtime; wire-compatible with @hazeljs/flow-runtime. "
             f"Request bodies: at most {max_body_bytes} bytes of UTF-8 JSON. HEAD works wherever GET does.",
             path="/schema",
-            render_plugins=[JsonRenderPlugin(), SwaggerRenderPlugin()],
+            render_plugins=[JsonRenderPlugin(), swagger],
             components=components,
         ),
         request_max_body_size=max_body_bytes,
