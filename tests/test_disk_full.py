@@ -1,6 +1,6 @@
 """SQLite on a full disk, with a real `flowrt serve` on a 4 MiB tmpfs (tests/disk_full.py).
 
-What users should see (issue 9, point 2): while the disk is full `/health` says so
+What users should see (issue 9, point 2): while the disk is full `/ready` and `/health` say so
 (503, status not "ok") and writes answer 503; once space frees, everything recovers by
 itself, without a restart: health is ok again, a run whose step finished while the
 disk was full commits that step (once: the node is not run again, no WORKER_LOST),
@@ -35,8 +35,12 @@ def poll(deadline: float, probe: Callable[[], Any], done: Callable[[Any], bool],
 
 
 def health(c: httpx.Client) -> tuple[int, str]:
-    response = c.get("/health")
-    return response.status_code, str(response.json().get("status"))
+    """``(/ready's status code, /health's condition)``: readiness takes the server out of
+    rotation, liveness says why (and stays 200: restarting would not free the disk)."""
+    ready = c.get("/ready")
+    live = c.get("/health")
+    assert live.status_code == 200, live.text
+    return ready.status_code, str(live.json().get("condition"))
 
 
 def wal_resets(db: Path) -> bytes:
@@ -87,7 +91,7 @@ def test_full_disk_is_reported_and_everything_recovers_when_space_frees(tmp_path
             full_wal, full_resets = wal_size(db), wal_resets(db)
 
             status = poll(time.monotonic() + 15, lambda: health(c), lambda h: h[0] == 503)
-            check(status[0] == 503 and status[1] != "ok", f"/health while the disk is full: {status}, expected 503 and not ok")
+            check(status == (503, "unavailable"), f"/ready, /health while the disk is full: {status}, expected 503, unavailable")
 
             # The gated node finishes while the disk is full: its commit cannot land now.
             gate.touch()
@@ -101,7 +105,7 @@ def test_full_disk_is_reported_and_everything_recovers_when_space_frees(tmp_path
             freed = time.monotonic()
 
             status = poll(freed + 30, lambda: health(c), lambda h: h == (200, "ok"))
-            check(status == (200, "ok"), f"/health 30 s after space freed: {status}, expected (200, 'ok')")
+            check(status == (200, "ok"), f"/ready, /health 30 s after space freed: {status}, expected (200, 'ok')")
 
             final = poll(freed + 30, lambda: c.get(f"/v1/runs/{run_id}").json(), lambda r: r["status"] != "RUNNING")
             check(final["status"] == "COMPLETED", f"the run started before the disk filled, 30 s after space freed: "

@@ -12,7 +12,6 @@ import threading
 import time
 from typing import Any
 
-import httpx
 import pytest
 from http_helpers import thread_server
 
@@ -265,17 +264,3 @@ def test_a_step_whose_commit_fails_keeps_its_result_and_commits_once(tmp_path: A
         assert calls == [1]  # the handler ran once; only its commit was tried again
         types = [e.type for e in engine.timeline(run.run_id)]
         assert types == ["RUN_STARTED", "NODE_STARTED", "NODE_FINISHED", "RUN_COMPLETED"]
-
-
-def test_start_during_an_outage_is_a_503_without_connection_details(pg_url: str) -> None:
-    f = Flow("idem")
-    f.add_node("a", lambda ctx: ok(), entry=True)
-    with thread_server(pg_url, flows=[f], drive=False) as server:
-        server.engine.storage.db.close_all()  # type: ignore[attr-defined]
-        bad = pg_url.replace("127.0.0.1:5432", "127.0.0.1:1")  # nothing listens there
-        server.engine.storage.db.connect_params = {}  # type: ignore[attr-defined]
-        server.engine.storage.db.init(bad.split("?")[0], max_connections=2, connect_timeout=1)  # type: ignore[attr-defined]
-        response = httpx.post(f"{server.url}/v1/runs/start", json={"flowId": "idem"}, timeout=30)
-        assert response.status_code == 503 and response.json()["code"] == "STORAGE_UNAVAILABLE"
-        for secret in ("postgres@", "127.0.0.1", ":1", "/test"):
-            assert secret not in response.text, response.text

@@ -268,7 +268,7 @@ def test_503_storage_unavailable_tells_clients_nothing_about_the_database(
                     body = assert_error(response, 503, "STORAGE_UNAVAILABLE")
                     assert body["error"] == CLIENT_MESSAGE
                     bodies.append(response.text)
-            assert c.get("/health").status_code == 503
+            assert c.get("/ready").status_code == 503 and c.get("/health").json()["condition"] == "unavailable"
             for text in bodies:
                 for secret in ("127.0.0.1", str(proxy.port), f"/{database}", "postgres", "psycopg", "refused"):
                     assert secret not in text, (secret, text)

@@ -20,7 +20,10 @@ from http_helpers import thread_server
 pytestmark = pytest.mark.timeout(60)
 
 HEALTH_FIELDS = {"status", "timestamp", "condition", "storage", "durable", "fallback", "version", "fallbackReason",
-                 "schemaVersion", "driving", "workers", "flows", "uptimeSeconds"}  # fmt: skip
+                 "schemaVersion", "driving", "workers", "flows", "uptimeSeconds",
+                 # the failure path's (issue 9): drivers, writes, handlers
+                 "workersAlive", "workersReplaced", "writable", "storageProblem", "storageErrorSeconds",
+                 "stepsInFlight", "abandonedThreads", "abandonedThreadsLimit", "blockedEventLoops"}  # fmt: skip
 
 
 class TcpProxy:

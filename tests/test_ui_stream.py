@@ -128,7 +128,7 @@ def test_events_stream_sends_each_event_then_end_and_closes(server: Any) -> None
     assert [m.id for m in events] == [str(e["seq"]) for e in timeline]
     assert [m.event for m in events] == [e["type"] for e in timeline]
     end = messages[-1].json()
-    assert end["status"] == "COMPLETED" and end["outputsJson"]["notify"]["ticketId"] == "T-9"
+    assert end["status"] == "COMPLETED" and end["outputsJson"]["notify"]["ticketId"] == {"ticketId": "T-9"}
 
 
 def test_events_stream_of_an_ended_run_replays_and_ends(server: Any) -> None:
