@@ -107,7 +107,7 @@ def require_existing_sqlite(url: str, *, given: bool) -> None:
     if path is None or os.path.exists(path):
         return
     where = os.path.abspath(path)
-    source = "--db / DATABASE_URL" if given else "the default database (no --db or DATABASE_URL)"
+    source = "from --db / DATABASE_URL" if given else "the default: no --db or DATABASE_URL given"
     raise DatabaseMissing(
         f"database {where} does not exist ({source})",
         hint="run this where your flowrt.db is, pass --db sqlite:///path/to/file.db, "

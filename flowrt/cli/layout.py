@@ -22,7 +22,8 @@ def table() -> Table:
 
 
 def natural_width(console: Console, renderable: RenderableType) -> int:
-    return Measurement.get(console, console.options, renderable).maximum
+    """The width it would take unsqueezed (rich clamps a measurement to the console's width)."""
+    return Measurement.get(console, console.options.update(width=10_000), renderable).maximum
 
 
 def fit(console: Console, layouts: Iterable[Callable[[], Table]]) -> Table:

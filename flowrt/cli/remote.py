@@ -129,7 +129,7 @@ class RemoteBackend:
             body["tenantId"] = tenant_id
         try:
             first = self._start(body, wait)
-        except RemoteError as exc:
+        except FlowrtError as exc:
             # The reference requires a version ("flowId and version are required");
             # flowrt picks the highest. Pick it here the same way, and ask again.
             if version is not None or exc.http_status != 400 or "version" not in exc.message:
@@ -154,7 +154,14 @@ class RemoteBackend:
         return str(max(versions, key=version_key))
 
     def tick(self, run_id: str) -> Json:
+        return self._whole(self._tick(run_id))
+
+    def _tick(self, run_id: str) -> Json:
         return self._call("POST", f"/v1/runs/{_quote(run_id)}/tick", endpoint="POST /v1/runs/{runId}/tick")  # type: ignore[no-any-return]
+
+    def _whole(self, run: Json) -> Json:
+        """The full run object: the reference's tick and resume answer only some of its fields."""
+        return run if "createdAt" in run else self.get(run["runId"])
 
     def resume(self, run_id: str, payload: Any, *, wait: bool) -> Json:
         # Always wrapped: the server unwraps {"payload": ...}, so every payload
@@ -162,7 +169,7 @@ class RemoteBackend:
         body = {"payload": payload}
         path, endpoint = f"/v1/runs/{_quote(run_id)}/resume", "POST /v1/runs/{runId}/resume"
         if not wait:
-            return self._call("POST", path, endpoint=endpoint, body=body)  # type: ignore[no-any-return]
+            return self._whole(self._call("POST", path, endpoint=endpoint, body=body))
         first = self._call(
             "POST", path, endpoint=endpoint, params={"wait": LONG_POLL_SECONDS}, body=body, timeout=self._poll_timeout
         )
@@ -183,14 +190,12 @@ class RemoteBackend:
         while run.get("status") == "RUNNING":
             before = _progress_mark(run)
             try:
-                run = self.tick(run_id)
+                run = self._tick(run_id)
             except RunBusy:
                 run = self.get(run_id)
             if run["status"] == "RUNNING" and _progress_mark(run) == before:
                 time.sleep(POLL_INTERVAL * 5)  # parked in a backoff, or held by a long node
-        if "currentNodeId" not in run:
-            run = self.get(run_id)  # the reference's tick answers a partial run
-        return run
+        return self._whole(run)
 
     def cancel(self, run_id: str, reason: str | None) -> Json:
         body = {} if reason is None else {"reason": reason}
@@ -285,7 +290,7 @@ class RemoteBackend:
     def _tick_until_blocked(self, run_id: str) -> None:
         last = None
         while True:
-            run = self.tick(run_id)
+            run = self._tick(run_id)
             # Every executed step counts an attempt; a tick that counted none found the run
             # parked in a long backoff. (updatedAt alone is not enough: two fast steps can
             # share a millisecond.)
