@@ -24,6 +24,7 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 from typer.exceptions import TyperException
 
 from .. import __version__
+from . import coerce
 from .errors import describe, exit_code_for, hint_for
 
 
@@ -103,6 +104,8 @@ class FlowrtGroup(TyperGroup):
             _error_line(describe(exc), hint_for(exc))
             raise typer.Exit(exit_code_for(exc)) from None
 
+
+coerce.install()
 
 app = typer.Typer(
     name="flowrt",
