@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from typer._click import Context as ClickContext  # the Context type Typer's own classes use
 from typer._click.exceptions import ClickException
-from typer.core import TyperCommand, TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from typer.exceptions import TyperException
 
 from .. import __version__
@@ -50,6 +50,8 @@ def _plain_help(command: Any, ctx: ClickContext) -> None:
     for param in command.get_params(ctx):
         if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
             param.metavar = ""
+        elif isinstance(param, TyperArgument):
+            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]  # the name is the metavar
 
 
 def _plain_usage(pieces: list[str]) -> list[str]:
@@ -156,4 +158,4 @@ __all__ = ["FlowrtCommand", "FlowrtGroup", "app", "main"]
 
 
 def main() -> None:
-    app()
+    app(prog_name="flowrt")  # the same name in messages for `flowrt` and `python -m flowrt.cli`
