@@ -219,16 +219,23 @@ class Engine:
         tenant_id: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> tuple[list[Run], str | None]:
-        """One page of runs, newest first, and the cursor of the next page (or None)."""
+        """One page of runs, newest first, and the cursor of the next page (or None).
+
+        ``since`` (inclusive) and ``until`` (exclusive) bound when the runs were started.
+        """
         if status is not None and status not in RunStatus.__members__:
             raise InvalidInput(f"unknown status {status!r}; one of {', '.join(RunStatus)}")
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
             raise InvalidInput("limit must be an integer from 1 to 1000")
         if cursor is not None and not _CURSOR.fullmatch(cursor):
             raise InvalidInput("cursor is not one this API issued: pass nextCursor from the previous page")
+        bounds = [None if t is None else int(t.timestamp() * 1000) for t in (since, until)]
         rows = self.storage.list_runs(
-            status=status, flow_id=flow_id, tenant_id=tenant_id, limit=limit + 1, cursor=cursor
+            status=status, flow_id=flow_id, tenant_id=tenant_id, limit=limit + 1, cursor=cursor,
+            since=bounds[0], until=bounds[1],
         )
         next_cursor = rows[limit - 1].run_id if len(rows) > limit else None
         return [self._to_run(r) for r in rows[:limit]], next_cursor

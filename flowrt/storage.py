@@ -264,6 +264,12 @@ def describe_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+def _first_id_at(ms: int) -> str:
+    """The smallest UUIDv7 of millisecond ``ms``: ids of runs started at or after it sort at or above."""
+    h = f"{max(0, min(ms, (1 << 48) - 1)):012x}"
+    return f"{h[:8]}-{h[8:12]}-0000-0000-000000000000"
+
+
 def open_database(url: str, *, pool_size: int = 16) -> tuple[str, pw.Database]:
     """``(kind, database)`` for a URL: kind is ``sqlite``, ``memory`` or ``postgres``."""
     if url in ("memory://", "memory:", ":memory:", "sqlite://:memory:", "sqlite:///:memory:"):
@@ -699,8 +705,15 @@ class Storage:
         tenant_id: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
     ) -> list[RunRow]:
-        """Newest first; ``cursor`` is the last run id of the previous page (keyset, O(page))."""
+        """Newest first; ``cursor`` is the last run id of the previous page (keyset, O(page)).
+
+        ``since`` / ``until`` (epoch ms) bound when runs were started: run ids are UUIDv7,
+        whose first 48 bits are the creation millisecond, so the bounds are run-id bounds
+        on the primary key (no index on created_at needed). ``until`` is exclusive.
+        """
         p = self.db.param
         where: list[str] = []
         params: list[Any] = []
@@ -711,6 +724,12 @@ class Storage:
         if cursor:
             where.append(f"run_id < {p}")
             params.append(cursor)
+        if since is not None:
+            where.append(f"run_id >= {p}")
+            params.append(_first_id_at(since))
+        if until is not None:
+            where.append(f"run_id < {p}")
+            params.append(_first_id_at(until))
         sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM flowrt_runs"
         if where:
             sql += " WHERE " + " AND ".join(where)

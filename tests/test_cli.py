@@ -64,10 +64,12 @@ def ok_json(result: Result) -> Any:
 
 
 def fails(result: Result, code: int, *fragments: str) -> str:
-    """The result exited ``code`` with one clean error line naming ``fragments``."""
+    """The result exited ``code`` with one clean error line (and maybe a hint line) naming ``fragments``."""
     assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
     err = result.stderr
-    assert err.startswith("error: ") and err.count("\n") == 1, err
+    lines = err.splitlines()
+    assert err.startswith("error: ") and err.endswith("\n"), err
+    assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("hint: ")), err
     assert "Traceback" not in err
     for fragment in fragments:
         assert fragment in err, (fragment, err)
@@ -145,7 +147,7 @@ def test_invalid_json_names_the_argument_and_the_parse_error(cli: Cli, tmp_path:
     fails(cli("start", "approval", "--input", f"@{tmp_path / 'nope.json'}"), 2, "--input: cannot read", "nope.json")
 
 
-def test_commands_that_run_nodes_need_flows_locally(cli: Cli) -> None:
+def test_commands_that_run_nodes_need_flows_locally(cli: Cli, engine: Engine) -> None:
     fails(cli("start", "order-flow", FLOWRT_FLOWS=None), 2, "--flows", "FLOWRT_FLOWS", "--url")
     fails(cli("tick", "some-run", FLOWRT_FLOWS=None), 2, "--flows")
     assert cli("runs", FLOWRT_FLOWS=None).exit_code == 0  # reading needs no flows
@@ -192,7 +194,8 @@ def test_every_error_class_has_its_exit_code(cli: Cli, engine: Engine) -> None:
     fails(cli("tick", held), 4, "another-worker", "RUN_BUSY")
     fails(cli("resume", held, "--payload", "{}"), 4, "RUN_NOT_WAITING")
 
-    fails(cli("runs", DATABASE_URL="sqlite:////nonexistent/dir/flowrt.db"), 5, "STORAGE_UNAVAILABLE")
+    fails(cli("runs", DATABASE_URL="sqlite:////nonexistent/dir/flowrt.db"), 3, "DATABASE_NOT_FOUND")
+    fails(cli("start", "order-flow", DATABASE_URL="sqlite:////nonexistent/dir/flowrt.db"), 5, "STORAGE_UNAVAILABLE")
     fails(cli("runs", "--db", "postgresql://nobody@127.0.0.1:1/none"), 5, "STORAGE_UNAVAILABLE")
 
     fails(cli("runs", "--db", "ftp://example.com/db"), 2, "unsupported database URL")
@@ -203,7 +206,7 @@ def test_every_error_class_has_its_exit_code(cli: Cli, engine: Engine) -> None:
     fails(cli("start", "x", "--flows", "no_such_module:ALL"), 2, "cannot import flows module")
 
 
-def test_debug_adds_the_traceback(cli: Cli) -> None:
+def test_debug_adds_the_traceback(cli: Cli, engine: Engine) -> None:
     result = cli("status", "nope", "--debug")
     assert result.exit_code == 3
     assert "Traceback" in result.stderr and result.stderr.rstrip().endswith("(RUN_NOT_FOUND)")

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from flowrt import Engine
-from flowrt.cli import app, backends
+from flowrt.cli import app, remote
 from flowrt.loader import load_all
 from http_helpers import serve_process
 
@@ -130,7 +130,7 @@ def test_start_without_wait_then_tick(cli: Cli) -> None:
 
 
 def test_start_wait_keeps_going_after_the_long_poll_runs_out(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backends, "LONG_POLL_SECONDS", 0)  # the server answers RUNNING at once
+    monkeypatch.setattr(remote, "LONG_POLL_SECONDS", 0)  # the server answers RUNNING at once
     run = ok_json(cli("start", "order-flow", "--input", ORDER, "--wait", "--json"))
     assert run["status"] == "COMPLETED"
 

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..bench import ServerUnreachable, bench_engine, bench_http
+
 from .errors import Unreachable
 
 LABELS = {
@@ -49,13 +49,13 @@ def bench(
     token: Annotated[
         Optional[str], typer.Option("--token", envvar="FLOWRT_API_TOKEN", metavar="TOKEN", help="Bearer token.")
     ] = None,
-    runs: Annotated[int, typer.Option("--runs", "-n", min=1, help="Runs per measurement.")] = 2000,
-    nodes: Annotated[int, typer.Option("--nodes", "-k", min=1, max=100, help="Nodes per run (in-process mode).")] = 5,
+    runs: Annotated[int, typer.Option("--runs", "-n", min=1, metavar="N", help="Runs per measurement.")] = 2000,
+    nodes: Annotated[int, typer.Option("--nodes", "-k", min=1, max=100, metavar="N", help="Nodes per run (in-process mode).")] = 5,
     concurrency: Annotated[
-        list[int], typer.Option("--concurrency", "-c", min=1, help="Concurrent drivers/clients; repeat to compare.")
+        list[int], typer.Option("--concurrency", "-c", min=1, metavar="N", help="Concurrent drivers/clients; repeat to compare.")
     ] = [1],  # noqa: B006 - typer reads the default
     mode: Annotated[
-        str, typer.Option("--mode", help="In-process: 'drive' (background drivers) or 'tick' (a tick per step).")
+        str, typer.Option("--mode", metavar="MODE", help="In-process: 'drive' (background drivers) or 'tick' (a tick per step).")
     ] = "drive",
     driven: Annotated[
         Optional[bool],
@@ -65,14 +65,15 @@ def bench(
             "Default: whichever the server runs (see /health 'driving').",
         ),
     ] = None,
-    flow_id: Annotated[str, typer.Option("--flow", help="HTTP: the flow to start.")] = "demo-fraud",
+    flow_id: Annotated[str, typer.Option("--flow", metavar="FLOW", help="HTTP: the flow to start.")] = "demo-fraud",
     input_json: Annotated[
-        Optional[str], typer.Option("--input", help="HTTP: the input JSON for each run.")
+        Optional[str], typer.Option("--input", metavar="JSON", help="HTTP: the input JSON for each run.")
     ] = None,
     raw: Annotated[bool, typer.Option("--raw/--no-raw", help="Also measure the raw commit rate.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Measure durable steps/s (in-process) or requests/s (against a server)."""
+    from ..bench import ServerUnreachable, bench_engine, bench_http  # the engine: only when measuring
     if mode not in ("drive", "tick"):
         raise typer.BadParameter("must be 'drive' or 'tick'", param_hint="--mode")
     try:

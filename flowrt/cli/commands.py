@@ -1,139 +1,23 @@
-"""The ``flowrt`` commands: parse options, call a backend, print the result.
+"""The commands that move runs (start, resume, tick, cancel) and recover.
 
 Each command is a thin function: the backend (local engine or HTTP server) does the
 work and returns the API's JSON, :class:`~flowrt.cli.output.Output` prints it, and
 errors propagate to the one handler in :mod:`flowrt.cli`, which turns them into a
-line on stderr and an exit code.
+line on stderr and an exit code. The ``--wait`` loops live in the backends
+(``_settle``), one per mode, so they are easy to change.
 """
 
 from __future__ import annotations
 
-import contextlib
 import shlex
-import json
-import logging
-import sys
 import time
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from ..runs import RunStatus
-from .backends import FINISHED, Backend, connect
-from .errors import RUN_FAILED, UsageProblem
+from .errors import RUN_FAILED
+from .options import AsJson, Db, Debug, Flows, RunId, Token, Url, Wait, read_json, session
 from .output import Output
-
-CONNECTION = "Connection"
-OUTPUT = "Output"
-
-# --------------------------------------------------------------------------- shared options
-
-
-def _remember_debug(ctx: typer.Context, value: bool) -> bool:
-    """Eager, so the error handler knows about --debug even when later parsing fails."""
-    if value:
-        ctx.meta["flowrt.debug"] = True
-        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    return value
-
-
-Db = Annotated[
-    Optional[str],
-    typer.Option(
-        "--db",
-        envvar="DATABASE_URL",
-        metavar="URL",
-        help="Database for local mode: sqlite:///file.db, postgresql://..., memory://. Default: sqlite:///flowrt.db.",
-        rich_help_panel=CONNECTION,
-    ),
-]
-Url = Annotated[
-    Optional[str],
-    typer.Option(
-        "--url",
-        envvar="FLOWRT_URL",
-        metavar="URL",
-        help="Talk to a flowrt server (e.g. http://127.0.0.1:3000) instead of the local database.",
-        rich_help_panel=CONNECTION,
-    ),
-]
-Token = Annotated[
-    Optional[str],
-    typer.Option(
-        "--token",
-        envvar="FLOWRT_API_TOKEN",
-        metavar="TOKEN",
-        help="Bearer token for the server (remote mode).",
-        rich_help_panel=CONNECTION,
-    ),
-]
-Flows = Annotated[
-    Optional[list[str]],
-    typer.Option(
-        "--flows",
-        envvar="FLOWRT_FLOWS",
-        metavar="MODULE:NAME",
-        help="Flows to load in local mode, e.g. examples.orders:ALL (repeatable or comma-separated). "
-        "Not needed with --url: the server has its own.",
-        rich_help_panel=CONNECTION,
-    ),
-]
-AsJson = Annotated[
-    bool,
-    typer.Option("--json", envvar="FLOWRT_JSON", help="Print the HTTP API's JSON, for scripts and jq.", rich_help_panel=OUTPUT),
-]
-Debug = Annotated[
-    bool,
-    typer.Option(
-        "--debug",
-        envvar="FLOWRT_DEBUG",
-        is_eager=True,
-        callback=_remember_debug,
-        help="Show tracebacks and debug logs.",
-        rich_help_panel=OUTPUT,
-    ),
-]
-RunId = Annotated[str, typer.Argument(metavar="RUN", help="The run id (as printed by start or runs).")]
-Wait = Annotated[
-    bool,
-    typer.Option("--wait", envvar="FLOWRT_WAIT", help="Return when the run waits or ends; exit 1 if it FAILED or was CANCELLED."),
-]
-
-
-@contextlib.contextmanager
-def session(
-    db: str | None, url: str | None, token: str | None, flows: list[str] | None = None, *, needs_flows: str | None = None
-) -> Iterator[Backend]:
-    """A backend for one command, closed afterwards (releasing any lease it holds)."""
-    backend = connect(db=db, url=url, token=token, flows=flows, needs_flows=needs_flows)
-    try:
-        yield backend
-    finally:
-        backend.close()
-
-
-def read_json(value: str | None, option: str) -> Any:
-    """``--input`` / ``--payload``: inline JSON, ``@file.json``, or ``-`` for stdin."""
-    if value is None:
-        return None
-    if value == "-":
-        text, source = sys.stdin.read(), " (from stdin)"
-    elif value.startswith("@"):
-        path = value[1:]
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as exc:
-            raise UsageProblem(f"{option}: cannot read {path}: {exc.strerror or exc}") from exc
-        source = f" (from {path})"
-    else:
-        text, source = value, ""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageProblem(f"{option} is not valid JSON{source}: {exc}") from exc
-    except RecursionError:
-        raise UsageProblem(f"{option}: the JSON{source} is nested too deeply") from None
 
 
 def _exit_for(run: dict[str, Any]) -> None:
@@ -169,13 +53,16 @@ def start(
     move it with tick, resume or recover, or let a server's drivers pick it up.
     """
     payload = read_json(input, "--input")
-    with session(db, url, token, flows, needs_flows="to start a run") as backend:
+    with session(db, url, token, flows, needs_flows="to start a run", creates_db=True) as backend:
         result = backend.start(flow, version=version, input=payload, tenant_id=tenant, wait=wait)
     out = Output(as_json)
     if not wait:
-        return out.started(result)
+        out.started(result)
+        if not url and result.get("status") == "RUNNING":
+            out.note(_nothing_drives(result["runId"], db=db, flows=flows))
+        return
     out.run(result)
-    _hint_waiting(out, result, db=db, url=url, flows=flows)
+    hint_waiting(out, result, db=db, url=url, flows=flows)
     _exit_for(result)
 
 
@@ -203,7 +90,7 @@ def resume(
         run = backend.resume(run_id, value, wait=wait)
     out = Output(as_json)
     out.run(run)
-    _hint_waiting(out, run, db=db, url=url, flows=flows)
+    hint_waiting(out, run, db=db, url=url, flows=flows)
     if wait:
         _exit_for(run)
 
@@ -236,146 +123,6 @@ def cancel(
     with session(db, url, token) as backend:
         run = backend.cancel(run_id, reason)
     Output(as_json).run(run)
-
-
-# --------------------------------------------------------------------------- inspect
-
-
-def status(
-    run_id: RunId,
-    db: Db = None,
-    url: Url = None,
-    token: Token = None,
-    as_json: AsJson = False,
-    debug: Debug = False,
-) -> None:
-    """Show a run: status, current node, state, outputs, error."""
-    with session(db, url, token) as backend:
-        run = backend.get(run_id)
-    out = Output(as_json)
-    out.run(run)
-    _hint_waiting(out, run, db=db, url=url, flows=None)
-
-
-def _run_status(value: str | None) -> str | None:
-    """Any case accepted; the message lists the statuses as the API spells them."""
-    if value is None:
-        return None
-    if value.upper() not in RunStatus.__members__:
-        raise typer.BadParameter(f"{value!r} is not a status; use one of {', '.join(RunStatus)}")
-    return value.upper()
-
-
-def runs(
-    status: Annotated[
-        Optional[str],
-        typer.Option(
-            "--status",
-            "-s",
-            envvar="FLOWRT_RUNS_STATUS",
-            callback=_run_status,
-            metavar="STATUS",
-            help="Only runs with this status: RUNNING, WAITING, COMPLETED, FAILED or CANCELLED.",
-        ),
-    ] = None,
-    flow: Annotated[Optional[str], typer.Option("--flow", envvar="FLOWRT_RUNS_FLOW", metavar="FLOW", help="Only runs of this flow id.")] = None,
-    tenant: Annotated[Optional[str], typer.Option("--tenant", envvar="FLOWRT_TENANT", metavar="TENANT", help="Only runs of this tenant.")] = None,
-    limit: Annotated[
-        Optional[int],
-        typer.Option("--limit", "-n", envvar="FLOWRT_RUNS_LIMIT", min=1, max=1000, metavar="N", help="Runs per page. Default: 50 (the server's default remotely)."),
-    ] = None,
-    cursor: Annotated[
-        Optional[str],
-        typer.Option("--cursor", envvar="FLOWRT_RUNS_CURSOR", metavar="CURSOR", help="Continue after a previous page (its nextCursor)."),
-    ] = None,
-    db: Db = None,
-    url: Url = None,
-    token: Token = None,
-    as_json: AsJson = False,
-    debug: Debug = False,
-) -> None:
-    """List runs, newest first, one page at a time."""
-    with session(db, url, token) as backend:
-        page = backend.list_runs(
-            status=status, flow_id=flow, tenant_id=tenant, limit=limit, cursor=cursor
-        )
-    Output(as_json).runs(page)
-
-
-def timeline(
-    run_id: RunId,
-    follow: Annotated[
-        bool,
-        typer.Option("--follow", "-f", envvar="FLOWRT_TIMELINE_FOLLOW", help="Keep printing new events until the run ends (one JSON object per line with --json)."),
-    ] = False,
-    after: Annotated[int, typer.Option("--after", envvar="FLOWRT_TIMELINE_AFTER", min=0, metavar="SEQ", help="Only events after this sequence number.")] = 0,
-    limit: Annotated[
-        Optional[int], typer.Option("--limit", "-n", envvar="FLOWRT_TIMELINE_LIMIT", min=1, metavar="N", help="At most this many events (without --follow).")
-    ] = None,
-    interval: Annotated[
-        float, typer.Option("--interval", envvar="FLOWRT_POLL_INTERVAL", min=0.05, metavar="SECONDS", help="How often --follow polls for new events.")
-    ] = 0.5,
-    db: Db = None,
-    url: Url = None,
-    token: Token = None,
-    as_json: AsJson = False,
-    debug: Debug = False,
-) -> None:
-    """Show a run's timeline: time, event, node, attempt and what happened."""
-    out = Output(as_json)
-    with session(db, url, token) as backend:
-        if not follow:
-            return out.timeline(run_id, backend.timeline(run_id, after, limit))
-        follow_timeline(backend, out, run_id, after, interval)
-
-
-def follow_timeline(backend: Backend, out: Output, run_id: str, after: int, interval: float) -> None:
-    """Print events as they are recorded; return once the run has ended and all its events are out.
-
-    Against a server, its event stream pushes them; one without it (404/405, e.g. the reference
-    runtime) or a stream that drops is followed by polling the timeline from the last event shown.
-    """
-    import httpx  # here, not at the top: this function is the CLI's only use of the stream
-
-    from .. import sse
-
-    show = out.event_stream()
-    client = getattr(backend, "client", None)
-    if isinstance(client, httpx.Client):
-        try:
-            for event in sse.follow_run(client, run_id, after):
-                show(event)
-                after = event["seq"]
-            return
-        except (sse.StreamUnavailable, httpx.TransportError):
-            pass
-    ended = False
-    while True:
-        events = backend.timeline(run_id, after)
-        for event in events:
-            show(event)
-            after = event["seq"]
-            ended = ended or event["type"] in ("RUN_COMPLETED", "RUN_ABORTED", "RUN_CANCELLED")
-        if ended:
-            return
-        if not events and backend.get(run_id)["status"] in FINISHED:
-            ended = True  # one more read picks up events recorded since ours
-            continue
-        time.sleep(interval)
-
-
-def flows(
-    db: Db = None,
-    url: Url = None,
-    token: Token = None,
-    flows: Flows = None,
-    as_json: AsJson = False,
-    debug: Debug = False,
-) -> None:
-    """List the flows --flows loads (locally) or the server has registered."""
-    with session(db, url, token, flows, needs_flows="to list flows") as backend:
-        found = backend.flows()
-    Output(as_json).flows(found)
 
 
 # --------------------------------------------------------------------------- operate
@@ -430,28 +177,34 @@ def recover(
     out.recovered({"seconds": seconds, "runs": report})
 
 
-def _hint_waiting(
+def hint_waiting(
     out: Output, run: dict[str, Any], *, db: str | None, url: str | None, flows: list[str] | None
 ) -> None:
     """A next step that can be pasted as printed: the same connection options as this command."""
     if run.get("status") != "WAITING":
         return
-    if url:
-        where = f" --url {shlex.quote(url)}"
-    else:
-        where = f" --flows {shlex.quote(','.join(flows))}" if flows else " --flows MODULE:NAME"
-        where += f" --db {shlex.quote(db)}" if db else ""
+    where = f" --url {shlex.quote(url)}" if url else _connection(db, flows)
     out.note(f"resume it with: flowrt resume {run['runId']} --payload '<json>'{where}")
 
 
-def register(app: typer.Typer) -> None:
-    """Add the commands in the order `flowrt --help` lists them."""
-    app.command(rich_help_panel="Runs")(start)
-    app.command(rich_help_panel="Runs")(resume)
-    app.command(rich_help_panel="Runs")(tick)
-    app.command(rich_help_panel="Runs")(cancel)
-    app.command(rich_help_panel="Inspect")(status)
-    app.command(rich_help_panel="Inspect")(runs)
-    app.command(rich_help_panel="Inspect")(timeline)
-    app.command(rich_help_panel="Inspect")(flows)
-    app.command(rich_help_panel="Operate")(recover)
+def _connection(db: str | None, flows: list[str] | None) -> str:
+    where = f" --flows {shlex.quote(','.join(flows))}" if flows else " --flows MODULE:NAME"
+    return where + (f" --db {shlex.quote(db)}" if db else "")
+
+
+def _nothing_drives(run_id: str, *, db: str | None, flows: list[str] | None) -> str:
+    """A local start without --wait leaves a run nobody moves: say so, and how to move it."""
+    return (
+        f"nothing drives this run yet: move it with `flowrt tick {run_id}{_connection(db, flows)}`, "
+        f"start with --wait, run `flowrt recover`, or let `flowrt serve` on this database pick it up"
+    )
+
+
+def register_runs(app: typer.Typer, cls: Any) -> None:
+    """The commands that move runs, in the order `flowrt --help` lists them."""
+    for command in (start, resume, tick, cancel):
+        app.command(rich_help_panel="Runs", cls=cls)(command)
+
+
+def register_operate(app: typer.Typer, cls: Any) -> None:
+    app.command(rich_help_panel="Operate", cls=cls)(recover)

@@ -4,19 +4,22 @@ Exit codes (docs/cli.md):
 
     0  success
     1  the run ended FAILED or CANCELLED (commands with --wait)
-    2  usage: bad option or argument, invalid JSON, missing --flows, bad token
-    3  not found: run, flow, or the run's flow version is not loaded
+    2  usage: bad option or argument, invalid JSON, missing --flows, bad token,
+       or a command the server does not offer
+    3  not found: run, flow, the run's flow version is not loaded, or the database file
     4  conflict: the run is busy, not waiting, or already finished
     5  the server or the database cannot be reached (or the server failed)
    70  an unexpected internal error (a bug: rerun with --debug and report it)
 
 The mapping follows the error's HTTP status, so a local :class:`~flowrt.FlowrtError`
-and the same error coming back from a server give the same exit code.
+and the same error coming back from a server give the same exit code. Peewee is not
+imported here: remote commands never load it, and a driver error can only come from
+a local command that did.
 """
 
 from __future__ import annotations
 
-import peewee
+import sys
 
 from ..errors import FlowrtError
 
@@ -43,6 +46,24 @@ class Unreachable(FlowrtError):
     http_status = 503
 
 
+class NotOffered(FlowrtError):
+    """The server has no route for what the command needs (the reference has no run list, no cancel)."""
+
+    code = "NOT_OFFERED"
+    http_status = 400
+
+
+class DatabaseMissing(FlowrtError):
+    """A read on a SQLite file that is not there: the user is in the wrong folder, or mistyped --db."""
+
+    code = "DATABASE_NOT_FOUND"
+    http_status = 404
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
 class RemoteError(FlowrtError):
     """An error answered by a server whose code this client has no class for."""
 
@@ -50,6 +71,11 @@ class RemoteError(FlowrtError):
         super().__init__(message)
         self.code = code
         self.http_status = http_status
+
+
+def _driver_error(exc: BaseException) -> bool:
+    peewee = sys.modules.get("peewee")
+    return peewee is not None and isinstance(exc, (peewee.OperationalError, peewee.InterfaceError))
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -65,7 +91,7 @@ def exit_code_for(exc: BaseException) -> int:
         return USAGE
     # The engine wraps connection failures when it opens the database; a
     # database that goes away later surfaces as the driver's error.
-    if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
+    if _driver_error(exc):
         return UNAVAILABLE
     return INTERNAL
 
@@ -76,7 +102,13 @@ def describe(exc: BaseException) -> str:
         return exc.message
     if isinstance(exc, FlowrtError):
         return f"{exc.message} ({exc.code})"
-    if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
+    if _driver_error(exc):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"database error: {first} (STORAGE_UNAVAILABLE)"
     return f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+
+
+def hint_for(exc: BaseException) -> str | None:
+    """A second line saying what to do, for the errors where one helps."""
+    hint = getattr(exc, "hint", None)
+    return hint if isinstance(hint, str) else None

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Optional
 
 import typer
 
-from ..errors import FlowLoadError, FlowrtError
-from .errors import describe, exit_code_for
 
 
 def serve(
@@ -17,26 +14,26 @@ def serve(
         typer.Option(
             "--flows",
             envvar="FLOWRT_FLOWS",
+            metavar="MODULE:NAME",
             help="Flows to serve, as module:NAME (a Flow, @flow class or list) or module. "
-            "Repeatable; comma-separated also works. Env: FLOWRT_FLOWS.",
-            show_envvar=False,
+            "Repeatable; comma-separated also works.",
         ),
     ] = None,
     host: Annotated[
-        str, typer.Option("--host", envvar="HOST", help="Interface to listen on. Env: HOST.", show_envvar=False)
+        str, typer.Option("--host", envvar="HOST", metavar="HOST", help="Interface to listen on.")
     ] = "127.0.0.1",
     port: Annotated[
         int,
-        typer.Option("--port", envvar="PORT", min=0, max=65535, help="TCP port. Env: PORT.", show_envvar=False),
+        typer.Option("--port", envvar="PORT", min=0, max=65535, metavar="PORT", help="TCP port."),
     ] = 3000,
     db: Annotated[
         Optional[str],
         typer.Option(
             "--db",
             envvar="DATABASE_URL",
-            help="sqlite:///file.db, postgresql://... or memory://. Env: DATABASE_URL. "
+            metavar="URL",
+            help="sqlite:///file.db, postgresql://... or memory://. "
             "(default: sqlite:///flowrt.db in the working directory)",
-            show_envvar=False,
         ),
     ] = None,
     strict_db: Annotated[
@@ -45,8 +42,7 @@ def serve(
             "--strict-db",
             envvar="FLOWRT_STRICT_DB",
             help="Refuse to start (exit 5) when the database cannot be reached, instead of "
-            "falling back to in-memory storage. Env: FLOWRT_STRICT_DB=1.",
-            show_envvar=False,
+            "falling back to in-memory storage.",
         ),
     ] = False,
     token: Annotated[
@@ -54,8 +50,8 @@ def serve(
         typer.Option(
             "--token",
             envvar="FLOWRT_API_TOKEN",
-            help="Require 'Authorization: Bearer TOKEN' on every /v1 route. Env: FLOWRT_API_TOKEN.",
-            show_envvar=False,
+            metavar="TOKEN",
+            help="Require 'Authorization: Bearer TOKEN' on every /v1 route.",
         ),
     ] = None,
     no_drive: Annotated[
@@ -63,9 +59,7 @@ def serve(
         typer.Option(
             "--no-drive",
             envvar="FLOWRT_NO_DRIVE",
-            help="No background drivers: only tick/resume calls move runs (the reference's behaviour). "
-            "Env: FLOWRT_NO_DRIVE=1.",
-            show_envvar=False,
+            help="No background drivers: only tick/resume calls move runs (the reference's behaviour).",
         ),
     ] = False,
     workers: Annotated[
@@ -73,9 +67,9 @@ def serve(
         typer.Option(
             "--workers",
             envvar="FLOWRT_WORKERS",
+            metavar="N",
             min=1,
-            help="Driver threads. Env: FLOWRT_WORKERS. (default: twice the CPU cores, 2-16)",
-            show_envvar=False,
+            help="Driver threads. (default: twice the CPU cores, 2-16)",
         ),
     ] = None,
     lease_ttl: Annotated[
@@ -83,9 +77,9 @@ def serve(
         typer.Option(
             "--lease-ttl",
             envvar="FLOWRT_LEASE_TTL",
+            metavar="SECONDS",
             min=0.1,
-            help="Seconds before a dead process's runs may be reclaimed. Env: FLOWRT_LEASE_TTL. (default: 30)",
-            show_envvar=False,
+            help="Seconds before a dead process's runs may be reclaimed. (default: 30)",
         ),
     ] = None,
     max_body_bytes: Annotated[
@@ -93,9 +87,9 @@ def serve(
         typer.Option(
             "--max-body-bytes",
             envvar="FLOWRT_MAX_BODY_BYTES",
+            metavar="BYTES",
             min=1,
-            help="Largest request body accepted (413 above). Env: FLOWRT_MAX_BODY_BYTES. (default: 1048576)",
-            show_envvar=False,
+            help="Largest request body accepted (413 above). (default: 1048576)",
         ),
     ] = None,
     shutdown_grace: Annotated[
@@ -147,8 +141,8 @@ def serve(
         typer.Option(
             "--log-level",
             envvar="FLOWRT_LOG_LEVEL",
-            help="debug, info, warning or error. Env: FLOWRT_LOG_LEVEL.",
-            show_envvar=False,
+            metavar="LEVEL",
+            help="debug, info, warning or error.",
         ),
     ] = "info",
 ) -> None:
@@ -174,14 +168,5 @@ def serve(
             max_connections=max_connections,
             keep_alive=keep_alive,
         )
-    except FlowrtError as exc:
-        # Driver messages span lines; stderr gets one. A flows module that does not import
-        # keeps its traceback below that line: the user's file and line are the point.
-        first, _, rest = exc.message.partition("\n") if isinstance(exc, FlowLoadError) else ("", "", "")
-        line = f"{first} ({exc.code})" if first else " ".join(describe(exc).split())
-        if rest:
-            line += "\n" + rest.rstrip()
-        print(f"flowrt serve: {line}", file=sys.stderr)
-        raise typer.Exit(exit_code_for(exc)) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C is how a foreground server is stopped: not a failure
         raise typer.Exit(0) from None

@@ -19,6 +19,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -488,6 +489,9 @@ def create_app(
         tenantId: str | None = Parameter(required=False, max_length=_MAX_NAME, pattern=_NO_NUL),  # noqa: N803
         limit: int = Parameter(ge=1, le=1000, default=50),
         cursor: str | None = Parameter(required=False, max_length=_MAX_ID, pattern=_NO_NUL),
+        # When the runs were started: ISO 8601 (a time without an offset is UTC); until is exclusive.
+        since: datetime | None = Parameter(required=False, description="Only runs started at or after this ISO 8601 time."),
+        until: datetime | None = Parameter(required=False, description="Only runs started before this ISO 8601 time."),
     ) -> Response[bytes]:
         runs, next_cursor = await offload(
             engine.list_runs,
@@ -496,6 +500,8 @@ def create_app(
             tenant_id=tenantId,
             limit=limit,
             cursor=cursor,
+            since=None if since is None else (since if since.tzinfo else since.replace(tzinfo=UTC)),
+            until=None if until is None else (until if until.tzinfo else until.replace(tzinfo=UTC)),
         )
         return json_response({"runs": [run.to_json() for run in runs], "nextCursor": next_cursor})
 

@@ -1,0 +1,139 @@
+"""The local backend: the engine in this process, on a SQLite, memory or Postgres database.
+
+Imported only by local commands (see :func:`.backends.connect`): it pulls in the
+engine, Peewee and the database drivers, which a remote command never needs.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from .. import errors as flowrt_errors
+from ..driver import recover
+from ..engine import Engine
+from ..errors import RunBusy
+from ..loader import load_all
+from ..runs import RunStatus, now_ms
+from .backends import Json, OnProgress, require_existing_sqlite, stuck_entry, version_key
+
+#: How often to look again at a run another process is executing.
+POLL_INTERVAL = 0.2
+
+
+class LocalBackend:
+    """The engine in this process, on the database of ``--db`` / ``DATABASE_URL``."""
+
+    def __init__(self, database_url: str, flow_paths: list[str], *, creates_db: bool = False, given: bool = True) -> None:
+        self.database_url = database_url
+        self.loaded = load_all(flow_paths)
+        self.creates_db, self.given = creates_db, given
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """Opened on first use: `flows` and `graph FLOW` read only the code and never touch the database."""
+        if self._engine is None:
+            if not self.creates_db:
+                require_existing_sqlite(self.database_url, given=self.given)
+            self._engine = Engine(self.database_url, flows=self.loaded)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+
+    def start(
+        self, flow_id: str, *, version: str | None, input: Any, tenant_id: str | None, wait: bool  # noqa: A002
+    ) -> Json:
+        run = self.engine.start(flow_id, version, input, tenant_id=tenant_id)
+        if not wait:
+            return {"runId": run.run_id, "status": str(run.status)}
+        return self._settle(run.run_id)
+
+    def tick(self, run_id: str) -> Json:
+        return self.engine.tick(run_id).to_json()
+
+    def resume(self, run_id: str, payload: Any, *, wait: bool) -> Json:
+        run = self.engine.resume(run_id, payload)
+        if wait and run.status == RunStatus.RUNNING:
+            return self._settle(run_id)
+        return run.to_json()
+
+    def _settle(self, run_id: str) -> Json:
+        """Drive the run here until it waits or ends; if another process holds it, watch it."""
+        while True:
+            try:
+                run = self.engine.run_until_blocked(run_id)
+            except RunBusy:
+                pass  # a server (or another CLI) is driving it: look again shortly
+            else:
+                if run.status != RunStatus.RUNNING:
+                    return run.to_json()
+                # Still RUNNING: parked in a long backoff by another driver; wait for it.
+            time.sleep(POLL_INTERVAL)
+
+    def cancel(self, run_id: str, reason: str | None) -> Json:
+        return self.engine.cancel(run_id, reason).to_json()
+
+    def get(self, run_id: str) -> Json:
+        run = self.engine.get(run_id)
+        if run is None:
+            raise flowrt_errors.RunNotFound(f"run {run_id} not found")
+        return run.to_json()
+
+    def timeline(self, run_id: str, after: int = 0, limit: int | None = None) -> list[Json]:
+        return [e.to_json() for e in self.engine.timeline(run_id, after, limit)]
+
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        flow_id: str | None = None,
+        tenant_id: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Json:
+        extra = {} if limit is None else {"limit": limit}
+        runs, next_cursor = self.engine.list_runs(
+            status=status, flow_id=flow_id, tenant_id=tenant_id, cursor=cursor, since=since, until=until, **extra
+        )
+        return {"runs": [r.to_json() for r in runs], "nextCursor": next_cursor}
+
+    def flows(self) -> list[Json]:
+        unique = {(f.flow_id, f.version): f for f in self.loaded}
+        return [
+            {"flowId": f.flow_id, "version": f.version, "definitionJson": f.to_dict()}
+            for _, f in sorted(unique.items(), key=lambda item: (item[0][0], version_key(item[0][1])))
+        ]
+
+    def stuck_runs(self) -> list[Json]:
+        now = now_ms()
+        loaded = {(f.flow_id, f.version) for f in self.engine.flows}
+        found = []
+        for run_id, status, lease_owner, wake_at in self.engine.storage.runnable_ids():
+            if status == "WAITING" and (wake_at is None or wake_at > now):
+                continue  # skip the lookups for the common case: a future timer
+            row = self.engine.storage.get_run(run_id)
+            run = self.engine.get(run_id)
+            if row is None or run is None:
+                continue  # deleted meanwhile
+            entry = stuck_entry(
+                run.to_json(), now, lease_known=True, lease_owner=row.lease_owner, lease_expires_at=row.lease_expires_at
+            )
+            if entry is None:
+                continue
+            if loaded and (entry["flowId"], entry["flowVersion"]) not in loaded and entry["action"] == "continue":
+                # This process could not execute it; the engine leaves such runs alone.
+                entry["action"] = "skip"
+                entry["detail"] += f"; flow {entry['flowId']}@{entry['flowVersion']} is not in --flows"
+            found.append(entry)
+        return found
+
+    def recover(self, candidates: list[Json], *, concurrency: int, progress: OnProgress | None) -> None:
+        recover(self.engine, concurrency=concurrency, progress=progress)
+
+
