@@ -24,6 +24,7 @@ import re
 import socket
 import threading
 import time
+from datetime import datetime
 from typing import Any, Callable, Iterable
 
 from .clock import SYSTEM_CLOCK, Clock
