@@ -97,10 +97,10 @@ def serve(
         typer.Option(
             "--shutdown-grace",
             envvar="FLOWRT_SHUTDOWN_GRACE",
+            metavar="SECONDS",
             min=0,
             help="Seconds a shutdown (SIGTERM, Ctrl-C) waits for steps in flight; steps still running then "
-            "are recovered at the next start. Env: FLOWRT_SHUTDOWN_GRACE. (default: 30)",
-            show_envvar=False,
+            "are recovered at the next start. (default: 30)",
         ),
     ] = None,
     max_value_bytes: Annotated[
@@ -108,10 +108,10 @@ def serve(
         typer.Option(
             "--max-value-bytes",
             envvar="FLOWRT_MAX_VALUE_BYTES",
+            metavar="BYTES",
             min=1,
             help="Largest stored value: a run's input, a step's output or patch, a resume payload. "
-            "Env: FLOWRT_MAX_VALUE_BYTES. (default: 1048576)",
-            show_envvar=False,
+            "(default: 1048576)",
         ),
     ] = None,
     max_connections: Annotated[
@@ -119,10 +119,10 @@ def serve(
         typer.Option(
             "--max-connections",
             envvar="FLOWRT_MAX_CONNECTIONS",
+            metavar="N",
             min=1,
             help="Open connections plus requests in progress (long-polls included); past it, new "
-            "requests get 503. Env: FLOWRT_MAX_CONNECTIONS. (default: 1000)",
-            show_envvar=False,
+            "requests get 503. (default: 1000)",
         ),
     ] = None,
     keep_alive: Annotated[
@@ -130,10 +130,10 @@ def serve(
         typer.Option(
             "--keep-alive",
             envvar="FLOWRT_KEEP_ALIVE",
+            metavar="SECONDS",
             min=0.1,
             help="Seconds an idle connection stays open (before its first request and between "
-            "requests). Env: FLOWRT_KEEP_ALIVE. (default: 5)",
-            show_envvar=False,
+            "requests). (default: 5)",
         ),
     ] = None,
     log_level: Annotated[
