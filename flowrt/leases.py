@@ -90,10 +90,18 @@ class Leases:
         with self._lock:
             self._held.pop(run_id, None)
 
-    def in_flight(self) -> list[Lease]:
-        """Leases whose handler is running right now (for shutdown messages)."""
-        with self._lock:
-            return [lease for lease in self._held.values() if lease.executing]
+    def in_flight(self, *, blocking: bool = True) -> list[Lease]:
+        """Leases whose handler is running right now (for shutdown messages).
+
+        ``blocking=False`` is for signal handlers, which must never wait on a lock the
+        interrupted thread may hold: then the dict is read without it (a snapshot)."""
+        if blocking:
+            with self._lock:
+                return [lease for lease in self._held.values() if lease.executing]
+        try:
+            return [lease for lease in list(self._held.values()) if lease.executing]
+        except RuntimeError:  # changed size meanwhile (another thread): treat as nothing known
+            return []
 
     def count(self) -> int:
         with self._lock:

@@ -9,13 +9,15 @@ line on stderr and an exit code. The ``--wait`` loops live in the backends
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import sys
 import time
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
-from .errors import RUN_FAILED
+from .errors import INTERRUPTED, RUN_FAILED, Stopped
 from .options import AsJson, Db, Debug, Flows, RunId, Token, Url, Wait, read_json, session
 from .output import Output
 
@@ -39,6 +41,16 @@ def start(
         typer.Option("--input", "-i", envvar="FLOWRT_START_INPUT", metavar="JSON|@FILE|-", help="The run's input: inline JSON, @file.json, or - for stdin."),
     ] = None,
     tenant: Annotated[Optional[str], typer.Option("--tenant", envvar="FLOWRT_TENANT", metavar="TENANT", help="Tenant id to record on the run.")] = None,
+    idempotency_key: Annotated[
+        Optional[str],
+        typer.Option(
+            "--idempotency-key",
+            envvar="FLOWRT_IDEMPOTENCY_KEY",
+            metavar="KEY",
+            help="Starting again with the same key returns the run the first start made (safe to retry); "
+            "the same key with another flow or input is an error (exit 4).",
+        ),
+    ] = None,
     wait: Wait = False,
     db: Db = None,
     url: Url = None,
@@ -53,8 +65,10 @@ def start(
     move it with tick, resume or recover, or let a server's drivers pick it up.
     """
     payload = read_json(input, "--input")
-    with session(db, url, token, flows, needs_flows="to start a run", creates_db=True) as backend:
-        result = backend.start(flow, version=version, input=payload, tenant_id=tenant, wait=wait)
+    with _stops_on_ctrl_c(db, url, flows), session(db, url, token, flows, needs_flows="to start a run", creates_db=True) as backend:
+        result = backend.start(
+            flow, version=version, input=payload, tenant_id=tenant, wait=wait, idempotency_key=idempotency_key
+        )
     out = Output(as_json)
     if not wait:
         out.started(result)
@@ -86,7 +100,9 @@ def resume(
     run that is not WAITING is an error (exit 4): a dropped decision is never silent.
     """
     value = read_json(payload, "--payload")
-    with session(db, url, token, flows, needs_flows="to resume a run (it runs the waiting node)") as backend:
+    with _stops_on_ctrl_c(db, url, flows, run_id), session(
+        db, url, token, flows, needs_flows="to resume a run (it runs the waiting node)"
+    ) as backend:
         run = backend.resume(run_id, value, wait=wait)
     out = Output(as_json)
     out.run(run)
@@ -97,6 +113,7 @@ def resume(
 
 def tick(
     run_id: RunId,
+    wait: Wait = False,
     db: Db = None,
     url: Url = None,
     token: Token = None,
@@ -104,10 +121,18 @@ def tick(
     as_json: AsJson = False,
     debug: Debug = False,
 ) -> None:
-    """Execute one step of a run (a WAITING run's node is polled once)."""
-    with session(db, url, token, flows, needs_flows="to tick a run (it runs a node)") as backend:
+    """Execute one step of a run (a WAITING run's node is polled once); with --wait, until it waits or ends."""
+    with _stops_on_ctrl_c(db, url, flows, run_id), session(
+        db, url, token, flows, needs_flows="to tick a run (it runs a node)"
+    ) as backend:
         run = backend.tick(run_id)
-    Output(as_json).run(run)
+        if wait and run.get("status") == "RUNNING":
+            run = backend.settle(run_id)
+    out = Output(as_json)
+    out.run(run)
+    if wait:
+        hint_waiting(out, run, db=db, url=url, flows=flows)
+        _exit_for(run)
 
 
 def cancel(
@@ -190,6 +215,32 @@ def hint_waiting(
 def _connection(db: str | None, flows: list[str] | None) -> str:
     where = f" --flows {shlex.quote(','.join(flows))}" if flows else " --flows MODULE:NAME"
     return where + (f" --db {shlex.quote(db)}" if db else "")
+
+
+@contextlib.contextmanager
+def _stops_on_ctrl_c(db: str | None, url: str | None, flows: list[str] | None, run_id: str | None = None) -> Iterator[None]:
+    """Ctrl-C never fails a run: say where it stands and the command that continues or watches it."""
+    try:
+        yield
+    except Stopped as stop:
+        if stop.run and stop.run.get("status") != "RUNNING":
+            return  # it reached a wait or its end after all
+        what = (
+            f"abandoned node {stop.node_id} of run {stop.run_id}: its attempt is recovered (not failed) "
+            "when the run is continued"
+            if stop.abandoned
+            else f"stopped: run {stop.run_id} is RUNNING" + (f" at node {stop.run.get('currentNodeId')}" if stop.run else "")
+        )
+        sys.stderr.write(f"{what}\ncontinue it with: flowrt tick {stop.run_id} --wait{_connection(db, flows)}\n")
+        raise typer.Exit(INTERRUPTED) from None
+    except KeyboardInterrupt:
+        if url is None or run_id is None:
+            raise
+        sys.stderr.write(
+            f"stopped watching run {run_id}; it goes on on the server. Watch it with: "
+            f"flowrt status {run_id} --watch --url {shlex.quote(url)}\n"
+        )
+        raise typer.Exit(INTERRUPTED) from None
 
 
 def _nothing_drives(run_id: str, *, db: str | None, flows: list[str] | None) -> str:

@@ -10,6 +10,7 @@ Exit codes (docs/cli.md):
     4  conflict: the run is busy, not waiting, or already finished
     5  the server or the database cannot be reached (or the server failed)
    70  an unexpected internal error (a bug: rerun with --debug and report it)
+  130  stopped by Ctrl-C (the run is never failed by it: the message says how to continue)
 
 The mapping follows the error's HTTP status, so a local :class:`~flowrt.FlowrtError`
 and the same error coming back from a server give the same exit code. Peewee is not
@@ -30,6 +31,15 @@ NOT_FOUND = 3
 CONFLICT = 4
 UNAVAILABLE = 5
 INTERNAL = 70
+INTERRUPTED = 130
+
+
+class Stopped(Exception):
+    """A ``--wait`` that Ctrl-C ended; the run goes on when someone continues it (see .interrupts)."""
+
+    def __init__(self, run_id: str, node_id: str | None, *, abandoned: bool, run: dict[str, object] | None = None) -> None:
+        super().__init__(run_id)
+        self.run_id, self.node_id, self.abandoned, self.run = run_id, node_id, abandoned, run
 
 
 class UsageProblem(FlowrtError):

@@ -16,6 +16,8 @@ from ..engine import Engine
 from ..errors import RunBusy
 from ..loader import load_all
 from ..runs import RunStatus, now_ms
+from .errors import Stopped
+from .interrupts import finish_step_on_ctrl_c
 from .backends import Json, OnProgress, require_existing_sqlite, stuck_entry, version_key
 
 #: How often to look again at a run another process is executing.
@@ -45,34 +47,50 @@ class LocalBackend:
             self._engine.close()
 
     def start(
-        self, flow_id: str, *, version: str | None, input: Any, tenant_id: str | None, wait: bool  # noqa: A002
+        self,
+        flow_id: str,
+        *,
+        version: str | None,
+        input: Any,  # noqa: A002
+        tenant_id: str | None,
+        wait: bool,
+        idempotency_key: str | None = None,
     ) -> Json:
-        run = self.engine.start(flow_id, version, input, tenant_id=tenant_id)
+        run = self.engine.start(flow_id, version, input, tenant_id=tenant_id, idempotency_key=idempotency_key)
         if not wait:
             return {"runId": run.run_id, "status": str(run.status)}
-        return self._settle(run.run_id)
+        return self.settle(run.run_id)
 
     def tick(self, run_id: str) -> Json:
-        return self.engine.tick(run_id).to_json()
+        with finish_step_on_ctrl_c(self.engine, run_id):
+            return self.engine.tick(run_id).to_json()
 
     def resume(self, run_id: str, payload: Any, *, wait: bool) -> Json:
-        run = self.engine.resume(run_id, payload)
+        with finish_step_on_ctrl_c(self.engine, run_id) as stopping:
+            run = self.engine.resume(run_id, payload)
+            if stopping() and run.status == RunStatus.RUNNING:
+                raise Stopped(run_id, run.current_node_id, abandoned=False, run=run.to_json())
         if wait and run.status == RunStatus.RUNNING:
-            return self._settle(run_id)
+            return self.settle(run_id)
         return run.to_json()
 
-    def _settle(self, run_id: str) -> Json:
-        """Drive the run here until it waits or ends; if another process holds it, watch it."""
-        while True:
-            try:
-                run = self.engine.run_until_blocked(run_id)
-            except RunBusy:
-                pass  # a server (or another CLI) is driving it: look again shortly
-            else:
-                if run.status != RunStatus.RUNNING:
-                    return run.to_json()
-                # Still RUNNING: parked in a long backoff by another driver; wait for it.
-            time.sleep(POLL_INTERVAL)
+    def settle(self, run_id: str) -> Json:
+        """Drive the run here until it waits or ends; if another process holds it, watch it.
+
+        Ctrl-C lets the step in hand finish and stops (see :mod:`.interrupts`)."""
+        with finish_step_on_ctrl_c(self.engine, run_id) as stopping:
+            while True:
+                try:
+                    run = self.engine.run_until_blocked(run_id, should_stop=stopping)
+                except RunBusy:
+                    pass  # a server (or another CLI) is driving it: look again shortly
+                else:
+                    if run.status != RunStatus.RUNNING:
+                        return run.to_json()
+                    if stopping():
+                        raise Stopped(run_id, run.current_node_id, abandoned=False, run=run.to_json())
+                    # Still RUNNING: parked in a long backoff by another driver; wait for it.
+                time.sleep(POLL_INTERVAL)
 
     def cancel(self, run_id: str, reason: str | None) -> Json:
         return self.engine.cancel(run_id, reason).to_json()

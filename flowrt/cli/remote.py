@@ -118,9 +118,18 @@ class RemoteBackend:
     # -- commands
 
     def start(
-        self, flow_id: str, *, version: str | None, input: Any, tenant_id: str | None, wait: bool  # noqa: A002
+        self,
+        flow_id: str,
+        *,
+        version: str | None,
+        input: Any,  # noqa: A002
+        tenant_id: str | None,
+        wait: bool,
+        idempotency_key: str | None = None,
     ) -> Json:
         body: Json = {"flowId": flow_id}
+        if idempotency_key is not None:
+            body["idempotencyKey"] = idempotency_key
         if version is not None:
             body["version"] = version
         if input is not None:
@@ -178,6 +187,10 @@ class RemoteBackend:
     @property
     def _poll_timeout(self) -> float:
         return LONG_POLL_SECONDS + self.timeout
+
+    def settle(self, run_id: str) -> Json:
+        """Until the run leaves RUNNING (``tick --wait``)."""
+        return self._settle(self.get(run_id))
 
     def _settle(self, run: Json) -> Json:
         """Keep the run moving until it leaves RUNNING, then answer the full run object.
