@@ -516,11 +516,13 @@ class Storage:
         """Create or upgrade the tables; the applied version is recorded in ``flowrt_schema``."""
         SchemaVersion = self.models["SchemaVersion"]
         with self._write_lock:
-            self.db.create_tables([SchemaVersion], safe=True)
             with self.db.atomic():
                 if self.kind == "postgres":
-                    # Many processes may start at once; one migrates, the others wait.
+                    # Many processes may start at once on an empty schema; one creates and
+                    # migrates, the others wait here. The lock comes first: two concurrent
+                    # CREATE TABLE IF NOT EXISTS would collide in Postgres's catalog.
                     self.db.execute_sql("SELECT pg_advisory_xact_lock(7423001)")
+                self.db.create_tables([SchemaVersion], safe=True)
                 current = self.db.execute_sql("SELECT MAX(version) FROM flowrt_schema").fetchone()[0] or 0
                 if current > SCHEMA_VERSION:
                     raise StorageUnavailable(
