@@ -63,6 +63,8 @@ class ServerPool:
         self.retired: list[ServeProcess] = []
         self.start_failures: list[str] = []
         self.pids: dict[int, int] = {}  # pid -> slot, for reading timelines
+        self._watchers: list[threading.Thread] = []
+        self._closing = False
         for slot in range(size):
             self._spawn(slot)
 
@@ -71,14 +73,16 @@ class ServerPool:
         with self._lock:
             self._slots[slot], self._ready[slot], self._born[slot] = proc, False, time.monotonic()
             self.pids[proc.proc.pid] = slot
-        threading.Thread(target=self._watch, args=(slot, proc), name=f"chaos-ready-{slot}", daemon=True).start()
+        watcher = threading.Thread(target=self._watch, args=(slot, proc), name=f"chaos-ready-{slot}", daemon=True)
+        self._watchers.append(watcher)
+        watcher.start()
 
     def _watch(self, slot: int, proc: ServeProcess) -> None:
         try:
             proc.wait_ready(timeout=60)
-        except RuntimeError as exc:
+        except Exception as exc:  # noqa: BLE001 - exited, or never ready: kept for the test to report
             with self._lock:
-                if self._slots[slot] is proc:  # not one we killed while it started
+                if self._slots[slot] is proc and not self._closing:  # not one we killed while it started
                     self.start_failures.append(str(exc)[-3000:])
             return
         with self._lock:
@@ -105,6 +109,8 @@ class ServerPool:
         assert victim is not None
         victim.kill()
         self.retired.append(victim)
+        if self._closing:
+            raise RuntimeError("the pool is closing: no replacement started")
         fault = Fault(time.time(), f"kill -9 pid {victim.proc.pid} (slot {slot}, {'ready' if was_ready else 'starting'}, up {uptime:.1f}s)")
         self._spawn(slot)
         return fault
@@ -135,13 +141,20 @@ class ServerPool:
         return [f"{count}x {first}" for count, first in list(seen.values())[:limit]]
 
     def close(self) -> None:
+        """SIGTERM every live server (kill -9 past 20 s); logs are deleted only once no
+        readiness watcher can still read them."""
         with self._lock:
+            self._closing = True
             live = [p for p in self._slots if p is not None]
         for proc in live:
             try:
                 proc.terminate(timeout=20)
             except Exception:  # noqa: BLE001 - a server that will not stop is killed below
                 pass
+        for proc in live:
+            proc.kill()
+        for watcher in self._watchers:
+            watcher.join(10)
         for proc in [*live, *self.retired]:
             proc.close()
 
@@ -171,7 +184,8 @@ class Killer(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
-        self.join(10)
+        if self.ident is not None:  # started
+            self.join(10)
 
 
 @dataclass

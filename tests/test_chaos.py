@@ -31,13 +31,17 @@ SLOW_NODE = {"c": (0.2, 0.6)}
 
 def run_chaos(url: str, side: str, processes: int, runs: int, window: float, completion: float) -> None:
     chaos_flows.create_side_table(side)
-    args = ["--flows", "chaos_flows:ALL", "--db", url, "--workers", "3", "--lease-ttl", LEASE_TTL, "--log-level", "warning"]
-    pool = ServerPool(processes, args, {"FLOWRT_CHAOS_SIDE": side})
+    # --strict-db: a server that cannot use the database exits instead of running on memory.
+    args = ["--flows", "chaos_flows:ALL", "--db", url, "--workers", "3", "--lease-ttl", LEASE_TTL, "--strict-db"]
+    # The schema exists before the servers start: this test is about kills, not about
+    # several processes creating the tables at once.
+    reader = Engine(url, flows=chaos_flows.ALL)  # reads only; the servers do the work
+    pool = ServerPool(processes, args + ["--log-level", "warning"], {"FLOWRT_CHAOS_SIDE": side})
     faults: list[Fault] = []
     client: Client | None = None
+    killer: Killer | None = None
     try:
         pool.wait_ready(60)  # the clock starts with every server up
-        reader = Engine(url, flows=chaos_flows.ALL)  # reads only; the servers do the work
         started = time.monotonic()
         killer = Killer(pool, window, faults)
         client = Client(pool, give_up_at=started + window + completion)
@@ -51,10 +55,7 @@ def run_chaos(url: str, side: str, processes: int, runs: int, window: float, com
         assert not pool.start_failures, pool.start_failures
         # On the clock: at least one kill per longest interval of the window, whatever the load.
         assert killer.kills >= max(3, int(window / KILL_INTERVAL[1])), (killer.kills, window)
-        try:
-            report = verify(reader, starts, faults, pool.pids, worker_lost_allowed=True)
-        finally:
-            reader.close()
+        report = verify(reader, starts, faults, pool.pids, worker_lost_allowed=True)
         ready_kills = sum("ready" in f.what for f in faults)
         print(
             f"chaos: {runs} runs, {processes} processes, {killer.kills} kills ({ready_kills} of ready servers) "
@@ -69,9 +70,12 @@ def run_chaos(url: str, side: str, processes: int, runs: int, window: float, com
         clean = not unfinished and not report.problems
         assert clean, problems + "\nserver log:\n" + "\n".join(pool.log_lines())
     finally:
+        if killer is not None:
+            killer.stop()  # before the pool closes, so no replacement outlives the test
         if client is not None:
             client.close()
         pool.close()
+        reader.close()
         chaos_flows.close_side()
 
 

@@ -95,13 +95,16 @@ def test_postgres_outage_mid_load_loses_and_fails_nothing(cluster: PgCluster, tm
     chaos_flows.create_side_table(side)
     # The default lease (30 s) outlives the outage: a step whose commit fails must wait for
     # the database, not be taken for a dead worker.
-    args = ["--flows", "chaos_flows:ALL", "--db", cluster.url, "--workers", "4", "--log-level", "warning"]
+    # --strict-db: a server never falls back to in-memory storage. The reader creates the
+    # schema before the servers start, so they do not race to create the tables.
+    args = ["--flows", "chaos_flows:ALL", "--db", cluster.url, "--workers", "4", "--strict-db", "--log-level", "warning"]
+    reader = Engine(cluster.url, flows=chaos_flows.ALL)
     pool = ServerPool(2, args, {"FLOWRT_CHAOS_SIDE": side})
     faults: list[Fault] = []
     client: Client | None = None
+    outage: Outage | None = None
     try:
         pool.wait_ready(60)
-        reader = Engine(cluster.url, flows=chaos_flows.ALL)
         started = time.monotonic()
         outage = Outage(cluster, pool, started + OUTAGE_AT, OUTAGE_SECONDS, faults)
         client = Client(pool, give_up_at=started + COMPLETION)
@@ -110,7 +113,6 @@ def test_postgres_outage_mid_load_loses_and_fails_nothing(cluster: PgCluster, tm
         unfinished = drive_load(client, reader, starts, SPREAD, started + COMPLETION)
         outage.join(60)
         elapsed = time.monotonic() - started
-        reader.close()
 
         # The harness did what it says: the database was really away, mid-load.
         assert not outage.errors, outage.errors
@@ -146,9 +148,12 @@ def test_postgres_outage_mid_load_loses_and_fails_nothing(cluster: PgCluster, tm
         clean = not unfinished and not report.problems
         assert clean, problems + "\nserver log:\n" + "\n".join(pool.log_lines())
     finally:
+        if outage is not None and outage.ident is not None:
+            outage.join(60)  # the cluster is dropped after this; never while the thread restarts it
         if client is not None:
             client.close()
         pool.close()
+        reader.close()
         chaos_flows.close_side()
 
 
