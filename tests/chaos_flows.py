@@ -1,4 +1,9 @@
-"""The chaos test's flow: five nodes with short random sleeps, and an approval wait for some runs.
+"""The chaos tests' flow: five nodes with random sleeps, and an approval wait for some runs.
+
+Each node sleeps 0-30 ms unless the run's input says otherwise (``{"sleep": {"c": [1, 2]}}``
+makes node c take 1-2 s), so a test can keep a step in flight when the fault lands.
+Every node has the default ``Retry()`` (one attempt), as a new user writes it: a crash or
+an outage must not fail the run on that account.
 
 Every handler execution first appends a row to a side table (FLOWRT_CHAOS_SIDE: a
 Postgres URL or an SQLite file path), committed at once and outside flowrt, so the
@@ -14,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from flowrt import Flow, Retry, ok, wait
+from flowrt import Flow, ok, wait
 
 _local = threading.local()
 
@@ -34,21 +39,30 @@ def _side() -> Any:
     return conn
 
 
-def create_side_table(target: str) -> None:
-    os.environ["FLOWRT_CHAOS_SIDE"] = target
+def close_side() -> None:
+    """Close this thread's side-table connection (the test's, at the end)."""
     old = getattr(_local, "conn", None)
     if old is not None:
         old.close()
         _local.conn = None
-    _side().execute("CREATE TABLE IF NOT EXISTS chaos_side (run_id TEXT, node_id TEXT, attempt INTEGER, pid INTEGER)")
+
+
+def create_side_table(target: str) -> None:
+    os.environ["FLOWRT_CHAOS_SIDE"] = target
+    close_side()
+    _side().execute(
+        "CREATE TABLE IF NOT EXISTS chaos_side (run_id TEXT, node_id TEXT, attempt INTEGER, pid INTEGER, at DOUBLE PRECISION)"
+    )
+
+
+def _sql(conn: Any, sql: str) -> str:
+    return sql.replace("%s", "?") if isinstance(conn, sqlite3.Connection) else sql
 
 
 def record(ctx: Any) -> None:
-    sql = "INSERT INTO chaos_side (run_id, node_id, attempt, pid) VALUES (%s, %s, %s, %s)"
     conn = _side()
-    if isinstance(conn, sqlite3.Connection):
-        sql = sql.replace("%s", "?")
-    conn.execute(sql, (ctx.run_id, ctx.node_id, ctx.attempt, os.getpid()))
+    sql = _sql(conn, "INSERT INTO chaos_side (run_id, node_id, attempt, pid, at) VALUES (%s, %s, %s, %s, %s)")
+    conn.execute(sql, (ctx.run_id, ctx.node_id, ctx.attempt, os.getpid(), time.time()))
 
 
 def executions() -> dict[tuple[str, str], int]:
@@ -56,19 +70,26 @@ def executions() -> dict[tuple[str, str], int]:
     return {(r[0], r[1]): r[2] for r in rows}
 
 
+def executions_of(run_id: str) -> list[tuple[float, str, int, int]]:
+    """``(unix time, node_id, attempt, pid)`` of each execution of one run's handlers, in order."""
+    conn = _side()
+    sql = _sql(conn, "SELECT at, node_id, attempt, pid FROM chaos_side WHERE run_id = %s ORDER BY at")
+    return [(r[0], r[1], r[2], r[3]) for r in conn.execute(sql, (run_id,)).fetchall()]
+
+
 def _work(ctx: Any) -> Any:
     record(ctx)
-    time.sleep(random.uniform(0, 0.03))
+    low, high = ctx.input.get("sleep", {}).get(ctx.node_id, (0, 0.03))
+    time.sleep(random.uniform(low, high))
     return ok({"node": ctx.node_id, "pid": os.getpid()})
 
 
 chaos = Flow("chaos", "1.0.0")
-RETRY = Retry(max_attempts=10, base_delay_ms=10)
 for name in ("a", "b", "c", "d", "e"):
-    chaos.add_node(name, _work, entry=(name == "a"), retry=RETRY)
+    chaos.add_node(name, _work, entry=(name == "a"))
 
 
-@chaos.node(retry=RETRY)
+@chaos.node
 def approval(ctx: Any) -> Any:
     record(ctx)
     if ctx.resume_payload is None:
