@@ -6,7 +6,7 @@ one node taking 1-2 s, the cluster is stopped for 5 s and started again; starts 
 resumes sent meanwhile get 503 (or a refused connection) and the client retries them
 with the same Idempotency-Key. At the end: every start made exactly one run, every run
 is COMPLETED, every node finished once and ran once (no process died, so no attempt may
-be WORKER_LOST), and /health said "unavailable" during the outage and recovered by itself.
+be WORKER_LOST), and /ready answered 503 (and /health's condition "unavailable") during the outage and both recovered by itself.
 The side table of executions lives in an SQLite file, which the outage does not reach.
 """
 
@@ -54,14 +54,24 @@ class Outage(threading.Thread):
         self.health_during: list[int] = []
         self.recovered_in: float | None = None  # seconds from the restart until every /health said 200
         self.errors: list[str] = []
+        self.conditions: list[str] = []  # /health's verdicts, probed next to each /ready
 
     def _health(self) -> list[int]:
+        """/ready's status code per server (503 during the outage); /health, liveness, must stay
+        200 throughout and say ``condition: unavailable`` when /ready does."""
         codes = []
         for url in self.pool.urls():
             try:
-                codes.append(httpx.get(url + "/health", timeout=5).status_code)
+                ready = httpx.get(url + "/ready", timeout=5).status_code
+                live = httpx.get(url + "/health", timeout=5)
             except httpx.TransportError as exc:
-                self.errors.append(f"/health of {url} did not answer: {exc!r}")
+                self.errors.append(f"/ready or /health of {url} did not answer: {exc!r}")
+                continue
+            if live.status_code != 200:
+                self.errors.append(f"/health of {url} answered {live.status_code}: liveness must stay 200")
+            else:
+                self.conditions.append(str(live.json().get("condition")))
+            codes.append(ready)
         return codes
 
     def run(self) -> None:
@@ -125,7 +135,8 @@ def test_postgres_outage_mid_load_loses_and_fails_nothing(cluster: PgCluster, tm
             if node == "c" and outage.stopped_at - 1.0 <= at <= outage.stopped_at
         ]
         assert in_flight, "no slow step was in flight when the database stopped"
-        assert 503 in outage.health_during, f"/health never reported the outage: {outage.health_during}"
+        assert 503 in outage.health_during, f"/ready never reported the outage: {outage.health_during}"
+        assert "unavailable" in outage.conditions, f"/health's condition never said so: {outage.conditions}"
         retried = [s for s in starts if s.retried]
         assert retried, "no start met the outage"
 
