@@ -264,3 +264,54 @@ def test_a_step_whose_commit_fails_keeps_its_result_and_commits_once(tmp_path: A
         assert calls == [1]  # the handler ran once; only its commit was tried again
         types = [e.type for e in engine.timeline(run.run_id)]
         assert types == ["RUN_STARTED", "NODE_STARTED", "NODE_FINISHED", "RUN_COMPLETED"]
+
+
+# --------------------------------------------------------------------------- drivers
+
+
+def test_a_driver_that_dies_anyway_is_replaced_and_runs_go_on(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing a handler does can kill a driver now; a bug in flowrt still might. Fault injected:
+    the first claim raises SystemExit, as an escaped BaseException would."""
+    from flowrt.driver import Drivers
+
+    f = Flow("driven")
+    f.add_node("a", lambda ctx: ok({"done": True}), entry=True)
+    with Engine(f"sqlite:///{tmp_path / 'f.db'}", flows=[f]) as engine:
+        real = engine.drive_next
+        calls = {"n": 0}
+
+        def flaky(**kwargs: Any) -> bool:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise SystemExit("escaped")
+            return real(**kwargs)
+
+        engine.drive_next = flaky  # type: ignore[method-assign]
+        drivers = Drivers(engine, workers=2, poll_interval=0.05).start()
+        try:
+            run_id = engine.start("driven").run_id
+            deadline = time.monotonic() + 20
+            while engine.get(run_id).status != "COMPLETED":  # type: ignore[union-attr]
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            while drivers.alive() < 2:  # the replacement starts after a short pause
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert drivers.replaced == 1
+            assert "driver 0 died; replacing it" in caplog.text or "driver 1 died; replacing it" in caplog.text
+        finally:
+            drivers.stop(5)
+
+
+def test_a_handlers_traceback_is_logged_with_its_run_and_node(make_engine: Any, caplog: pytest.LogCaptureFixture) -> None:
+    f = Flow("logs")
+
+    @f.node(entry=True)
+    def explode(ctx: Any) -> Any:
+        raise ValueError("bad row 7")
+
+    engine = make_engine(f)
+    run = engine.run_until_blocked(engine.start("logs").run_id)
+    record = next(r for r in caplog.records if "raised ValueError" in r.getMessage())
+    assert f"run {run.run_id}: node explode raised ValueError: bad row 7" in record.getMessage()
+    assert 'raise ValueError("bad row 7")' in record.getMessage()
