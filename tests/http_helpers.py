@@ -31,6 +31,17 @@ if str(REPO) not in sys.path:
 SERVE = [sys.executable, "-m", "flowrt.cli", "serve"]
 
 
+def wait_for(predicate: Any, timeout: float, what: str) -> Any:
+    """The predicate's first truthy value within ``timeout`` seconds (a deadline, not a count)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

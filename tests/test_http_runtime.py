@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from http_helpers import REPO, SERVE, ServeProcess, serve_process
+from http_helpers import REPO, SERVE, ServeProcess, serve_process, wait_for
 
 from flowrt import Engine
 
@@ -69,16 +68,6 @@ def test_unreachable_database_falls_back_to_memory_loudly_and_sigterm_exits_clea
         assert "runtime stopped" in log and "Traceback" not in log
 
 
-def _wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_kill_9_mid_run_then_restart_finishes_every_run_exactly_once(tmp_path: Path) -> None:
     side = tmp_path / "executions.log"
     side.touch()
@@ -88,7 +77,7 @@ def test_kill_9_mid_run_then_restart_finishes_every_run_exactly_once(tmp_path: P
     with serve_process(args, env) as first:
         ids = [httpx.post(first.url + "/v1/runs/start", json={"flowId": "slow-http", "input": {"i": i}}).json()["runId"]
                for i in range(6)]
-        _wait_for(lambda: len(side.read_text().splitlines()) >= 4, 15, "the first nodes to start")
+        wait_for(lambda: len(side.read_text().splitlines()) >= 4, 15, "the first nodes to start")
         first.kill()  # kill -9: in-flight nodes never commit, leases stay held until they expire
 
     with serve_process(args, env) as second:
@@ -96,7 +85,7 @@ def test_kill_9_mid_run_then_restart_finishes_every_run_exactly_once(tmp_path: P
             runs = [httpx.get(f"{second.url}/v1/runs/{run_id}").json() for run_id in ids]
             return runs if all(r["status"] == "COMPLETED" for r in runs) else None
 
-        _wait_for(all_done, 40, "every run to complete after the restart")
+        wait_for(all_done, 40, "every run to complete after the restart")
         assert "recovery:" in second.output()
         assert second.terminate() == 0
 
@@ -128,7 +117,7 @@ def test_sigterm_lets_the_step_in_flight_commit_and_releases_leases(tmp_path: Pa
     try:
         proc.wait_ready()
         run_id = httpx.post(proc.url + "/v1/runs/start", json={"flowId": "slow-http"}).json()["runId"]
-        _wait_for(lambda: side.read_text().strip(), 10, "the first node to start")
+        wait_for(lambda: side.read_text().strip(), 10, "the first node to start")
         assert proc.terminate() == 0
         assert "runtime stopped" in proc.output()
     finally:

@@ -17,26 +17,16 @@ from typing import Any
 
 import httpx
 import pytest
-from http_helpers import REPO, ServeProcess, serve_process
+from http_helpers import REPO, ServeProcess, serve_process, wait_for
 
 from flowrt import Engine
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
-def _wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _start_slow(server: ServeProcess, side: Path) -> str:
     run_id = httpx.post(server.url + "/v1/runs/start", json={"flowId": "slow-http"}).json()["runId"]
-    _wait_for(lambda: side.read_text().strip(), 20, "the first node to start")
+    wait_for(lambda: side.read_text().strip(), 20, "the first node to start")
     return str(run_id)
 
 
@@ -78,7 +68,7 @@ def test_a_step_past_the_grace_is_recovered_at_the_next_start_not_failed(tmp_pat
     finally:
         server.close()
     with serve_process(args, {"HTTP_TEST_SIDE_FILE": str(side), "HTTP_TEST_SLEEP": "0"}) as again:
-        run = _wait_for(
+        run = wait_for(
             lambda: (r := httpx.get(f"{again.url}/v1/runs/{run_id}").json())["status"] == "COMPLETED" and r,
             30, "the run to complete after the restart",
         )  # fmt: skip
@@ -98,7 +88,7 @@ def test_a_second_ctrl_c_abandons_at_once(tmp_path: Path) -> None:
     try:
         run_id = _start_slow(server, side)
         server.proc.send_signal(signal.SIGINT)
-        _wait_for(lambda: "waiting up to" in server.output(), 10, "the first Ctrl-C to be acknowledged")
+        wait_for(lambda: "waiting up to" in server.output(), 10, "the first Ctrl-C to be acknowledged")
         began = time.monotonic()
         server.proc.send_signal(signal.SIGINT)
         assert server.proc.wait(20) == 0
