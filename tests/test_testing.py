@@ -203,3 +203,22 @@ def test_the_plugin_is_registered_and_light(tmp_path: Path) -> None:
     off = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:flowrt", "-p", "no:cacheprovider", str(tmp_path)],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert off.returncode != 0 and "fixture 'flowrt_engine' not found" in off.stdout
+
+
+def test_the_documented_examples_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    section = (REPO / "docs" / "concepts.md").read_text().split("## Testing your flows")[1].split("\n## ")[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 3
+    for code in blocks[:2]:
+        exec(compile(code, "concepts.md", "exec"), {"__name__": "doc"})  # noqa: S102 - our own docs
+        printed = capsys.readouterr().out.splitlines()
+        # Every `print(...)  # expected` line prints what its comment says.
+        expected = [line.split("# ", 1)[1] if "print(" in line else line[2:]
+                    for line in code.splitlines() if re.match(r"(print\(.*#|# )", line)]
+        assert printed == expected
+    (tmp_path / "test_doc_fixture.py").write_text(blocks[2])
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr
