@@ -19,7 +19,7 @@ Input: ``requestId``, ``amount`` (> 0), ``requester``, and ``escalateAfterSecond
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flowrt import Context, Fail, Flow, Ok, Wait, fail, ok, wait
@@ -34,7 +34,7 @@ def submit(ctx: Context) -> Ok | Fail:
     if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount <= 0:
         return fail("INVALID_REQUEST", "amount must be a positive number", retryable=False)
     seconds = request.get("escalateAfterSeconds", 3600)
-    escalate_at = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+    escalate_at = (ctx.now() + timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
     return ok(
         output={"requestId": request.get("requestId"), "amount": amount},
         patch={"approver": "team-lead", "escalateAt": escalate_at, "escalated": False},
@@ -50,7 +50,7 @@ def decide(ctx: Context) -> Ok | Wait:
     if decision is not None:
         # A malformed decision must not be lost silently, nor decide anything: ask again.
         return wait(reason='invalid decision: resume with {"approved": true|false}', until=_deadline(ctx))
-    if not ctx.state["escalated"] and datetime.now(UTC) >= datetime.fromisoformat(ctx.state["escalateAt"]):
+    if not ctx.state["escalated"] and ctx.now() >= datetime.fromisoformat(ctx.state["escalateAt"]):
         # The timer fired (or someone polled after the deadline): escalate, then wait for good.
         return wait(reason="escalated: awaiting a manager's decision", patch={"escalated": True, "approver": "manager"})
     return wait(reason=f"awaiting a decision from the {ctx.state['approver']}", until=_deadline(ctx))

@@ -1,16 +1,15 @@
 """The ``text/event-stream`` wire format (server-sent events), both ways.
 
-The server writes messages with :func:`message` and :func:`comment`; the CLI (and
-any Python client) reads a stream with :func:`parse`. Kept apart from the server so a
+The server writes messages with :func:`message` and :func:`comment`; the Python client
+(:mod:`flowrt.client`, and so the CLI's ``--follow``) reads a stream with :class:`Parser`. Kept apart from the server so a
 client need not import Litestar, and so both ends agree on one reading of the format
 (https://html.spec.whatwg.org/multipage/server-sent-events.html, "Interpreting an event stream").
 """
 
 from __future__ import annotations
 
-import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import msgspec
 
@@ -40,57 +39,43 @@ def comment(text: str) -> bytes:
     return b": " + text.encode() + b"\n\n"
 
 
-def parse(lines: Iterable[str]) -> Iterator[Message]:
-    """The messages in a stream given as lines without their line breaks (``httpx``'s ``iter_lines``).
+class Parser:
+    """Reads a stream one line at a time (lines without their line breaks), so a reader
+    that gets lines asynchronously (``httpx``'s ``aiter_lines``) parses it exactly as :func:`parse`.
 
     Follows the spec: ``data`` lines join with newlines, comments and unknown fields are
     ignored, a message without data is not dispatched, and ``id`` persists across messages.
     """
-    event, last_id = "", None
-    data: list[str] = []
-    for line in lines:
+
+    def __init__(self) -> None:
+        self.event = ""
+        self.data: list[str] = []
+        self.last_id: str | None = None
+
+    def feed(self, line: str) -> Message | None:
+        """The message this line completes (a blank line dispatches), or None."""
         if line == "":
-            if data:
-                yield Message(event or "message", "\n".join(data), last_id)
-            event, data = "", []
-            continue
+            done = Message(self.event or "message", "\n".join(self.data), self.last_id) if self.data else None
+            self.event, self.data = "", []
+            return done
         if line.startswith(":"):
-            continue
+            return None
         name, sep, value = line.partition(":")
         if sep and value.startswith(" "):
             value = value[1:]
         if name == "data":
-            data.append(value)
+            self.data.append(value)
         elif name == "event":
-            event = value
+            self.event = value
         elif name == "id" and "\x00" not in value:
-            last_id = value
+            self.last_id = value
+        return None
 
 
-class StreamUnavailable(Exception):
-    """The server offers no event stream here (404/405, another status), or it closed before ``end``."""
-
-
-def follow_run(client: Any, run_id: str, after: int = 0) -> Iterator[dict[str, Any]]:
-    """The events of a run as ``GET /v1/runs/{runId}/events`` sends them, until the run ends.
-
-    ``client`` is an ``httpx.Client`` with the server's base URL and auth headers. Raises
-    :class:`StreamUnavailable` when the server does not stream (the caller falls back to
-    polling ``/timeline``, which also reports a missing run or a wrong token properly)
-    or the stream closed before ``event: end``; ``httpx.TransportError`` when it dropped.
-    """
-    import httpx
-
-    path = f"/v1/runs/{urllib.parse.quote(run_id, safe='')}/events"
-    # Read timeout: the server sends a keepalive every 15 s, so a minute of silence is a dead link.
-    timeout = httpx.Timeout(30.0, read=60.0)
-    with client.stream("GET", path, params={"after": after}, headers={"Accept": "text/event-stream"}, timeout=timeout) as response:
-        if response.status_code != 200 or not response.headers.get("content-type", "").startswith("text/event-stream"):
-            raise StreamUnavailable(f"{response.status_code} from {path}")
-        for item in parse(response.iter_lines()):
-            if item.event == "end":
-                return
-            event = item.json()
-            if isinstance(event, dict):
-                yield event
-    raise StreamUnavailable("the event stream closed before the run ended")
+def parse(lines: Iterable[str]) -> Iterator[Message]:
+    """The messages in a stream given as lines without their line breaks (``httpx``'s ``iter_lines``)."""
+    parser = Parser()
+    for line in lines:
+        message = parser.feed(line)
+        if message is not None:
+            yield message

@@ -320,6 +320,7 @@ class StepCore:
             started_at=to_datetime(row.created_at),
             services=self.services,
             resume_payload=loads(row.resume_json),
+            clock=self.clock,
         )
         event(EventType.NODE_STARTED, {}, started)
         if node is None:

@@ -123,3 +123,23 @@ def test_ctrl_c_while_no_node_runs_stops_at_once(tmp_path: Path, monkeypatch: An
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and time.monotonic() - began < 5, err
     assert f"stopped: run {run_id} is RUNNING" in err and "continue it with: flowrt tick" in err, err
+
+
+def test_remote_ctrl_c_stops_watching_and_says_how_to_watch(tmp_path: Path) -> None:
+    from http_helpers import serve_process
+
+    side = tmp_path / "side.log"
+    side.touch()
+    args = ["--flows", "http_flows:ALL", "--db", f"sqlite:///{tmp_path / 'f.db'}"]
+    with serve_process(args, {"HTTP_TEST_SIDE_FILE": str(side), "HTTP_TEST_SLEEP": "30"}) as server:
+        proc = _cli(tmp_path, "start", "slow-http", "--wait", "--url", server.url, sleep="0")
+        deadline = time.monotonic() + 30
+        while not side.read_text().strip():  # the server is running the first node
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        run_id = side.read_text().split()[0]
+        assert f"stopped watching run {run_id}; it goes on on the server" in err, err
+        assert f"flowrt status {run_id} --watch --url {server.url}" in err and "Traceback" not in err

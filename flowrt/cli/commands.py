@@ -225,6 +225,8 @@ def _stops_on_ctrl_c(db: str | None, url: str | None, flows: list[str] | None, r
     except Stopped as stop:
         if stop.run and stop.run.get("status") != "RUNNING":
             return  # it reached a wait or its end after all
+        if url is not None:
+            _stopped_watching(stop.run_id, url)
         what = (
             f"abandoned node {stop.node_id} of run {stop.run_id}: its attempt is recovered (not failed) "
             "when the run is continued"
@@ -236,11 +238,15 @@ def _stops_on_ctrl_c(db: str | None, url: str | None, flows: list[str] | None, r
     except KeyboardInterrupt:
         if url is None or run_id is None:
             raise
-        sys.stderr.write(
-            f"stopped watching run {run_id}; it goes on on the server. Watch it with: "
-            f"flowrt status {run_id} --watch --url {shlex.quote(url)}\n"
-        )
-        raise typer.Exit(INTERRUPTED) from None
+        _stopped_watching(run_id, url)
+
+
+def _stopped_watching(run_id: str, url: str) -> None:
+    sys.stderr.write(
+        f"stopped watching run {run_id}; it goes on on the server. Watch it with: "
+        f"flowrt status {run_id} --watch --url {shlex.quote(url)}\n"
+    )
+    raise typer.Exit(INTERRUPTED) from None
 
 
 def _nothing_drives(run_id: str, *, db: str | None, flows: list[str] | None) -> str:

@@ -201,29 +201,20 @@ def timeline(
 def follow_timeline(backend: Backend, show: Callable[[Json], None], run_id: str, after: int, interval: float) -> None:
     """Print events as they are recorded; return once the run has ended and all its events are out.
 
-    Against a server, its event stream pushes them; one without it (404/405, e.g. the reference
-    runtime) or a stream that drops is followed by polling the timeline from the last event shown.
+    Against a server, the client follows it (its event stream, or polling the timeline where
+    there is none, e.g. the reference runtime); locally, the database's timeline is polled.
     """
-    client = getattr(backend, "client", None)
-    if client is not None:
-        import httpx  # here, not at the top: only a remote follow streams
-
-        from .. import sse
-
-        if isinstance(client, httpx.Client):
-            try:
-                for event in sse.follow_run(client, run_id, after):
-                    show(event)
-                    after = event["seq"]
-                return
-            except (sse.StreamUnavailable, httpx.TransportError):
-                pass
+    follow = getattr(backend, "follow", None)
+    if follow is not None:
+        for event in follow(run_id, after, interval):
+            show(event)
+        return
     ended = False
     while True:
         events = backend.timeline(run_id, after)
         for event in events:
             show(event)
-            after = event.get("seq", after + 1)  # the reference's events have no seq: count them
+            after = event["seq"]
             ended = ended or event["type"] in ENDED_EVENTS
         if ended:
             return

@@ -6,6 +6,7 @@ but ``await``; the behaviour is documented once, on :class:`Client`.
 from __future__ import annotations
 
 from types import TracebackType
+from datetime import datetime
 from typing import Any, AsyncIterator, Iterator
 
 import httpx
@@ -13,7 +14,7 @@ import httpx
 from ..runs import Event, Run
 from .ops import Operations, RunPage
 from .transport import AsyncTransport, Settings, SyncTransport
-from .wire import Call, check_url
+from .wire import LONG_POLL_SECONDS, Call, ServerInfo, check_url
 
 _UNSET: Any = object()
 
@@ -44,7 +45,9 @@ class Client:
     (10); ``retries`` extra attempts for calls that are safe to send again (2);
     ``retry_backoff`` the first pause between attempts (0.2 s, doubling);
     ``limits`` the ``httpx.Limits`` of the pool; ``headers`` sent with every request;
-    ``poll_interval`` the slowest pace of :meth:`follow` and of polling fallbacks (0.5 s).
+    ``poll_interval`` the slowest pace of :meth:`follow` and of polling fallbacks (0.5 s);
+    ``long_poll`` the seconds one ``?wait=`` asks the server to hold an answer (60; lower
+    it behind a proxy that drops idle requests sooner).
 
     Every method returns the engine's own :class:`~flowrt.Run` / :class:`~flowrt.Event`
     and raises its :class:`~flowrt.FlowrtError` subclasses (``RunNotFound``, ``RunBusy``,
@@ -54,10 +57,11 @@ class Client:
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 10.0, retries: int = 2,
                  retry_backoff: float = 0.2, limits: httpx.Limits | None = None,
-                 headers: dict[str, str] | None = None, poll_interval: float = 0.5) -> None:
+                 headers: dict[str, str] | None = None, poll_interval: float = 0.5,
+                 long_poll: float = LONG_POLL_SECONDS) -> None:
         settings = _settings(url, token, timeout, retries, retry_backoff, limits, headers)
         self.url = settings.base_url
-        self._ops = Operations(settings.base_url, poll_interval)
+        self._ops = Operations(settings.base_url, poll_interval, float(long_poll))
         self._t = SyncTransport(settings)
 
     def __enter__(self) -> Client:
@@ -106,23 +110,31 @@ class Client:
         """The run's events in order; only those with ``seq > after``, at most ``limit``."""
         return self._t.run(self._ops.timeline(run_id, after, limit))
 
-    def follow(self, run_id: str, after: int = 0) -> Iterator[Event]:
-        """Each event of the run as it is recorded, ending after the run has ended.
+    def follow(self, run_id: str, after: int = 0, *, interval: float | None = None) -> Iterator[Event]:
+        """Each event of the run (``seq > after``) as it is recorded, ending after the run has ended.
 
+        A flowrt server pushes the events on its stream (``GET /v1/runs/{runId}/events``);
+        on one without it (the reference), or when the stream drops, the timeline is polled
+        every ``interval`` seconds at most (default ``poll_interval``), from the last event seen.
         It only watches: on a server that does not drive runs (the reference, ``--no-drive``)
         someone else's ticks must move the run.
         """
-        return self._t.iterate(self._ops.follow(run_id, after))
+        return self._t.iterate(self._ops.follow(run_id, after, interval))
 
     def runs(self, *, status: str | None = None, flow_id: str | None = None, tenant_id: str | None = None,
-             page_size: int = 100) -> Iterator[Run]:
-        """Every run matching the filters, newest first, fetching page after page as you iterate."""
-        return self._t.iterate(self._ops.runs(status, flow_id, tenant_id, page_size))
+             page_size: int = 100, since: datetime | None = None, until: datetime | None = None) -> Iterator[Run]:
+        """Every run matching the filters, newest first, fetching page after page as you iterate.
+
+        ``since`` (inclusive) and ``until`` (exclusive) bound when the runs were started
+        (a naive datetime is UTC).
+        """
+        return self._t.iterate(self._ops.runs(status, flow_id, tenant_id, page_size, since, until))
 
     def runs_page(self, *, status: str | None = None, flow_id: str | None = None, tenant_id: str | None = None,
-                  limit: int | None = None, cursor: str | None = None) -> RunPage:
+                  limit: int | None = None, cursor: str | None = None, since: datetime | None = None,
+                  until: datetime | None = None) -> RunPage:
         """One page of runs (``GET /v1/runs``); pass ``page.next_cursor`` as ``cursor`` for the next."""
-        return self._t.run(self._ops.runs_page(status, flow_id, tenant_id, limit, cursor))
+        return self._t.run(self._ops.runs_page(status, flow_id, tenant_id, limit, cursor, since, until))
 
     def flows(self) -> list[dict[str, Any]]:
         """The registered flows and their definitions, as ``Engine.list_flows``."""
@@ -140,6 +152,16 @@ class Client:
         """``GET /health`` as the server answers it (also when it says 503)."""
         return self._t.run(self._ops.health())
 
+    def server(self) -> ServerInfo:
+        """What the server is (flowrt or the reference; driving runs or not), asked once per client."""
+        return self._t.run(self._ops.server())
+
+    @property
+    def events_numbered(self) -> bool:
+        """True once this server sent timeline events without ``seq`` (the reference runtime
+        does): their ``seq`` is their 1-based position in the timeline, numbered by the client."""
+        return self._ops.events_numbered
+
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = _UNSET,
                 idempotent: bool | None = None) -> Any:
         """Any API call, answered as decoded JSON, with the same errors, timeouts and retries.
@@ -155,10 +177,11 @@ class AsyncClient:
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 10.0, retries: int = 2,
                  retry_backoff: float = 0.2, limits: httpx.Limits | None = None,
-                 headers: dict[str, str] | None = None, poll_interval: float = 0.5) -> None:
+                 headers: dict[str, str] | None = None, poll_interval: float = 0.5,
+                 long_poll: float = LONG_POLL_SECONDS) -> None:
         settings = _settings(url, token, timeout, retries, retry_backoff, limits, headers)
         self.url = settings.base_url
-        self._ops = Operations(settings.base_url, poll_interval)
+        self._ops = Operations(settings.base_url, poll_interval, float(long_poll))
         self._t = AsyncTransport(settings)
 
     async def __aenter__(self) -> AsyncClient:
@@ -196,16 +219,18 @@ class AsyncClient:
     async def timeline(self, run_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
         return await self._t.run(self._ops.timeline(run_id, after, limit))
 
-    def follow(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:
-        return self._t.iterate(self._ops.follow(run_id, after))
+    def follow(self, run_id: str, after: int = 0, *, interval: float | None = None) -> AsyncIterator[Event]:
+        return self._t.iterate(self._ops.follow(run_id, after, interval))
 
     def runs(self, *, status: str | None = None, flow_id: str | None = None, tenant_id: str | None = None,
-             page_size: int = 100) -> AsyncIterator[Run]:
-        return self._t.iterate(self._ops.runs(status, flow_id, tenant_id, page_size))
+             page_size: int = 100, since: datetime | None = None,
+             until: datetime | None = None) -> AsyncIterator[Run]:
+        return self._t.iterate(self._ops.runs(status, flow_id, tenant_id, page_size, since, until))
 
     async def runs_page(self, *, status: str | None = None, flow_id: str | None = None,
-                        tenant_id: str | None = None, limit: int | None = None, cursor: str | None = None) -> RunPage:
-        return await self._t.run(self._ops.runs_page(status, flow_id, tenant_id, limit, cursor))
+                        tenant_id: str | None = None, limit: int | None = None, cursor: str | None = None,
+                        since: datetime | None = None, until: datetime | None = None) -> RunPage:
+        return await self._t.run(self._ops.runs_page(status, flow_id, tenant_id, limit, cursor, since, until))
 
     async def flows(self) -> list[dict[str, Any]]:
         return await self._t.run(self._ops.flows())
@@ -215,6 +240,9 @@ class AsyncClient:
 
     async def health(self) -> Any:
         return await self._t.run(self._ops.health())
+
+    async def server(self) -> ServerInfo:
+        return await self._t.run(self._ops.server())
 
     async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = _UNSET,
                       idempotent: bool | None = None) -> Any:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import time
 import urllib.parse
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import FlowNotFound, RunBusy, Unsupported
+from ..errors import FlowNotFound, RunBusy, ServerUnreachable, Unsupported
 from ..runs import Event, Run, RunStatus
-from .wire import LONG_POLL_SECONDS, Answer, Call, Emit, Op, ServerInfo, Sleep, get, post, version_key
+from .wire import LONG_POLL_SECONDS, Answer, Call, Emit, Listen, NextMessage, Op, ServerInfo, Sleep, get, post, version_key
 
 #: Timeline events that end a run (``follow`` stops after one).
 ENDING_EVENTS = frozenset({"RUN_COMPLETED", "RUN_ABORTED", "RUN_CANCELLED"})
@@ -45,10 +46,14 @@ def _run_path(run_id: str, action: str = "") -> str:
 class Operations:
     """The operations of one client; remembers what the server is (``/health``) once asked."""
 
-    def __init__(self, where: str, poll_interval: float) -> None:
+    def __init__(self, where: str, poll_interval: float, long_poll: float = LONG_POLL_SECONDS) -> None:
         self.where = where
         self.poll_interval = poll_interval
+        self.long_poll = long_poll
         self.info: ServerInfo | None = None
+        #: True once the server sent timeline events without ``seq`` (the reference): their
+        #: ``seq`` is then their position, numbered here.
+        self.events_numbered = False
 
     # ------------------------------------------------------------------ the server
 
@@ -103,7 +108,7 @@ class Operations:
             body["initialState"] = initial_state
         headers = None if idempotency_key is None else {"Idempotency-Key": idempotency_key}
         # ?wait=0 makes a flowrt server answer with the whole run, saving a GET.
-        hold = LONG_POLL_SECONDS if wait else 0.0
+        hold = self.long_poll if wait else 0.0
         answer: Answer = yield post(
             "/v1/runs/start", body, {"wait": hold if info.flowrt else None},
             headers=headers, idempotent=idempotency_key is not None, hold=hold if info.flowrt else 0.0,
@@ -118,7 +123,8 @@ class Operations:
         versions = [f.get("version") for f in flows if isinstance(f, dict) and f.get("flowId") == flow_id]
         named = [v for v in versions if isinstance(v, str)]
         if not named:
-            raise FlowNotFound(f"flow {flow_id!r} is not registered on {self.where}")
+            known = ", ".join(sorted({str(f.get("flowId")) for f in flows if isinstance(f, dict)})) or "none"
+            raise FlowNotFound(f"flow {flow_id} is not registered on {self.where} (registered: {known})")
         return max(named, key=version_key)
 
     def tick(self, run_id: str) -> Op[Run]:
@@ -127,7 +133,7 @@ class Operations:
 
     def resume(self, run_id: str, payload: Any, *, wait: bool) -> Op[Run]:
         info = yield from self.server()
-        hold = LONG_POLL_SECONDS if wait and info.flowrt else 0.0
+        hold = self.long_poll if wait and info.flowrt else 0.0
         # Always wrapped: flowrt unwraps {"payload": ...} and the reference reads only
         # that key, so every payload (null, or an object whose one key is "payload") arrives whole.
         answer: Answer = yield post(
@@ -147,24 +153,27 @@ class Operations:
         raw = answer.body
         if raw and isinstance(raw[0], dict) and "seq" not in raw[0]:
             # The reference: no seq, no after/limit. Number the events by position.
+            self.events_numbered = True
             events = [Event.from_json(e, run_id=run_id, seq=i) for i, e in enumerate(raw, 1)][after:]
             return events if limit is None else events[:limit]
         return [Event.from_json(e, run_id=run_id) for e in raw]
 
     def runs_page(self, status: str | None, flow_id: str | None, tenant_id: str | None,
-                  limit: int | None, cursor: str | None) -> Op[RunPage]:
+                  limit: int | None, cursor: str | None, since: datetime | None = None,
+                  until: datetime | None = None) -> Op[RunPage]:
         params = {"status": None if status is None else str(status), "flowId": flow_id, "tenantId": tenant_id,
-                  "limit": limit, "cursor": cursor}
+                  "limit": limit, "cursor": cursor, "since": _iso(since), "until": _iso(until)}
         answer: Answer = yield get("/v1/runs", params)
         body = answer.body
         if not isinstance(body, dict) or "runs" not in body:
             raise Unsupported(f"{self.where} does not offer GET /v1/runs (its answer is not a page of runs)")
         return RunPage([Run.from_json(r) for r in body["runs"]], body.get("nextCursor"))
 
-    def runs(self, status: str | None, flow_id: str | None, tenant_id: str | None, page_size: int) -> Op[None]:
+    def runs(self, status: str | None, flow_id: str | None, tenant_id: str | None, page_size: int,
+             since: datetime | None = None, until: datetime | None = None) -> Op[None]:
         cursor = None
         while True:
-            page = yield from self.runs_page(status, flow_id, tenant_id, page_size, cursor)
+            page = yield from self.runs_page(status, flow_id, tenant_id, page_size, cursor, since, until)
             for run in page.runs:
                 yield Emit(run)
             cursor = page.next_cursor
@@ -192,11 +201,11 @@ class Operations:
             if left is not None and left <= 0:
                 break
             if info.driving:
-                hold = LONG_POLL_SECONDS if left is None else min(left, LONG_POLL_SECONDS)
+                hold = self.long_poll if left is None else min(left, self.long_poll)
                 asked = time.monotonic()
                 answer: Answer = yield get(_run_path(run_id), {"wait": round(hold, 3)}, hold=hold)
                 run = Run.from_json(answer.body)
-                if run.status == RunStatus.RUNNING and time.monotonic() - asked < min(hold, 1.0) / 2:
+                if run.status == RunStatus.RUNNING and (hold <= 0 or time.monotonic() - asked < min(hold, 1.0) / 2):
                     yield Sleep(_nap(self.poll_interval, deadline))  # a server that does not hold GETs
                 continue
             if run.wake_at is not None:
@@ -212,15 +221,29 @@ class Operations:
                 run = yield from self.get(run_id)
         return run
 
-    def follow(self, run_id: str, after: int) -> Op[None]:
+    def follow(self, run_id: str, after: int, interval: float | None = None) -> Op[None]:
         """Emit the run's events as they are recorded, until it has ended.
 
-        The timeline is polled (quickly after news, then every ``poll_interval``); when a
-        poll brings nothing the run itself is looked at, so a run that ended without an
-        ending event (possible on the reference) still stops the loop.
+        A flowrt server pushes them on its event stream (``GET /v1/runs/{runId}/events``);
+        where there is none (the reference) or it drops, the timeline is polled from the
+        last event emitted: quickly after news, then every ``interval`` (default:
+        ``poll_interval``). When a poll brings nothing the run itself is looked at, so a
+        run that ended without an ending event (possible on the reference) still stops the loop.
         """
         last = after
-        nap = min(0.05, self.poll_interval)
+        try:
+            message = yield Listen(get(_run_path(run_id, "events"), {"after": after}))
+            while message is not None:
+                if message.event == "end":
+                    return
+                event = Event.from_json(message.json(), run_id=run_id)
+                yield Emit(event)
+                last = event.seq
+                message = yield NextMessage()
+        except (Unsupported, ServerUnreachable):
+            pass  # no stream here (the reference answers 404), or it dropped: poll from the last event
+        slowest = self.poll_interval if interval is None else interval
+        nap = min(0.05, slowest)
         while True:
             events = yield from self.timeline(run_id, last, None)
             for event in events:
@@ -234,10 +257,20 @@ class Operations:
                     for event in (yield from self.timeline(run_id, last, None)):
                         yield Emit(event)
                     return
-                nap = min(nap * 2, self.poll_interval)
+                nap = min(nap * 2, slowest)
             else:
-                nap = min(0.05, self.poll_interval)
+                nap = min(0.05, slowest)
             yield Sleep(nap)
+
+
+def _iso(value: datetime | None) -> str | None:
+    """A ``since``/``until`` bound as the API reads it (a naive datetime is taken as UTC)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise TypeError(f"since/until must be datetimes, got {value!r}")
+    aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return aware.strftime("%Y-%m-%dT%H:%M:%S.") + f"{aware.microsecond // 1000:03d}Z"
 
 
 def _left(deadline: float | None) -> float | None:

@@ -7,19 +7,25 @@ functions here; the sync and async classes differ only in ``await`` and the slee
 
 from __future__ import annotations
 
-import asyncio
 import json
+import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
 import httpx
 
 from .. import __version__
-from ..errors import InvalidInput, ServerUnreachable
-from .wire import Answer, Call, Emit, Op, Sleep, T, error_from
+from ..errors import InvalidInput, ServerUnreachable, Unsupported
+from .wire import Answer, Call, Emit, Listen, NextMessage, Op, Sleep, T, error_from
 
+if TYPE_CHECKING:
+    from ..sse import Message, Parser
+
+#: The longest silence on an event stream before it counts as dropped: the server sends
+#: a keepalive comment every 15 s.
+STREAM_SILENCE = 60.0
 #: Statuses that mean "a proxy or the server is briefly unable": an idempotent call is retried.
 RETRY_STATUSES = frozenset({502, 503, 504})
 
@@ -56,7 +62,10 @@ class Settings:
         headers = {"User-Agent": f"flowrt-client/{__version__}", "Accept": "application/json", **self.headers}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        return {"base_url": self.base_url, "headers": headers, "timeout": self.timeout, "limits": self.limits}
+        options = {"base_url": self.base_url, "headers": headers, "timeout": self.timeout, "limits": self.limits}
+        if self.base_url.startswith("http://") and not _proxy_in_env():
+            options["verify"] = _never_used_tls()
+        return options
 
     def timeout_for(self, call: Call) -> httpx.Timeout:
         return httpx.Timeout(self.timeout, read=self.timeout + call.hold)
@@ -100,10 +109,45 @@ class Settings:
             return answer
         raise error_from(call, answer, self.base_url)
 
+    def stream_args(self, call: Call) -> dict[str, Any]:
+        headers = {**(call.headers or {}), "Accept": "text/event-stream"}
+        read = max(STREAM_SILENCE, self.timeout)
+        return {"params": call.params, "headers": headers, "timeout": httpx.Timeout(self.timeout, read=read)}
+
+    def stream_refused(self, call: Call, response: httpx.Response) -> Exception | None:
+        """Why an answer to a :class:`Listen` is not a stream to read (its body has been read), or None."""
+        if response.status_code == 200 and response.headers.get("content-type", "").startswith("text/event-stream"):
+            return None
+        answer = self.answer(call, response)
+        if answer.status >= 400:
+            return error_from(call, answer, self.base_url)
+        return Unsupported(f"{self.base_url} does not stream {call.method} {call.path} (it answered {answer.status})")
+
     def unreachable(self, call: Call, exc: httpx.TransportError, attempts: int) -> ServerUnreachable:
         what = "no answer in time" if isinstance(exc, httpx.TimeoutException) else (str(exc) or type(exc).__name__)
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         return ServerUnreachable(f"cannot reach {self.base_url} ({call.method} {call.path}){tries}: {what}")
+
+
+def _proxy_in_env() -> bool:
+    """Whether httpx would route through a proxy from the environment (which may speak TLS)."""
+    return any(name.lower() in ("http_proxy", "https_proxy", "all_proxy") for name in os.environ)
+
+
+def _never_used_tls() -> Any:
+    """The TLS context for a plain-http server: requests only ever go to the base URL and
+    redirects are not followed, so TLS never happens. Loading the CA bundle for nothing is
+    most of a CLI command's start-up (tens of ms), so this context has none: should a TLS
+    handshake ever happen, verification fails rather than passes."""
+    import ssl
+
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED by default
+
+
+async def _asleep(seconds: float) -> None:
+    import asyncio  # here: asyncio costs a sync caller (the CLI) a tenth of its start-up
+
+    await asyncio.sleep(seconds)
 
 
 class SyncTransport:
@@ -147,21 +191,75 @@ class SyncTransport:
     def _drive(self, op: Op[T]) -> Any:
         value: Any = None
         error: BaseException | None = None
-        while True:
-            try:
-                step = op.throw(error) if error is not None else op.send(value)
-            except StopIteration as stop:
-                return stop.value
-            value, error = None, None
-            if isinstance(step, Emit):
-                yield step.item
-            elif isinstance(step, Sleep):
-                time.sleep(step.seconds)
-            else:
+        stream = _SyncStream(self)
+        try:
+            while True:
                 try:
-                    value = self.send(step)
-                except Exception as exc:  # noqa: BLE001 - handed to the operation, which may catch it
-                    error = exc
+                    step = op.throw(error) if error is not None else op.send(value)
+                except StopIteration as stop:
+                    return stop.value
+                value, error = None, None
+                if isinstance(step, Emit):
+                    yield step.item
+                elif isinstance(step, Sleep):
+                    time.sleep(step.seconds)
+                else:
+                    try:
+                        if isinstance(step, Listen):
+                            value = stream.open(step.call)
+                        elif isinstance(step, NextMessage):
+                            value = stream.next()
+                        else:
+                            value = self.send(step)
+                    except Exception as exc:  # noqa: BLE001 - handed to the operation, which may catch it
+                        error = exc
+        finally:
+            stream.close()
+            op.close()
+
+
+class _SyncStream:
+    """The one event stream an operation has open."""
+
+    def __init__(self, transport: SyncTransport) -> None:
+        self.transport = transport
+        self.response: httpx.Response | None = None
+        self.messages: Iterator[Message] = iter(())
+        self.call: Call | None = None
+
+    def open(self, call: Call) -> Message | None:
+        from .. import sse  # here: only a follow reads streams (and sse needs msgspec)
+
+        self.close()
+        http, settings = self.transport.http, self.transport.settings
+        try:
+            response = http.send(http.build_request("GET", call.path, **settings.stream_args(call)), stream=True)
+            if response.status_code != 200:
+                response.read()
+        except httpx.TransportError as exc:
+            raise settings.unreachable(call, exc, 1) from exc
+        refused = settings.stream_refused(call, response)
+        if refused is not None:
+            response.close()
+            raise refused
+        self.response, self.call = response, call
+        self.messages = sse.parse(response.iter_lines())
+        return self.next()
+
+    def next(self) -> Message | None:
+        if self.response is None or self.call is None:
+            return None
+        try:
+            return next(self.messages, None)
+        except httpx.TransportError as exc:
+            call = self.call
+            self.close()
+            raise self.transport.settings.unreachable(call, exc, 1) from exc
+
+    def close(self) -> None:
+        if self.response is not None:
+            self.response.close()
+        self.response, self.call, self.messages = None, None, iter(())
 
 
 class AsyncTransport:
@@ -189,7 +287,7 @@ class AsyncTransport:
                 pause = self.settings.retry_after(call, attempt, answer) if answer.status >= 500 else None
                 if pause is None:
                     return self.settings.result(call, answer)
-            await asyncio.sleep(pause)
+            await _asleep(pause)
 
     async def run(self, op: Op[T]) -> T:
         result: list[T] = []
@@ -203,19 +301,78 @@ class AsyncTransport:
     async def _drive(self, op: Op[T], result: list[T]) -> AsyncIterator[Any]:
         value: Any = None
         error: BaseException | None = None
-        while True:
-            try:
-                step = op.throw(error) if error is not None else op.send(value)
-            except StopIteration as stop:
-                result.append(stop.value)
-                return
-            value, error = None, None
-            if isinstance(step, Emit):
-                yield step.item
-            elif isinstance(step, Sleep):
-                await asyncio.sleep(step.seconds)
-            else:
+        stream = _AsyncStream(self)
+        try:
+            while True:
                 try:
-                    value = await self.send(step)
-                except Exception as exc:  # noqa: BLE001 - handed to the operation, which may catch it
-                    error = exc
+                    step = op.throw(error) if error is not None else op.send(value)
+                except StopIteration as stop:
+                    result.append(stop.value)
+                    return
+                value, error = None, None
+                if isinstance(step, Emit):
+                    yield step.item
+                elif isinstance(step, Sleep):
+                    await _asleep(step.seconds)
+                else:
+                    try:
+                        if isinstance(step, Listen):
+                            value = await stream.open(step.call)
+                        elif isinstance(step, NextMessage):
+                            value = await stream.next()
+                        else:
+                            value = await self.send(step)
+                    except Exception as exc:  # noqa: BLE001 - handed to the operation, which may catch it
+                        error = exc
+        finally:
+            await stream.close()
+            op.close()
+
+
+class _AsyncStream:
+    """:class:`_SyncStream`, awaited: lines arrive one by one and feed an :class:`~flowrt.sse.Parser`."""
+
+    def __init__(self, transport: AsyncTransport) -> None:
+        self.transport = transport
+        self.response: httpx.Response | None = None
+        self.lines: AsyncIterator[str] | None = None
+        self.parser: Parser | None = None
+        self.call: Call | None = None
+
+    async def open(self, call: Call) -> Message | None:
+        from .. import sse  # here: only a follow reads streams (and sse needs msgspec)
+
+        await self.close()
+        http, settings = self.transport.http, self.transport.settings
+        try:
+            response = await http.send(http.build_request("GET", call.path, **settings.stream_args(call)), stream=True)
+            if response.status_code != 200:
+                await response.aread()
+        except httpx.TransportError as exc:
+            raise settings.unreachable(call, exc, 1) from exc
+        refused = settings.stream_refused(call, response)
+        if refused is not None:
+            await response.aclose()
+            raise refused
+        self.response, self.call = response, call
+        self.lines, self.parser = response.aiter_lines(), sse.Parser()
+        return await self.next()
+
+    async def next(self) -> Message | None:
+        if self.lines is None or self.parser is None or self.call is None:
+            return None
+        try:
+            async for line in self.lines:
+                message = self.parser.feed(line)
+                if message is not None:
+                    return message
+        except httpx.TransportError as exc:
+            call = self.call
+            await self.close()
+            raise self.transport.settings.unreachable(call, exc, 1) from exc
+        return None
+
+    async def close(self) -> None:
+        if self.response is not None:
+            await self.response.aclose()
+        self.response, self.lines, self.parser, self.call = None, None, None, None

@@ -1,8 +1,8 @@
 """What goes over the wire, without doing any I/O: requests, and answers turned into errors.
 
 An operation (see :mod:`.ops`) is a generator that yields :class:`Call` (send this
-request, give me its JSON), :class:`Sleep` (pause) and :class:`Emit` (hand this item to
-the caller's ``for`` loop). The sync and async transports execute those steps, so every
+request, give me its JSON), :class:`Sleep` (pause), :class:`Emit` (hand this item to
+the caller's ``for`` loop), and :class:`Listen` / :class:`NextMessage` (read an event stream). The sync and async transports execute those steps, so every
 operation is written once for both clients.
 """
 
@@ -64,9 +64,27 @@ class Emit:
     item: Any
 
 
-Step = Union[Call, Sleep, Emit]
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """Open ``call`` (a GET) as a ``text/event-stream``; answered with its first message.
+
+    The transport keeps the stream open for the operation (one at a time) and closes it
+    when the operation opens another, ends, or is dropped. An error status raises as any
+    call's would; an answer that is not a stream raises :class:`~flowrt.errors.Unsupported`.
+    """
+
+    call: Call
+
+
+@dataclass(frozen=True, slots=True)
+class NextMessage:
+    """The open stream's next message (a :class:`flowrt.sse.Message`), or None once it closed."""
+
+
+Step = Union[Call, Sleep, Emit, Listen, NextMessage]
 Op = Generator[Step, Any, T]
-"""An operation: send it ``Answer`` after a Call, None after a Sleep or an Emit."""
+"""An operation: send it ``Answer`` after a Call, an SSE message (or None) after a Listen
+or a NextMessage, None after a Sleep or an Emit."""
 
 
 def get(path: str, params: dict[str, Any] | None = None, *, hold: float = 0.0) -> Call:
@@ -139,8 +157,9 @@ def error_from(call: Call, answer: Answer, where: str) -> FlowrtError:
         if code in ("NOT_FOUND", "METHOD_NOT_ALLOWED"):
             return Unsupported(f"{where} does not offer {route}")
         if code == "UNAUTHORIZED":
+            # server_message: the server's own words, for callers (the CLI) with their own hint.
             return HttpError(f"{message or 'unauthorized'}: pass the server's token (Client(url, token=...))",
-                             code=code, http_status=answer.status)
+                             code=code, http_status=answer.status, server_message=message or "unauthorized")
         cls = _BY_CODE.get(code)
         if cls is not None:
             return cls(message)
