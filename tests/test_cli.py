@@ -217,7 +217,7 @@ def test_cancel_with_a_reason(cli: Cli) -> None:
     run = ok_json(cli("cancel", run_id, "--reason", "duplicate request", "--json"))
     assert run["status"] == "CANCELLED"
     last = ok_json(cli("timeline", run_id, "--json"))[-1]
-    assert last["type"] == "RUN_CANCELLED" and last["payloadJson"] == {"reason": "duplicate request"}
+    assert last["type"] == "RUN_CANCELLED" and last["payloadJson"] == {"reason": "duplicate request", "by": "cli"}
     assert "duplicate request" in cli("timeline", run_id).stdout
 
 

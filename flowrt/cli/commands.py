@@ -125,6 +125,57 @@ def cancel(
     Output(as_json).run(run)
 
 
+def retry(
+    run_id: RunId,
+    wait: Wait = False,
+    db: Db = None,
+    url: Url = None,
+    token: Token = None,
+    flows: Flows = None,
+    as_json: AsJson = False,
+    debug: Debug = False,
+) -> None:
+    """Retry a FAILED or CANCELLED run from the node where it stopped.
+
+    Its state and outputs stay as they were and that node's failure count is reset; the
+    timeline records RUN_RETRIED. A COMPLETED or active run is a conflict (exit 4).
+    Without --wait the run is only made RUNNING again, for a server's drivers or tick.
+    """
+    with session(db, url, token, flows, needs_flows="to retry a run (its flow must be loaded)") as backend:
+        run = backend.retry(run_id, wait=wait)
+    out = Output(as_json)
+    out.run(run)
+    hint_waiting(out, run, db=db, url=url, flows=flows)
+    if wait:
+        _exit_for(run)
+
+
+def rewind(
+    run_id: RunId,
+    to: Annotated[str, typer.Option("--to", metavar="NODE", help="The node to continue from.")],
+    wait: Wait = False,
+    db: Db = None,
+    url: Url = None,
+    token: Token = None,
+    flows: Flows = None,
+    as_json: AsJson = False,
+    debug: Debug = False,
+) -> None:
+    """Rewind a WAITING or ended run to NODE and continue from there.
+
+    The run gets the state and outputs it had just before NODE last started; outputs of
+    later nodes are removed, and every event stays in the timeline (RUN_REWOUND). A
+    RUNNING run, or a point the run's history cannot rebuild, is a conflict (exit 4).
+    """
+    with session(db, url, token, flows, needs_flows="to rewind a run (its flow must be loaded)") as backend:
+        run = backend.rewind(run_id, to, wait=wait)
+    out = Output(as_json)
+    out.run(run)
+    hint_waiting(out, run, db=db, url=url, flows=flows)
+    if wait:
+        _exit_for(run)
+
+
 # --------------------------------------------------------------------------- operate
 
 
@@ -202,7 +253,7 @@ def _nothing_drives(run_id: str, *, db: str | None, flows: list[str] | None) -> 
 
 def register_runs(app: typer.Typer, cls: Any) -> None:
     """The commands that move runs, in the order `flowrt --help` lists them."""
-    for command in (start, resume, tick, cancel):
+    for command in (start, resume, tick, cancel, retry, rewind):
         app.command(rich_help_panel="Runs", cls=cls)(command)
 
 

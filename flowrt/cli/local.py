@@ -18,6 +18,8 @@ from ..loader import load_all
 from ..runs import RunStatus, now_ms
 from .backends import Json, OnProgress, require_existing_sqlite, stuck_entry, version_key
 
+#: What events record as ``by`` for what a local command did.
+BY = "cli"
 #: How often to look again at a run another process is executing.
 POLL_INTERVAL = 0.2
 
@@ -56,7 +58,7 @@ class LocalBackend:
         return self.engine.tick(run_id).to_json()
 
     def resume(self, run_id: str, payload: Any, *, wait: bool) -> Json:
-        run = self.engine.resume(run_id, payload)
+        run = self.engine.resume(run_id, payload, by=BY)
         if wait and run.status == RunStatus.RUNNING:
             return self._settle(run_id)
         return run.to_json()
@@ -75,7 +77,15 @@ class LocalBackend:
             time.sleep(POLL_INTERVAL)
 
     def cancel(self, run_id: str, reason: str | None) -> Json:
-        return self.engine.cancel(run_id, reason).to_json()
+        return self.engine.cancel(run_id, reason, by=BY).to_json()
+
+    def retry(self, run_id: str, *, wait: bool) -> Json:
+        run = self.engine.retry(run_id, by=BY)
+        return self._settle(run_id) if wait else run.to_json()
+
+    def rewind(self, run_id: str, to_node: str, *, wait: bool) -> Json:
+        run = self.engine.rewind(run_id, to_node, by=BY)
+        return self._settle(run_id) if wait else run.to_json()
 
     def get(self, run_id: str) -> Json:
         run = self.engine.get(run_id)

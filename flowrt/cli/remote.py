@@ -37,6 +37,9 @@ POLL_INTERVAL = 0.2
 ENDPOINT_USE = {
     "GET /v1/runs": "listing runs",
     "POST /v1/runs/{runId}/cancel": "cancelling runs",
+    "POST /v1/runs/{runId}/retry": "retrying runs",
+    "POST /v1/runs/{runId}/rewind": "rewinding runs",
+    "POST /v1/admin/prune": "pruning runs",
 }
 _CODES_BY_STATUS = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE"}
 
@@ -202,6 +205,21 @@ class RemoteBackend:
         return self._call(  # type: ignore[no-any-return]
             "POST", f"/v1/runs/{_quote(run_id)}/cancel", endpoint="POST /v1/runs/{runId}/cancel", body=body
         )
+
+    def retry(self, run_id: str, *, wait: bool) -> Json:
+        return self._repair(run_id, "retry", None, wait)
+
+    def rewind(self, run_id: str, to_node: str, *, wait: bool) -> Json:
+        return self._repair(run_id, "rewind", {"toNode": to_node}, wait)
+
+    def _repair(self, run_id: str, action: str, body: Json | None, wait: bool) -> Json:
+        path, endpoint = f"/v1/runs/{_quote(run_id)}/{action}", f"POST /v1/runs/{{runId}}/{action}"
+        if not wait:
+            return self._call("POST", path, endpoint=endpoint, body=body)  # type: ignore[no-any-return]
+        first = self._call(
+            "POST", path, endpoint=endpoint, params={"wait": LONG_POLL_SECONDS}, body=body, timeout=self._poll_timeout
+        )
+        return self._settle(first)
 
     def get(self, run_id: str) -> Json:
         return self._call("GET", f"/v1/runs/{_quote(run_id)}", endpoint="GET /v1/runs/{runId}")  # type: ignore[no-any-return]

@@ -51,7 +51,25 @@ def serve(
             "--token",
             envvar="FLOWRT_API_TOKEN",
             metavar="TOKEN",
-            help="Require 'Authorization: Bearer TOKEN' on every /v1 route.",
+            help="Require 'Authorization: Bearer TOKEN' on every /v1 route (an admin token).",
+        ),
+    ] = None,
+    tokens: Annotated[
+        Optional[str],
+        typer.Option(
+            "--tokens",
+            envvar="FLOWRT_API_TOKENS",
+            metavar="NAME:SCOPE:TOKEN,...",
+            help="Named tokens with a scope each (read, operate, admin); events record the name as 'by'.",
+        ),
+    ] = None,
+    tokens_file: Annotated[
+        Optional[str],
+        typer.Option(
+            "--tokens-file",
+            envvar="FLOWRT_TOKENS_FILE",
+            metavar="FILE",
+            help="Named tokens, one name:scope:token a line ('#' comments).",
         ),
     ] = None,
     no_drive: Annotated[
@@ -157,6 +175,8 @@ def serve(
             host=host,
             database_url=db,
             api_token=token,
+            api_tokens=tokens,
+            tokens_file=tokens_file,
             drive=not no_drive,
             workers=workers,
             strict_db=strict_db,

@@ -37,6 +37,7 @@ from ..storage import DEFAULT_URL, describe_url
 from ..values import DEFAULT_MAX_VALUE_BYTES
 from . import connections
 from .app import DEFAULT_MAX_BODY, ApiState, api_state, create_app
+from .auth import Token, load_tokens
 
 log = logging.getLogger("flowrt.server")
 
@@ -91,6 +92,8 @@ class Settings:
     database_url: str = DEFAULT_URL
     services: dict[str, Any] = field(default_factory=dict)
     api_token: str | None = None
+    tokens: list[Token] = field(default_factory=list)
+    """Named, scoped tokens (FLOWRT_API_TOKENS, --tokens-file); see :mod:`flowrt.server.auth`."""
     drive: bool = True
     workers: int = field(default_factory=default_workers)
     strict_db: bool = False
@@ -113,6 +116,8 @@ class Settings:
         database_url: str | None = None,
         services: Mapping[str, Any] | None = None,
         api_token: str | None = None,
+        api_tokens: str | None = None,
+        tokens_file: str | None = None,
         drive: bool | None = None,
         workers: int | None = None,
         strict_db: bool | None = None,
@@ -181,8 +186,13 @@ class Settings:
         if drive is None:
             no_drive = _env_bool(env, "FLOWRT_NO_DRIVE")
             drive = None if no_drive is None else not no_drive
+        tokens = load_tokens(
+            tokens=api_tokens or env.get("FLOWRT_API_TOKENS") or None,
+            tokens_file=tokens_file or env.get("FLOWRT_TOKENS_FILE") or None,
+        )
         return cls(
             flows=loaded,
+            tokens=tokens,
             host=host or env.get("HOST") or "127.0.0.1",
             port=port,
             database_url=url or DEFAULT_URL,
@@ -238,6 +248,7 @@ class FlowRuntime:
         self.app: Litestar = create_app(
             self.engine,
             api_token=settings.api_token,
+            tokens=settings.tokens,
             max_body_bytes=settings.max_body_bytes,
             drivers=self.drivers,
             fallback_reason=self.fallback_reason,
@@ -407,6 +418,14 @@ def uvicorn_config(app: Litestar, settings: Settings, **overrides: Any) -> uvico
     return uvicorn.Config(app, **options)
 
 
+def _auth_summary(settings: Settings) -> str:
+    """How the API is guarded, naming tokens and scopes, never a secret."""
+    named = [f"{t.name} ({t.scope})" for t in settings.tokens]
+    if settings.api_token:
+        named.insert(0, "FLOWRT_API_TOKEN (admin)")
+    return "bearer tokens: " + ", ".join(named) if named else "off"
+
+
 def run_flow_runtime(
     flows: Iterable[Any] | str | None = None,
     *,
@@ -415,6 +434,8 @@ def run_flow_runtime(
     database_url: str | None = None,
     services: Mapping[str, Any] | None = None,
     api_token: str | None = None,
+    api_tokens: str | None = None,
+    tokens_file: str | None = None,
     drive: bool | None = None,
     workers: int | None = None,
     strict_db: bool | None = None,
@@ -447,6 +468,8 @@ def run_flow_runtime(
         database_url=database_url,
         services=services,
         api_token=api_token,
+        api_tokens=api_tokens,
+        tokens_file=tokens_file,
         drive=drive,
         workers=workers,
         strict_db=strict_db,
@@ -470,7 +493,7 @@ def run_flow_runtime(
         runtime.engine.storage.kind,
         "" if runtime.engine.storage.kind == "memory" else f" {describe_url(runtime.engine.database_url)}",
         f"{settings.workers} driver(s)" if settings.drive else "no drivers (--no-drive)",
-        "bearer token" if settings.api_token else "off",
+        _auth_summary(settings),
     )
     server = _Server(uvicorn_config(runtime.app, settings), runtime)
     # One handler for SIGTERM/SIGINT from before startup recovery until the runtime has
