@@ -24,7 +24,7 @@ import re
 import socket
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
 from .clock import SYSTEM_CLOCK, Clock
@@ -44,6 +44,7 @@ from .execution import Executor
 from .leases import Leases
 from .runs import Event, EventType, Run, RunStatus, new_run_id, to_datetime
 from .repair import Repairs
+from .retention import Pruner, PruneReport, parse_age
 from .steps import Execute, Sleep, Step, StepCore
 from .storage import DEFAULT_URL, LeaseLost, RunRow, Storage
 from .values import DEFAULT_MAX_VALUE_BYTES, dumps, dumps_user, loads, too_large
@@ -115,6 +116,7 @@ class Engine:
             stopping=self._stopping,
         )
         self._repairs = Repairs(self._steps)
+        self.pruner = Pruner(self.storage)
         self._db_threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._offload_db = self.storage.kind == "postgres"
         self._pool_size = pool_size
@@ -406,6 +408,28 @@ class Engine:
         just before that node last started; outputs of later nodes are removed, every
         event stays (``RUN_REWOUND``). Nothing executes yet, as with :meth:`retry`."""
         return self._to_run(self._run_sync(self._repairs.rewind(run_id, to_node, by), run_id))
+
+    def prune(
+        self,
+        older_than: timedelta | float | str,
+        statuses: list[str] | None = None,
+        *,
+        dry_run: bool = False,
+        vacuum: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> PruneReport:
+        """Delete finished runs that ended more than ``older_than`` ago (a timedelta, seconds,
+        or ``"30d"``), with their events, idempotency records and start keys; RUNNING and
+        WAITING runs are never touched. See :mod:`flowrt.retention` for batches and space."""
+        if isinstance(older_than, timedelta):
+            seconds = older_than.total_seconds()
+        elif isinstance(older_than, (int, float)) and not isinstance(older_than, bool):
+            seconds = float(older_than)
+        else:
+            seconds = parse_age(str(older_than), "older_than")
+        if not seconds > 0:
+            raise InvalidInput("older_than must be longer than zero")
+        return self.pruner.prune(seconds, statuses, dry_run=dry_run, vacuum=vacuum, progress=progress)
 
     def drive_next(
         self, *, max_sleep: float | None = None, should_stop: Callable[[], bool] | None = None

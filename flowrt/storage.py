@@ -320,6 +320,9 @@ def open_database(url: str, *, pool_size: int = 16) -> tuple[str, pw.Database]:
             timeout=30,
             check_same_thread=False,
             pragmas={
+                # New files give pruned runs' space back in small steps (flowrt.retention);
+                # on an existing file this takes effect only after one full VACUUM.
+                "auto_vacuum": "incremental",
                 "journal_mode": "wal",
                 "synchronous": "normal",
                 "busy_timeout": 30000,

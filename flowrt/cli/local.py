@@ -87,6 +87,9 @@ class LocalBackend:
         run = self.engine.rewind(run_id, to_node, by=BY)
         return self._settle(run_id) if wait else run.to_json()
 
+    def prune(self, older_than: str, statuses: list[str] | None, *, dry_run: bool, vacuum: bool) -> Json:
+        return self.engine.prune(older_than, statuses, dry_run=dry_run, vacuum=vacuum).to_json()
+
     def get(self, run_id: str) -> Json:
         run = self.engine.get(run_id)
         if run is None:

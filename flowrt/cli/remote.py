@@ -221,6 +221,12 @@ class RemoteBackend:
         )
         return self._settle(first)
 
+    def prune(self, older_than: str, statuses: list[str] | None, *, dry_run: bool, vacuum: bool) -> Json:
+        body = {"olderThan": older_than, "status": statuses, "dryRun": dry_run}
+        return self._call(  # type: ignore[no-any-return]
+            "POST", "/v1/admin/prune", endpoint="POST /v1/admin/prune", body=body, timeout=max(self.timeout, 600)
+        )
+
     def get(self, run_id: str) -> Json:
         return self._call("GET", f"/v1/runs/{_quote(run_id)}", endpoint="GET /v1/runs/{runId}")  # type: ignore[no-any-return]
 

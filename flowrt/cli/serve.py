@@ -72,6 +72,16 @@ def serve(
             help="Named tokens, one name:scope:token a line ('#' comments).",
         ),
     ] = None,
+    retention: Annotated[
+        Optional[str],
+        typer.Option(
+            "--retention",
+            envvar="FLOWRT_RETENTION",
+            metavar="AGE",
+            help="Prune finished runs that ended over AGE ago (30d, 12h, 1w) in the background, in small "
+            "batches; RUNNING and WAITING runs are never touched. (default: keep everything)",
+        ),
+    ] = None,
     no_drive: Annotated[
         bool,
         typer.Option(
@@ -177,6 +187,7 @@ def serve(
             api_token=token,
             api_tokens=tokens,
             tokens_file=tokens_file,
+            retention=retention,
             drive=not no_drive,
             workers=workers,
             strict_db=strict_db,

@@ -88,6 +88,27 @@ class RewindRequest(msgspec.Struct, rename="camel"):
     to_node: Name
 
 
+class PruneRequest(msgspec.Struct, rename="camel"):
+    """Body of ``POST /v1/admin/prune``."""
+
+    older_than: Annotated[str, msgspec.Meta(max_length=40)]
+    """Finished runs that ended longer ago than this: 30d, 12h, 90m, 1w, or seconds."""
+    status: list[Literal["COMPLETED", "FAILED", "CANCELLED"]] | None = None
+    dry_run: bool = False
+
+
+class PruneOut(msgspec.Struct, rename="camel"):
+    runs: int
+    events: int
+    idempotency_records: int
+    start_keys: int
+    size_before: int | None
+    size_after: int | None
+    space_note: str | None
+    dry_run: bool
+    seconds: float
+
+
 class CancelRequest(msgspec.Struct, rename="camel"):
     """Body of ``POST /v1/runs/{runId}/cancel`` (optional)."""
 
@@ -544,6 +565,21 @@ def create_app(
         )
         return json_response({"runs": [run.to_json() for run in runs], "nextCursor": next_cursor})
 
+    @post(
+        "/admin/prune",
+        status_code=200,
+        summary="Delete old finished runs (admin)",
+        description="Deletes COMPLETED, FAILED and CANCELLED runs (or those of status) that ended longer than "
+        "olderThan ago, with their events, idempotency records and start keys, in small batches; RUNNING and "
+        "WAITING runs are never touched. dryRun only counts. Needs a token with the admin scope.",
+        responses=_docs(PruneOut, 403, 413),
+        opt={"scope": "admin"},
+    )
+    async def prune_runs(data: PruneRequest = _body_doc(max_body_bytes, "What to prune.")) -> Response[bytes]:
+        statuses = None if data.status is None else [str(status) for status in data.status]
+        report = await asyncio.to_thread(engine.prune, data.older_than, statuses, dry_run=data.dry_run)
+        return json_response(report.to_json())
+
     @get("/flows", summary="Registered flows", responses=_docs(list[FlowOut]))
     async def list_flows() -> Response[bytes]:
         return json_response(engine.list_flows())
@@ -557,7 +593,7 @@ def create_app(
     v1 = Router(
         "/v1",
         route_handlers=[
-            start_run, tick_run, resume_run, cancel_run, retry_run, rewind_run, get_run, get_timeline, list_runs, list_flows,
+            start_run, tick_run, resume_run, cancel_run, retry_run, rewind_run, prune_runs, get_run, get_timeline, list_runs, list_flows,
             *stream_handlers(state, _check_run_id),  # SSE: /v1/runs/{runId}/events, /v1/runs/changes
             counts_handler(state),  # /v1/runs/counts, for the dashboard
         ],

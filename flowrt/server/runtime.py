@@ -37,6 +37,7 @@ from ..storage import DEFAULT_URL, describe_url
 from ..values import DEFAULT_MAX_VALUE_BYTES
 from . import connections
 from .app import DEFAULT_MAX_BODY, ApiState, api_state, create_app
+from ..retention import RetentionLoop, parse_age
 from .auth import Token, load_tokens
 
 log = logging.getLogger("flowrt.server")
@@ -95,6 +96,8 @@ class Settings:
     tokens: list[Token] = field(default_factory=list)
     """Named, scoped tokens (FLOWRT_API_TOKENS, --tokens-file); see :mod:`flowrt.server.auth`."""
     drive: bool = True
+    retention: float | None = None
+    """Seconds after which finished runs are pruned in the background (--retention); None: never."""
     workers: int = field(default_factory=default_workers)
     strict_db: bool = False
     lease_ttl: float = 30.0
@@ -118,6 +121,7 @@ class Settings:
         api_token: str | None = None,
         api_tokens: str | None = None,
         tokens_file: str | None = None,
+        retention: str | float | None = None,
         drive: bool | None = None,
         workers: int | None = None,
         strict_db: bool | None = None,
@@ -190,9 +194,12 @@ class Settings:
             tokens=api_tokens or env.get("FLOWRT_API_TOKENS") or None,
             tokens_file=tokens_file or env.get("FLOWRT_TOKENS_FILE") or None,
         )
+        if retention is None or retention == "":
+            retention = env.get("FLOWRT_RETENTION") or None
         return cls(
             flows=loaded,
             tokens=tokens,
+            retention=None if retention is None else parse_age(str(retention), "retention"),
             host=host or env.get("HOST") or "127.0.0.1",
             port=port,
             database_url=url or DEFAULT_URL,
@@ -259,6 +266,9 @@ class FlowRuntime:
         self._closed = False
         self._deadline: float | None = None  # monotonic time at which shutdown abandons steps
         self._abandon = threading.Event()
+        self.retention = (
+            None if settings.retention is None else RetentionLoop(self.engine.pruner, settings.retention)
+        )
         if not settings.flows:
             log.warning("no flows registered: pass --flows module:NAME (or FLOWRT_FLOWS)")
 
@@ -278,6 +288,8 @@ class FlowRuntime:
         # move it out of the collector's sight so full collections stay short (tail latency).
         gc.collect()
         gc.freeze()
+        if self.retention is not None:
+            self.retention.start()
         if self.drivers is None:
             self._recover()
             return self
@@ -351,6 +363,8 @@ class FlowRuntime:
         with self._lock:
             if self.drivers is not None:
                 self.drivers.stop(left())
+        if self.retention is not None:
+            self.retention.stop()  # it stops between two batches
         self._closed = True
         self.engine.close()
         log.info("flowrt runtime stopped")
@@ -436,6 +450,7 @@ def run_flow_runtime(
     api_token: str | None = None,
     api_tokens: str | None = None,
     tokens_file: str | None = None,
+    retention: str | float | None = None,
     drive: bool | None = None,
     workers: int | None = None,
     strict_db: bool | None = None,
@@ -470,6 +485,7 @@ def run_flow_runtime(
         api_token=api_token,
         api_tokens=api_tokens,
         tokens_file=tokens_file,
+        retention=retention,
         drive=drive,
         workers=workers,
         strict_db=strict_db,
