@@ -16,12 +16,12 @@ finished (or waiting) node, so they can be rewound to nodes started after it and
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import InvalidInput, RewindUnavailable, RunBusy, RunNotFound, RunNotRepairable
 from .runs import EventType, RunStatus
 from .steps import Step, StepCore
-from .storage import RunRow
+from .storage import RunRow, Storage
 from .values import deep_merge, dumps, loads
 
 RETRYABLE_STATUSES = (RunStatus.FAILED, RunStatus.CANCELLED)
@@ -86,7 +86,7 @@ class Repairs:
 
     def rebuild(self, run_id: str, node_id: str) -> tuple[dict[str, Any], dict[str, Any], int]:
         """``(state, outputs, seq)`` just before ``node_id`` last started (its NODE_STARTED is ``seq``)."""
-        changes = self.storage.changes(run_id)
+        changes = changes_of(self.storage, run_id)
         starts = [seq for seq, kind, node, _ in changes if kind == EventType.NODE_STARTED and node == node_id]
         if not starts:
             started = sorted({node for _, kind, node, _ in changes if kind == EventType.NODE_STARTED and node})
@@ -138,13 +138,39 @@ class Repairs:
 
     def _claim(self, current: RunRow, statuses: tuple[RunStatus, ...], what: str) -> RunRow:
         steps = self.steps
-        row = self.storage.claim_finished_or_waiting(current.run_id, steps.owner, steps.leases.ttl_ms, statuses)
+        row = claim_for_repair(self.storage, current.run_id, steps.owner, steps.leases.ttl_ms, statuses)
         if row is not None:
             return row
         now = self._current(current.run_id)
         if now.status not in statuses:
             raise RunNotRepairable(f"run {now.run_id} became {now.status} meanwhile and cannot be {what}", run_id=now.run_id)
         raise RunBusy(f"run {now.run_id} is being executed by {now.lease_owner}", run_id=now.run_id)
+
+
+def claim_for_repair(storage: Storage, run_id: str, owner: str, ttl_ms: int, statuses: Sequence[str]) -> RunRow | None:
+    """Take the lease of a run in one of ``statuses`` that nobody holds: the step core's claim
+    (the same UPDATE) for any status, so a step, resume or repair still in flight writes nothing."""
+    sql = storage._sql
+    now = storage.clock.now_ms()
+    marks = ", ".join([sql.p] * len(statuses))
+    with storage._write() as cur:
+        cur.execute(
+            f"{sql._take} WHERE run_id = {sql.p} AND status IN ({marks}) AND {sql._free} RETURNING {sql._cols}",
+            (owner, now + ttl_ms, run_id, *statuses, now),
+        )
+        row = cur.fetchone()
+    return RunRow(*row) if row else None
+
+
+def changes_of(storage: Storage, run_id: str) -> list[tuple[int, str, str | None, str | None]]:
+    """``(seq, type, node_id, change_json)`` of what a rewind reads: every NODE_STARTED and
+    every event that changed the run's state or outputs, in order."""
+    p = storage.db.param
+    return storage._read(
+        f"SELECT seq, type, node_id, change_json FROM flowrt_events WHERE run_id = {p} "
+        "AND (change_json IS NOT NULL OR type = 'NODE_STARTED') ORDER BY seq",
+        (run_id,),
+    )
 
 
 def _reopened(row: RunRow, now: int, node_id: str | None) -> RunRow:

@@ -713,20 +713,6 @@ class Storage:
             self._insert_events(cur, [(run_id, run.last_seq, now, *event, None)])
         return run
 
-    def claim_finished_or_waiting(self, run_id: str, owner: str, ttl_ms: int, statuses: Sequence[str]) -> RunRow | None:
-        """Take the lease of a run in one of ``statuses`` that nobody holds, to repair it
-        (retry, rewind): its epoch moves on, so a step or repair still in flight writes nothing."""
-        now = self.clock.now_ms()
-        with self._write() as cur:
-            cur.execute(self._sql.claim_for_repair(len(statuses)), (owner, now + ttl_ms, run_id, *statuses, now))
-            row = cur.fetchone()
-        return RunRow(*row) if row else None
-
-    def changes(self, run_id: str) -> list[tuple[int, str, str | None, str | None]]:
-        """``(seq, type, node_id, change_json)`` of the events a rewind needs: every NODE_STARTED
-        and every event that changed the run's state or outputs, in order."""
-        return self._read(self._sql.changes, (run_id,))
-
     def idempotent_result(self, flow_id: str, node_id: str, key: str) -> tuple[str, str | None] | None:
         rows = self._read(self._sql.get_idempotency, (flow_id, node_id, key))
         return (rows[0][0], rows[0][1]) if rows else None
@@ -865,10 +851,6 @@ class _Statements:
             f"SELECT {', '.join(WIRE_EVENT_COLUMNS)} FROM flowrt_events WHERE run_id = {p} AND seq > {p} ORDER BY seq"
         )
         self.events_page = self.events_all + f" LIMIT {p}"
-        self.changes = (
-            "SELECT seq, type, node_id, change_json FROM flowrt_events WHERE run_id = "
-            f"{p} AND (change_json IS NOT NULL OR type = 'NODE_STARTED') ORDER BY seq"
-        )
         self.get_idempotency = (
             f"SELECT output_json, patch_json FROM flowrt_idempotency WHERE flow_id = {p} AND node_id = {p} AND key = {p}"
         )
@@ -905,13 +887,6 @@ class _Statements:
             )
             found = self._claim_next[key] = (probe, claim)
         return found
-
-    def claim_for_repair(self, statuses: int) -> str:
-        """Parameters: ``(owner, expires, run_id, *statuses, now)``."""
-        return (
-            f"{self._take} WHERE run_id = {self.p} AND status IN ({', '.join([self.p] * statuses)}) "
-            f"AND {self._free} RETURNING {self._cols}"
-        )
 
     def insert_events(self, count: int) -> str:
         sql = self._events.get(count)

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from flowrt import Engine, InvalidInput
+from flowrt.repair import claim_for_repair
 from flowrt.retention import Pruner, parse_age
 from http_helpers import serve_process, thread_server
 from repair_flows import ALL
@@ -223,7 +224,7 @@ def test_cli_bulk_actions_by_filter(tmp_path: Path) -> None:
                   for _ in range(4)]
         waiting = [engine.run_until_blocked(engine.start("shop", tenant_id="t1").run_id).run_id for _ in range(3)]
         # One failed run is held by another process: its retry fails, the rest go on.
-        assert engine.storage.claim_finished_or_waiting(failed[0], "someone-else", 600_000, ["FAILED"]) is not None
+        assert claim_for_repair(engine.storage, failed[0], "someone-else", 600_000, ["FAILED"]) is not None
     broken.unlink()
 
     dry = flowrt_process("retry", "--status", "FAILED", "--dry-run", "--json", cwd=tmp_path, env=env)

@@ -18,6 +18,7 @@ from flowrt import (
     RunNotFound,
     RunNotRepairable,
 )
+from flowrt.repair import changes_of
 from repair_flows import ALL
 
 Make = Callable[..., Any]
@@ -170,5 +171,5 @@ def test_a_step_still_commits_in_one_transaction(make_engine: Make, db_url: str)
     before = storage.write_transactions
     engine.tick(run.run_id)
     assert storage.write_transactions - before == 2
-    changes = storage.changes(run.run_id)
+    changes = changes_of(storage, run.run_id)
     assert [(seq, kind) for seq, kind, _, change in changes if change] == [(1, "RUN_STARTED"), (3, "NODE_FINISHED")]
