@@ -175,3 +175,30 @@ def test_cli_retry_and_rewind_against_a_server_with_scoped_tokens(tmp_path: Path
         assert bys == ["alice", "alice"]
         log = server.output()
         assert "alice (operate)" in log and "alice-secret-1" not in log and "dash-secret-1" not in log
+
+
+def test_the_python_client_retries_and_rewinds(srv: ThreadServer, tmp_path: Path) -> None:
+    import asyncio
+
+    from flowrt import AsyncClient, Client, RewindUnavailable, RunNotRepairable
+
+    switch = tmp_path / "down"
+    switch.write_text("x")
+    run_id = _failed(srv.client, switch)
+    switch.unlink()
+    with Client(srv.url, token="alice-secret-1") as client:
+        with pytest.raises(RunNotRepairable):
+            client.retry(client.start("shop", wait=True).run_id)
+        retried = client.retry(run_id, wait=True)
+        assert (retried.status, retried.current_node_id) == ("WAITING", "approve")
+        with pytest.raises(RewindUnavailable):
+            client.rewind(run_id, "ship")
+
+    async def rewind() -> Any:
+        async with AsyncClient(srv.url, token="alice-secret-1") as client:
+            return await client.rewind(run_id, "prepare", wait=True)
+
+    back = asyncio.run(rewind())
+    assert back.status == "WAITING" and back.state["count"] == 2
+    events = srv.client.get(f"/v1/runs/{run_id}/timeline", headers=_h("dash-secret-1")).json()
+    assert [e["payloadJson"]["by"] for e in events if e["type"] in ("RUN_RETRIED", "RUN_REWOUND")] == ["alice", "alice"]
