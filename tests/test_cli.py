@@ -34,7 +34,8 @@ for _path in (REPO, REPO / "tests"):
 
 FLOWS = "examples.orders:ALL,examples.approval:ALL,examples.fraud:ALL,cli_flows:ALL"
 ORDER = '{"orderId": "A1", "sku": "book", "qty": 2}'
-COMMANDS = ["start", "resume", "tick", "cancel", "status", "runs", "timeline", "flows", "recover", "serve"]
+COMMANDS = ["start", "resume", "tick", "cancel", "retry", "rewind", "status", "runs", "timeline", "flows", "recover",
+            "prune", "serve"]
 
 runner = CliRunner()
 Cli = Callable[..., Result]

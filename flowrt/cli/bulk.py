@@ -32,20 +32,20 @@ PAST = {"cancel": "cancelled", "retry": "retried", "resume": "resumed"}
 
 Status = Annotated[
     Optional[str],
-    typer.Option("--status", "-s", metavar="STATUS", rich_help_panel=FILTERS,
+    typer.Option("--status", "-s", envvar="FLOWRT_SELECT_STATUS", metavar="STATUS", rich_help_panel=FILTERS,
                  help="Only runs with this status (default: every status the action applies to)."),
 ]
-FlowFilter = Annotated[Optional[str], typer.Option("--flow", metavar="FLOW", rich_help_panel=FILTERS, help="Only runs of this flow id.")]
-TenantFilter = Annotated[Optional[str], typer.Option("--tenant", metavar="TENANT", rich_help_panel=FILTERS, help="Only runs of this tenant.")]
+FlowFilter = Annotated[Optional[str], typer.Option("--flow", envvar="FLOWRT_SELECT_FLOW", metavar="FLOW", rich_help_panel=FILTERS, help="Only runs of this flow id.")]
+TenantFilter = Annotated[Optional[str], typer.Option("--tenant", envvar="FLOWRT_SELECT_TENANT", metavar="TENANT", rich_help_panel=FILTERS, help="Only runs of this tenant.")]
 Since = Annotated[
     Optional[str],
-    typer.Option("--since", metavar="WHEN", rich_help_panel=FILTERS, help="Only runs started at or after WHEN (30m, 2d, or an ISO time)."),
+    typer.Option("--since", envvar="FLOWRT_SELECT_SINCE", metavar="WHEN", rich_help_panel=FILTERS, help="Only runs started at or after WHEN (30m, 2d, or an ISO time)."),
 ]
 Until = Annotated[
-    Optional[str], typer.Option("--until", metavar="WHEN", rich_help_panel=FILTERS, help="Only runs started before WHEN.")
+    Optional[str], typer.Option("--until", envvar="FLOWRT_SELECT_UNTIL", metavar="WHEN", rich_help_panel=FILTERS, help="Only runs started before WHEN.")
 ]
-DryRun = Annotated[bool, typer.Option("--dry-run", rich_help_panel=FILTERS, help="Only list the runs it would touch.")]
-Yes = Annotated[bool, typer.Option("--yes", "-y", rich_help_panel=FILTERS, help="Do not ask for confirmation (scripts).")]
+DryRun = Annotated[bool, typer.Option("--dry-run", envvar="FLOWRT_DRY_RUN", rich_help_panel=FILTERS, help="Only list the runs it would touch.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", envvar="FLOWRT_YES", rich_help_panel=FILTERS, help="Do not ask for confirmation (scripts).")]
 
 
 def any_filter(*values: Any) -> bool:
@@ -156,17 +156,17 @@ def _print_summary(out: Output, summary: Json) -> None:
 
 def prune(
     older_than: Annotated[
-        str, typer.Option("--older-than", metavar="AGE", help="Finished runs that ended longer ago than AGE: 30d, 12h, 1w.")
+        str, typer.Option("--older-than", envvar="FLOWRT_PRUNE_OLDER_THAN", metavar="AGE", help="Finished runs that ended longer ago than AGE: 30d, 12h, 1w.")
     ],
     status: Annotated[
         Optional[list[str]],
-        typer.Option("--status", "-s", metavar="STATUS", help="Only COMPLETED, FAILED or CANCELLED (repeatable). Default: all three."),
+        typer.Option("--status", "-s", envvar="FLOWRT_PRUNE_STATUS", metavar="STATUS", help="Only COMPLETED, FAILED or CANCELLED (repeatable). Default: all three."),
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would be deleted.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", envvar="FLOWRT_DRY_RUN", help="Only count what would be deleted.")] = False,
     yes: Yes = False,
     vacuum: Annotated[
         bool,
-        typer.Option("--vacuum", help="Local SQLite only: switch an older file to incremental vacuum with one full "
+        typer.Option("--vacuum", envvar="FLOWRT_PRUNE_VACUUM", help="Local SQLite only: switch an older file to incremental vacuum with one full "
                      "VACUUM, so it shrinks (blocks writers while it runs)."),
     ] = False,
     db: Db = None,

@@ -24,15 +24,18 @@ from .output import Output
 #: RUN, or nothing when a filter selects the runs (cancel, retry, resume).
 MaybeRun = Annotated[
     Optional[str],
-    typer.Argument(metavar="[RUN]", help="The run id; leave it out and give a filter to act on many runs.", show_default=False),
+    typer.Argument(metavar="RUN", help="The run id; leave it out and give a filter to act on many runs.", show_default=False),
 ]
 
 
 def _one_or_many(run_id: str | None, filters: tuple[Any, ...], dry_run: bool, yes: bool, wait: bool = False) -> bool:
-    """True when a filter selects the runs; a usage error for a mix of both, or neither."""
+    """True when a filter selects the runs; a usage error for a mix of both, or neither.
+    (``--yes`` means nothing for one run, and is ignored: FLOWRT_YES may be set for scripts.)"""
     chosen = bulk.any_filter(*filters)
-    if run_id is not None and (chosen or dry_run or yes):
+    if run_id is not None and chosen:
         raise UsageProblem("give either RUN or a filter (--status, --flow, --tenant, --since, --until), not both")
+    if run_id is not None and dry_run:
+        raise UsageProblem("--dry-run lists the runs a filter selects; with one RUN, see `flowrt status RUN`")
     if run_id is None and not chosen:
         raise UsageProblem("give a RUN, or a filter (--status, --flow, --tenant, --since, --until) to act on many runs")
     if chosen and wait:
@@ -219,7 +222,7 @@ def retry(
 
 def rewind(
     run_id: RunId,
-    to: Annotated[str, typer.Option("--to", metavar="NODE", help="The node to continue from.")],
+    to: Annotated[str, typer.Option("--to", envvar="FLOWRT_REWIND_TO", metavar="NODE", help="The node to continue from.")],
     wait: Wait = False,
     db: Db = None,
     url: Url = None,
