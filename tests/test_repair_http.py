@@ -202,3 +202,22 @@ def test_the_python_client_retries_and_rewinds(srv: ThreadServer, tmp_path: Path
     assert back.status == "WAITING" and back.state["count"] == 2
     events = srv.client.get(f"/v1/runs/{run_id}/timeline", headers=_h("dash-secret-1")).json()
     assert [e["payloadJson"]["by"] for e in events if e["type"] in ("RUN_RETRIED", "RUN_REWOUND")] == ["alice", "alice"]
+
+
+def test_cli_repairs_and_prunes_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    switch = tmp_path / "down"
+    switch.write_text("x")
+    env = {"DATABASE_URL": pg_url, "FLOWRT_FLOWS": "repair_flows:ALL"}
+    started = flowrt_process("start", "shop", "--wait", "--json", "--input", json.dumps({"brokenFile": str(switch)}),
+                             cwd=tmp_path, env=env)
+    run_id = json.loads(started.stdout)["runId"]
+    switch.unlink()
+    done = flowrt_process("retry", run_id, "--wait", "--json", cwd=tmp_path, env=env)
+    assert json.loads(done.stdout)["status"] == "WAITING", done.stderr
+    back = flowrt_process("rewind", run_id, "--to", "charge", "--json", cwd=tmp_path, env=env)
+    assert json.loads(back.stdout)["outputsJson"] == {"prepare": {"prepared": None}}, back.stderr
+    cancelled = flowrt_process("cancel", "--flow", "shop", "--yes", "--json", cwd=tmp_path, env=env)
+    assert json.loads(cancelled.stdout)["outcomes"] == {"cancelled": 1}, cancelled.stderr
+    pruned = flowrt_process("prune", "--older-than", "1s", "--dry-run", "--json", cwd=tmp_path, env=env)
+    report = json.loads(pruned.stdout)
+    assert report["dryRun"] and report["sizeBefore"] > 0, pruned.stderr
