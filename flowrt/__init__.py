@@ -29,7 +29,9 @@ if TYPE_CHECKING:  # what mypy and editors see; at run time __getattr__ imports 
         RunBusy,
         RunFinished,
         RunNotFound,
+        RunNotRepairable,
         RunNotWaiting,
+        RewindUnavailable,
         StorageUnavailable,
     )
     from .loader import load_flows
@@ -46,7 +48,7 @@ _WHERE = {
         (
             "DefinitionError", "FlowLoadError", "FlowNotFound", "FlowNotRegistered", "FlowrtError",
             "IdempotencyConflict", "InvalidInput", "PayloadTooLarge", "RunBusy", "RunFinished", "RunNotFound",
-            "RunNotWaiting", "StorageUnavailable",
+            "RunNotRepairable", "RunNotWaiting", "RewindUnavailable", "StorageUnavailable",
         ),
         "errors",
     ),

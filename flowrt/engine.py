@@ -24,7 +24,7 @@ import re
 import socket
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
 from .clock import SYSTEM_CLOCK, Clock
@@ -43,6 +43,8 @@ from .errors import (
 from .execution import Executor
 from .leases import Leases
 from .runs import Event, EventType, Run, RunStatus, new_run_id, to_datetime
+from .repair import Repairs
+from .retention import Pruner, PruneReport, parse_age
 from .steps import Execute, Sleep, Step, StepCore
 from .storage import DEFAULT_URL, LeaseLost, RunRow, Storage
 from .values import DEFAULT_MAX_VALUE_BYTES, dumps, dumps_user, loads, too_large
@@ -113,6 +115,8 @@ class Engine:
             max_value_bytes=max_value_bytes,
             stopping=self._stopping,
         )
+        self._repairs = Repairs(self._steps)
+        self.pruner = Pruner(self.storage)
         self._db_threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._offload_db = self.storage.kind == "postgres"
         self._pool_size = pool_size
@@ -345,7 +349,9 @@ class Engine:
         if idempotency_key is not None:
             request = dumps([flow.flow_id, flow.version, tenant_id, input_json, state_json])
             start_key = (idempotency_key, hashlib.sha256(request.encode()).hexdigest())
-        events = [(row.run_id, 1, now, EventType.RUN_STARTED, None, None, "{}")]
+        # The first snapshot a rewind starts from (see flowrt.repair).
+        snapshot = '{"state":' + state_json + ',"outputs":{}}'
+        events = [(row.run_id, 1, now, EventType.RUN_STARTED, None, None, "{}", snapshot)]
         existing = self.storage.insert_run(row, events, start_key)
         if existing is not None:
             assert start_key is not None
@@ -377,12 +383,12 @@ class Engine:
         """
         return self._to_run(self._run_sync(self._steps.until_blocked(run_id, should_stop), run_id))
 
-    def cancel(self, run_id: str, reason: str | None = None) -> Run:
+    def cancel(self, run_id: str, reason: str | None = None, *, by: str = "api") -> Run:
         """End a RUNNING or WAITING run as CANCELLED; a step in flight is discarded."""
         if reason is not None and not isinstance(reason, str):
             raise InvalidInput("reason must be a string")
         row = self.storage.cancel(
-            run_id, reason, (EventType.RUN_CANCELLED, None, None, dumps({"reason": reason}))
+            run_id, reason, (EventType.RUN_CANCELLED, None, None, dumps({"reason": reason, "by": by}))
         )
         if row is None:
             if self.storage.get_run(run_id) is None:
@@ -390,6 +396,40 @@ class Engine:
             raise RunFinished(f"run {run_id} has already ended", run_id=run_id)
         self.leases.forget(run_id)
         return self._to_run(row)
+
+    def retry(self, run_id: str, *, by: str = "api") -> Run:
+        """A FAILED or CANCELLED run becomes RUNNING again at the node where it stopped, its
+        state and outputs as they were and that node's failure count reset (``RUN_RETRIED``).
+        Nothing executes yet: drivers, ``tick`` or ``run_until_blocked`` continue it."""
+        return self._to_run(self._run_sync(self._repairs.retry(run_id, by), run_id))
+
+    def rewind(self, run_id: str, to_node: str, *, by: str = "api") -> Run:
+        """Continue a WAITING or ended run from ``to_node``, with the state and outputs it had
+        just before that node last started; outputs of later nodes are removed, every
+        event stays (``RUN_REWOUND``). Nothing executes yet, as with :meth:`retry`."""
+        return self._to_run(self._run_sync(self._repairs.rewind(run_id, to_node, by), run_id))
+
+    def prune(
+        self,
+        older_than: timedelta | float | str,
+        statuses: list[str] | None = None,
+        *,
+        dry_run: bool = False,
+        vacuum: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> PruneReport:
+        """Delete finished runs that ended more than ``older_than`` ago (a timedelta, seconds,
+        or ``"30d"``), with their events, idempotency records and start keys; RUNNING and
+        WAITING runs are never touched. See :mod:`flowrt.retention` for batches and space."""
+        if isinstance(older_than, timedelta):
+            seconds = older_than.total_seconds()
+        elif isinstance(older_than, (int, float)) and not isinstance(older_than, bool):
+            seconds = float(older_than)
+        else:
+            seconds = parse_age(str(older_than), "older_than")
+        if not seconds > 0:
+            raise InvalidInput("older_than must be longer than zero")
+        return self.pruner.prune(seconds, statuses, dry_run=dry_run, vacuum=vacuum, progress=progress)
 
     def drive_next(
         self, *, max_sleep: float | None = None, should_stop: Callable[[], bool] | None = None
@@ -415,6 +455,12 @@ class Engine:
 
     async def resume_async(self, run_id: str, payload: Any = None, *, by: str = "api") -> Run:
         return self._to_run(await self._run_async(self._steps.resume(run_id, payload, by), run_id))
+
+    async def retry_async(self, run_id: str, *, by: str = "api") -> Run:
+        return self._to_run(await self._run_async(self._repairs.retry(run_id, by), run_id))
+
+    async def rewind_async(self, run_id: str, to_node: str, *, by: str = "api") -> Run:
+        return self._to_run(await self._run_async(self._repairs.rewind(run_id, to_node, by), run_id))
 
     async def run_until_blocked_async(self, run_id: str) -> Run:
         return self._to_run(await self._run_async(self._steps.until_blocked(run_id), run_id))

@@ -11,6 +11,8 @@
     ├── RunBusy                RUN_BUSY              another executor holds the run's lease
     ├── RunNotWaiting          RUN_NOT_WAITING       resume of a run that is not WAITING
     ├── RunFinished            RUN_FINISHED          cancel of a run that already ended
+    ├── RunNotRepairable       RUN_NOT_REPAIRABLE    retry/rewind of a run in a state that does not allow it
+    │   └── RewindUnavailable  REWIND_UNAVAILABLE    rewind to a point the run's stored history cannot rebuild
     ├── IdempotencyConflict    IDEMPOTENCY_CONFLICT  a start key reused for a different start
     ├── StorageUnavailable     STORAGE_UNAVAILABLE   the database cannot be reached
     ├── ServerUnreachable      SERVER_UNREACHABLE    (client) no answer: refused, reset, timed out
@@ -107,6 +109,19 @@ class RunFinished(FlowrtError):
 
     code = "RUN_FINISHED"
     http_status = 409
+
+
+class RunNotRepairable(FlowrtError):
+    """The run's status does not allow this repair (retry a COMPLETED or active run, rewind a RUNNING one)."""
+
+    code = "RUN_NOT_REPAIRABLE"
+    http_status = 409
+
+
+class RewindUnavailable(RunNotRepairable):
+    """The run never started that node, or was stored before flowrt kept each step's changes."""
+
+    code = "REWIND_UNAVAILABLE"
 
 
 class IdempotencyConflict(FlowrtError):

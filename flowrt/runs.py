@@ -39,6 +39,8 @@ class EventType(StrEnum):
     RUN_COMPLETED = "RUN_COMPLETED"
     RUN_ABORTED = "RUN_ABORTED"
     RUN_CANCELLED = "RUN_CANCELLED"
+    RUN_RETRIED = "RUN_RETRIED"
+    RUN_REWOUND = "RUN_REWOUND"
 
 
 def now_ms() -> int:

@@ -241,7 +241,7 @@ class StepCore:
             lease_expires_at=now + self.leases.ttl_ms,
         )
         payload = '{"by":' + dumps(by) + ',"payload":' + payload_json + "}"
-        event = (row.run_id, new.last_seq, now, EventType.RUN_RESUMED, row.current_node_id, None, payload)
+        event = (row.run_id, new.last_seq, now, EventType.RUN_RESUMED, row.current_node_id, None, payload, None)
         return (yield from self.commit(new, lease, [event]))
 
     def _record_interruption(self, row: RunRow, flow: Flow, lease: Lease) -> Step:
@@ -261,7 +261,7 @@ class StepCore:
 
         def event(kind: str, payload: dict[str, Any]) -> None:
             seq = row.last_seq + len(events) + 1
-            events.append((row.run_id, seq, now, kind, *_event_fields(kind, node_id, attempts[node_id], payload)))
+            events.append((row.run_id, seq, now, kind, *_event_fields(kind, node_id, attempts[node_id], payload), None))
 
         stopped = f"worker {row.stale_owner} stopped while executing node {node_id} (its lease expired)"
         if recoveries <= budget:
@@ -297,10 +297,10 @@ class StepCore:
         events: list[EventRow] = []
         seq = row.last_seq
 
-        def event(kind: str, payload: dict[str, Any], at: int) -> None:
+        def event(kind: str, payload: dict[str, Any], at: int, change: str | None = None) -> None:
             nonlocal seq
             seq += 1
-            events.append((run_id, seq, at, kind, *_event_fields(kind, node_id, attempt, payload)))
+            events.append((run_id, seq, at, kind, *_event_fields(kind, node_id, attempt, payload), change))
 
         node = flow.nodes.get(node_id) if node_id else None
         cached = False
@@ -372,7 +372,14 @@ class StepCore:
                         )
                         break
 
+        change: str | None = None  # what this step did to state and outputs, kept for rewind
         if isinstance(result, (Ok, Wait)):
+            assert output_json is not None
+            patch = "null" if patch_json is None else patch_json
+            if isinstance(result, Ok) or result.output is not None:
+                change = '{"output":' + output_json + ',"patch":' + patch + "}"
+            elif patch_json is not None:
+                change = '{"patch":' + patch + "}"
             state = loads(row.state_json)
             if result.patch:
                 deep_merge(state, loads(patch_json))
@@ -385,7 +392,7 @@ class StepCore:
 
         if isinstance(result, Ok):
             new.wake_at, new.error_json = None, None
-            event(EventType.NODE_FINISHED, {"cached": cached}, now)
+            event(EventType.NODE_FINISHED, {"cached": cached}, now, change)
             if idem_key is not None and not cached:
                 idem = (flow.flow_id, node_id, idem_key, run_id, output_json, patch_json, now)
             try:
@@ -403,7 +410,7 @@ class StepCore:
         elif isinstance(result, Wait):
             new.status = RunStatus.WAITING
             new.wait_reason, new.wait_until, new.wake_at = result.reason, wait_until, wake_at
-            event(EventType.NODE_FINISHED, {"cached": cached}, now)  # the node ran; the run waits
+            event(EventType.NODE_FINISHED, {"cached": cached}, now, change)  # the node ran; the run waits
             event(EventType.RUN_WAITING, {"reason": result.reason, "until": wait_until}, now)
         else:
             assert isinstance(result, Fail)

@@ -33,7 +33,7 @@ from .errors import InvalidInput, StorageUnavailable
 log = logging.getLogger("flowrt.storage")
 _monotonic = time.monotonic
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_URL = "sqlite:///flowrt.db"
 
 RUN_COLUMNS = (
@@ -81,7 +81,9 @@ STEP_COLUMNS = (
     "updated_at",
     "recoveries",
 )
-EVENT_COLUMNS = ("run_id", "seq", "at", "type", "node_id", "attempt", "payload_json")
+EVENT_COLUMNS = ("run_id", "seq", "at", "type", "node_id", "attempt", "payload_json", "change_json")
+WIRE_EVENT_COLUMNS = EVENT_COLUMNS[:7]
+"""What a timeline shows; ``change_json`` is flowrt's own record for rewind (see flowrt.repair)."""
 
 
 @dataclass(slots=True)
@@ -125,7 +127,11 @@ class RunRow:
 _run_values = operator.attrgetter(*RUN_COLUMNS)
 _step_values = operator.attrgetter(*STEP_COLUMNS)
 
-EventRow = tuple[Any, ...]  # (run_id, seq, at, type, node_id, attempt, payload_json)
+EventRow = tuple[Any, ...]
+"""Written as (run_id, seq, at, type, node_id, attempt, payload_json, change_json); read
+without change_json. ``change_json`` is what the event did to the run's state and outputs,
+so a run can be rewound (:mod:`flowrt.repair`): ``{"output", "patch"}`` on a NODE_FINISHED,
+a full ``{"state", "outputs"}`` snapshot on RUN_STARTED and RUN_REWOUND, NULL otherwise."""
 
 
 # --------------------------------------------------------------------------- models
@@ -182,6 +188,7 @@ def build_models(db: pw.Database) -> dict[str, type[pw.Model]]:
         node_id = pw.CharField(200, null=True)
         attempt = pw.IntegerField(null=True)
         payload_json = pw.TextField()
+        change_json = pw.TextField(null=True)
 
         class Meta:
             table_name = "flowrt_events"
@@ -249,7 +256,29 @@ def _migration_2(models: dict[str, type[pw.Model]]) -> None:
     )
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2}
+def _migration_3(models: dict[str, type[pw.Model]]) -> None:
+    """Events record what each step changed (``change_json``), so runs can be rewound.
+
+    Runs stored before have no such record. Their current state and outputs become a
+    snapshot on the last event that may have changed them, NODE_FINISHED or RUN_WAITING
+    (version 1 recorded a wait without NODE_FINISHED), or on their first event if none did:
+    that is what they were from then on, so they can be rewound to any node started
+    after it, and no further back (flowrt.repair says so).
+    """
+    db = models["RunRecord"]._meta.database
+    if "change_json" in {column.name for column in db.get_columns("flowrt_events")}:
+        return  # a database created from scratch got today's flowrt_events in migration 1
+    db.execute_sql("ALTER TABLE flowrt_events ADD COLUMN change_json TEXT")
+    db.execute_sql(
+        "UPDATE flowrt_events SET change_json = (SELECT '{\"state\":' || r.state_json || ',\"outputs\":' "
+        "|| r.outputs_json || '}' FROM flowrt_runs r WHERE r.run_id = flowrt_events.run_id) "
+        "WHERE (run_id, seq) IN (SELECT run_id, COALESCE(MAX(CASE WHEN type IN ('NODE_FINISHED', 'RUN_WAITING') "
+        "THEN seq END), "
+        "MIN(seq)) FROM flowrt_events GROUP BY run_id)"
+    )
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
 
 
 # --------------------------------------------------------------------------- URLs
@@ -291,6 +320,9 @@ def open_database(url: str, *, pool_size: int = 16) -> tuple[str, pw.Database]:
             timeout=30,
             check_same_thread=False,
             pragmas={
+                # New files give pruned runs' space back in small steps (flowrt.retention);
+                # on an existing file this takes effect only after one full VACUUM.
+                "auto_vacuum": "incremental",
                 "journal_mode": "wal",
                 "synchronous": "normal",
                 "busy_timeout": 30000,
@@ -680,7 +712,7 @@ class Storage:
             if row is None:
                 return None
             run = RunRow(*row)
-            self._insert_events(cur, [(run_id, run.last_seq, now, *event)])
+            self._insert_events(cur, [(run_id, run.last_seq, now, *event, None)])
         return run
 
     def idempotent_result(self, flow_id: str, node_id: str, key: str) -> tuple[str, str | None] | None:
@@ -818,7 +850,7 @@ class _Statements:
             f"WHERE run_id = {p} AND status IN ('RUNNING', 'WAITING') RETURNING {cols}"
         )
         self.events_all = (
-            f"SELECT {', '.join(EVENT_COLUMNS)} FROM flowrt_events WHERE run_id = {p} AND seq > {p} ORDER BY seq"
+            f"SELECT {', '.join(WIRE_EVENT_COLUMNS)} FROM flowrt_events WHERE run_id = {p} AND seq > {p} ORDER BY seq"
         )
         self.events_page = self.events_all + f" LIMIT {p}"
         self.get_idempotency = (

@@ -34,7 +34,8 @@ for _path in (REPO, REPO / "tests"):
 
 FLOWS = "examples.orders:ALL,examples.approval:ALL,examples.fraud:ALL,cli_flows:ALL"
 ORDER = '{"orderId": "A1", "sku": "book", "qty": 2}'
-COMMANDS = ["start", "resume", "tick", "cancel", "status", "runs", "timeline", "flows", "recover", "serve"]
+COMMANDS = ["start", "resume", "tick", "cancel", "retry", "rewind", "status", "runs", "timeline", "flows", "recover",
+            "prune", "serve"]
 
 runner = CliRunner()
 Cli = Callable[..., Result]
@@ -217,7 +218,7 @@ def test_cancel_with_a_reason(cli: Cli) -> None:
     run = ok_json(cli("cancel", run_id, "--reason", "duplicate request", "--json"))
     assert run["status"] == "CANCELLED"
     last = ok_json(cli("timeline", run_id, "--json"))[-1]
-    assert last["type"] == "RUN_CANCELLED" and last["payloadJson"] == {"reason": "duplicate request"}
+    assert last["type"] == "RUN_CANCELLED" and last["payloadJson"] == {"reason": "duplicate request", "by": "cli"}
     assert "duplicate request" in cli("timeline", run_id).stdout
 
 

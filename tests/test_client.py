@@ -121,7 +121,7 @@ def test_cancel(driving: Any) -> None:
         run = client.start("demo-support", wait=True)
         cancelled = client.cancel(run.run_id, "duplicate")
         assert cancelled.status == RunStatus.CANCELLED
-        assert client.timeline(run.run_id)[-1].payload == {"reason": "duplicate"}
+        assert client.timeline(run.run_id)[-1].payload == {"reason": "duplicate", "by": "api"}
         with pytest.raises(RunFinished):
             client.cancel(run.run_id)
 

@@ -435,7 +435,7 @@ def test_cancel(make_engine: Any) -> None:
     run = engine.cancel(run.run_id, "customer gave up")
     assert run.status == "CANCELLED"
     events = engine.timeline(run.run_id)
-    assert events[-1].type == "RUN_CANCELLED" and events[-1].payload == {"reason": "customer gave up"}
+    assert events[-1].type == "RUN_CANCELLED" and events[-1].payload == {"reason": "customer gave up", "by": "api"}
     with pytest.raises(RunFinished):
         engine.cancel(run.run_id)
     with pytest.raises(RunNotWaiting):

@@ -188,7 +188,7 @@ def test_list_paginates_filters_and_cancel(srv: ThreadServer) -> None:
     assert sorted(r["runId"] for r in page["runs"]) == sorted(ids[:2]) and page["nextCursor"] is None
     assert ok_json(c.get("/v1/runs", params={"flowId": "demo-fraud", "tenantId": "tenant-list"}))["runs"] == []
     last = ok_json(c.get(f"/v1/runs/{ids[0]}/timeline"))[-1]
-    assert last["type"] == "RUN_CANCELLED" and last["payloadJson"] == {"reason": "customer left"}
+    assert last["type"] == "RUN_CANCELLED" and last["payloadJson"] == {"reason": "customer left", "by": "api"}
     assert_error(c.post(f"/v1/runs/{ids[0]}/cancel"), 409, "RUN_FINISHED")
     assert_error(c.post(f"/v1/runs/{ids[0]}/resume", json={}), 409, "RUN_NOT_WAITING")
 

@@ -1,7 +1,9 @@
 """Schema migrations: a database written by an earlier flowrt opens, upgrades and runs on.
 
-tests/fixtures/schema_v1.db was written by schema version 1 (tests/fixtures/make_schema_fixture.py,
-at the commit that added it) and holds runs in every state, one of them held by a worker that died.
+tests/fixtures/schema_vN.db was written by schema version N (tests/fixtures/make_schema_fixture.py,
+run with the flowrt of that version) and holds runs in every state, one of them held by a worker
+that died. Version 3 records each step's changes for rewind: runs stored before can be rewound
+to nodes started after their last finished node (the migration's snapshot), no further back.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from flowrt import Engine
+import pytest
+
+from flowrt import Engine, RewindUnavailable
 from flowrt.storage import SCHEMA_VERSION
 from migration_flows import ALL
 
@@ -22,9 +26,10 @@ def _runs_by_n(engine: Engine) -> dict[int, Any]:
     return {run.input["n"]: run for run in engine.list_runs(limit=100)[0]}
 
 
-def test_a_version_1_sqlite_database_upgrades_and_its_runs_go_on(tmp_path: Path) -> None:
-    path = tmp_path / "v1.db"
-    shutil.copy(FIXTURES / "schema_v1.db", path)
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_sqlite_database_upgrades_and_its_runs_go_on(tmp_path: Path, version: int) -> None:
+    path = tmp_path / f"v{version}.db"
+    shutil.copy(FIXTURES / f"schema_v{version}.db", path)
     with Engine(f"sqlite:///{path}", flows=ALL, lease_ttl=0.2) as engine:
         assert engine.storage.schema_version() == SCHEMA_VERSION
         runs = _runs_by_n(engine)
@@ -51,9 +56,38 @@ def test_a_version_1_sqlite_database_upgrades_and_its_runs_go_on(tmp_path: Path)
     assert "recoveries" in columns
 
 
-def test_a_fresh_database_and_an_upgraded_one_have_the_same_tables(tmp_path: Path) -> None:
-    upgraded = tmp_path / "v1.db"
-    shutil.copy(FIXTURES / "schema_v1.db", upgraded)
+@pytest.mark.parametrize("version", [1, 2])
+def test_runs_stored_before_version_3_rewind_as_far_as_their_data_allows(tmp_path: Path, version: int) -> None:
+    path = tmp_path / f"v{version}.db"
+    shutil.copy(FIXTURES / f"schema_v{version}.db", path)
+    with Engine(f"sqlite:///{path}", flows=ALL) as engine:
+        runs = _runs_by_n(engine)
+        failed = runs[4]  # failed at finish, after prepare and approve
+        # Its last finished node is approve: rewinding to finish (started after it) works...
+        rewound = engine.rewind(failed.run_id, "finish", by="kim")
+        assert (rewound.status, rewound.current_node_id) == ("RUNNING", "finish")
+        assert rewound.state == failed.state == {"n": 4}
+        assert rewound.outputs == failed.outputs
+        assert engine.run_until_blocked(failed.run_id).status == "FAILED"  # asked to fail, again
+        # ... and further back there is no record of what the state was: a clear error.
+        with pytest.raises(RewindUnavailable, match=r"stored before flowrt kept each step's changes \(schema version 3\)"):
+            engine.rewind(failed.run_id, "approve")
+        # Retry needs no history at all.
+        assert engine.retry(failed.run_id).current_node_id == "finish"
+        # A run never stepped has its initial state as its snapshot: every node is reachable.
+        fresh = engine.run_until_blocked(runs[2].run_id)
+        assert fresh.status == "WAITING"
+        back = engine.rewind(fresh.run_id, "prepare")
+        assert (back.state, back.outputs) == ({}, {})
+        # A waiting run's last finished node is its waiting node: nothing before it is reachable.
+        with pytest.raises(RewindUnavailable, match="history can be rebuilt only from seq"):
+            engine.rewind(runs[1].run_id, "approve")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_fresh_database_and_an_upgraded_one_have_the_same_tables(tmp_path: Path, version: int) -> None:
+    upgraded = tmp_path / f"v{version}.db"
+    shutil.copy(FIXTURES / f"schema_v{version}.db", upgraded)
     Engine(f"sqlite:///{upgraded}").close()
     fresh = tmp_path / "fresh.db"
     Engine(f"sqlite:///{fresh}").close()
@@ -74,6 +108,7 @@ def test_version_1_upgrades_on_postgres(pg_url: str) -> None:
     db = engine.storage.db
     with engine.storage.session():
         db.execute_sql("ALTER TABLE flowrt_runs DROP COLUMN recoveries")
+        db.execute_sql("ALTER TABLE flowrt_events DROP COLUMN change_json")
         db.execute_sql("DROP TABLE flowrt_start_keys")
         db.execute_sql("DELETE FROM flowrt_schema WHERE version > 1")
     engine.close()
@@ -82,3 +117,20 @@ def test_version_1_upgrades_on_postgres(pg_url: str) -> None:
         run = engine.run_until_blocked(engine.start("legacy", input={"n": 1}, idempotency_key="pg-1").run_id)
         assert run.status == "WAITING"
         assert engine.start("legacy", input={"n": 1}, idempotency_key="pg-1").run_id == run.run_id
+
+
+def test_version_2_upgrades_on_postgres_and_its_runs_rewind_from_the_snapshot(pg_url: str) -> None:
+    """A run stepped under version 2 (no change records), then the schema moves to 3."""
+    with Engine(pg_url, flows=ALL) as engine:
+        run = engine.run_until_blocked(engine.start("legacy", input={"n": 4, "fail": True}).run_id)
+        failed = engine.run_until_blocked(engine.resume(run.run_id, {"ok": True}).run_id)
+        assert failed.status == "FAILED"
+        db = engine.storage.db
+        with engine.storage.session():
+            db.execute_sql("ALTER TABLE flowrt_events DROP COLUMN change_json")
+            db.execute_sql("DELETE FROM flowrt_schema WHERE version > 2")
+    with Engine(pg_url, flows=ALL) as engine:
+        assert engine.storage.schema_version() == SCHEMA_VERSION
+        assert engine.rewind(failed.run_id, "finish").state == {"n": 4}
+        with pytest.raises(RewindUnavailable):
+            engine.rewind(failed.run_id, "prepare")

@@ -203,7 +203,35 @@ def test_failed_run_shows_its_error(watched: Any, api: httpx.Client) -> None:
     sync_api.expect(page.locator(".events")).to_contain_text("NODE_FAILED")
     sync_api.expect(page.locator('svg.graph [data-node="explode"]')).to_have_class("node entry visited failed")
     sync_api.expect(page.locator('svg.graph [data-node="explode"] .attempts')).to_contain_text(f"×{run['attempts']['explode']}")
-    assert page.locator("[data-action]").count() == 0  # nothing to do with an ended run
+    # A failed run can be retried or rewound, nothing else.
+    assert page.locator("[data-action]").evaluate_all("els => els.map(e => e.dataset.action)") == ["retry", "rewind"]
+
+
+def test_retry_and_rewind_ask_first_and_show_the_result(watched: Any, api: httpx.Client) -> None:
+    run_id = start(api, "ui-review", {"text": "draft"})
+    settle(api, run_id, "WAITING")
+    api.post(f"/v1/runs/{run_id}/cancel", json={"reason": "by mistake"}).raise_for_status()
+    page = watched().page
+    page.goto(f"/ui/runs/{run_id}")
+    sync_api.expect(page.locator("#run-status")).to_have_text("CANCELLED")
+    page.click("[data-action=retry]")
+    sync_api.expect(page.locator("#confirm-dialog")).to_contain_text("continues at decide")
+    page.click("#confirm-dialog button[value=cancel]")  # changed their mind
+    assert api.get(f"/v1/runs/{run_id}").json()["status"] == "CANCELLED"
+    page.click("[data-action=retry]")
+    page.click("#confirm-ok")
+    sync_api.expect(page.locator(".action-result")).to_contain_text("Retry: done")
+    sync_api.expect(page.locator("#run-status")).to_have_text("WAITING")  # the server's drivers moved it on
+    sync_api.expect(page.locator(".events")).to_contain_text("RUN_RETRIED")
+
+    page.click("[data-action=rewind]")
+    page.select_option("#confirm-dialog select[name=toNode]", "draft")
+    page.click("#confirm-ok")
+    sync_api.expect(page.locator(".action-result")).to_contain_text("Rewind: done")
+    sync_api.expect(page.locator(".events")).to_contain_text("to draft as before #2")
+    sync_api.expect(page.locator("#run-status")).to_have_text("WAITING")
+    rewinds = [e for e in api.get(f"/v1/runs/{run_id}/timeline").json() if e["type"] == "RUN_REWOUND"]
+    assert [e["payloadJson"]["toNode"] for e in rewinds] == ["draft"]
 
 
 def test_flow_page_draws_the_graph_and_settings(watched: Any) -> None:

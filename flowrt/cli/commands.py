@@ -17,9 +17,32 @@ from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
-from .errors import INTERRUPTED, RUN_FAILED, Stopped
+from . import bulk
+from .bulk import DryRun, FlowFilter, Since, Status, TenantFilter, Until, Yes
+from .errors import INTERRUPTED, RUN_FAILED, Stopped, UsageProblem
 from .options import AsJson, Db, Debug, Flows, RunId, Token, Url, Wait, read_json, session
 from .output import Output
+
+#: RUN, or nothing when a filter selects the runs (cancel, retry, resume).
+MaybeRun = Annotated[
+    Optional[str],
+    typer.Argument(metavar="RUN", help="The run id; leave it out and give a filter to act on many runs.", show_default=False),
+]
+
+
+def _one_or_many(run_id: str | None, filters: tuple[Any, ...], dry_run: bool, yes: bool, wait: bool = False) -> bool:
+    """True when a filter selects the runs; a usage error for a mix of both, or neither.
+    (``--yes`` means nothing for one run, and is ignored: FLOWRT_YES may be set for scripts.)"""
+    chosen = bulk.any_filter(*filters)
+    if run_id is not None and chosen:
+        raise UsageProblem("give either RUN or a filter (--status, --flow, --tenant, --since, --until), not both")
+    if run_id is not None and dry_run:
+        raise UsageProblem("--dry-run lists the runs a filter selects; with one RUN, see `flowrt status RUN`")
+    if run_id is None and not chosen:
+        raise UsageProblem("give a RUN, or a filter (--status, --flow, --tenant, --since, --until) to act on many runs")
+    if chosen and wait:
+        raise UsageProblem("--wait is for one run; with a filter, watch them with `flowrt runs --watch`")
+    return chosen
 
 
 def _exit_for(run: dict[str, Any]) -> None:
@@ -81,12 +104,19 @@ def start(
 
 
 def resume(
-    run_id: RunId,
+    run_id: MaybeRun = None,
     payload: Annotated[
         Optional[str],
         typer.Option("--payload", "-p", envvar="FLOWRT_RESUME_PAYLOAD", metavar="JSON|@FILE|-", help="The resume payload: inline JSON, @file.json, or - for stdin. Default: null."),
     ] = None,
     wait: Wait = False,
+    status: Status = None,
+    flow: FlowFilter = None,
+    tenant: TenantFilter = None,
+    since: Since = None,
+    until: Until = None,
+    dry_run: DryRun = False,
+    yes: Yes = False,
     db: Db = None,
     url: Url = None,
     token: Token = None,
@@ -94,12 +124,20 @@ def resume(
     as_json: AsJson = False,
     debug: Debug = False,
 ) -> None:
-    """Resume a WAITING run with a payload (e.g. a human's decision).
+    """Resume a WAITING run with a payload (e.g. a human's decision), or every WAITING run a filter selects.
 
     The waiting node runs again and sees the payload as ctx.resume_payload. Resuming a
     run that is not WAITING is an error (exit 4): a dropped decision is never silent.
     """
     value = read_json(payload, "--payload")
+    if _one_or_many(run_id, (status, flow, tenant, since, until), dry_run, yes, wait):
+        return bulk.run_bulk(
+            "resume", lambda backend, rid: backend.resume(rid, value, wait=False),
+            status=status, flow=flow, tenant=tenant, since=since, until=until, dry_run=dry_run, yes=yes,
+            db=db, url=url, token=token, flows=flows, needs_flows="to resume runs (it runs the waiting nodes)",
+            as_json=as_json,
+        )  # fmt: skip
+    assert run_id is not None
     with _stops_on_ctrl_c(db, url, flows, run_id), session(
         db, url, token, flows, needs_flows="to resume a run (it runs the waiting node)"
     ) as backend:
@@ -136,18 +174,103 @@ def tick(
 
 
 def cancel(
-    run_id: RunId,
+    run_id: MaybeRun = None,
     reason: Annotated[Optional[str], typer.Option("--reason", envvar="FLOWRT_CANCEL_REASON", metavar="TEXT", help="Why, recorded in the timeline.")] = None,
+    status: Status = None,
+    flow: FlowFilter = None,
+    tenant: TenantFilter = None,
+    since: Since = None,
+    until: Until = None,
+    dry_run: DryRun = False,
+    yes: Yes = False,
     db: Db = None,
     url: Url = None,
     token: Token = None,
     as_json: AsJson = False,
     debug: Debug = False,
 ) -> None:
-    """Cancel a RUNNING or WAITING run (exit 4 if it already ended)."""
+    """Cancel a RUNNING or WAITING run (exit 4 if it already ended), or every one a filter selects."""
+    if _one_or_many(run_id, (status, flow, tenant, since, until), dry_run, yes):
+        return bulk.run_bulk(
+            "cancel", lambda backend, rid: backend.cancel(rid, reason),
+            status=status, flow=flow, tenant=tenant, since=since, until=until, dry_run=dry_run, yes=yes,
+            db=db, url=url, token=token, flows=None, needs_flows=None, as_json=as_json,
+        )  # fmt: skip
+    assert run_id is not None
     with session(db, url, token) as backend:
         run = backend.cancel(run_id, reason)
     Output(as_json).run(run)
+
+
+def retry(
+    run_id: MaybeRun = None,
+    wait: Wait = False,
+    status: Status = None,
+    flow: FlowFilter = None,
+    tenant: TenantFilter = None,
+    since: Since = None,
+    until: Until = None,
+    dry_run: DryRun = False,
+    yes: Yes = False,
+    db: Db = None,
+    url: Url = None,
+    token: Token = None,
+    flows: Flows = None,
+    as_json: AsJson = False,
+    debug: Debug = False,
+) -> None:
+    """Retry a FAILED or CANCELLED run from the node where it stopped.
+
+    Its state and outputs stay as they were and that node's failure count is reset; the
+    timeline records RUN_RETRIED. A COMPLETED or active run is a conflict (exit 4).
+    Without --wait the run is only made RUNNING again, for a server's drivers or tick.
+    With a filter instead of RUN, every FAILED or CANCELLED run it selects.
+    """
+    if _one_or_many(run_id, (status, flow, tenant, since, until), dry_run, yes, wait):
+        return bulk.run_bulk(
+            "retry", lambda backend, rid: backend.retry(rid, wait=False),
+            status=status, flow=flow, tenant=tenant, since=since, until=until, dry_run=dry_run, yes=yes,
+            db=db, url=url, token=token, flows=flows, needs_flows="to retry runs (their flows must be loaded)",
+            as_json=as_json,
+        )  # fmt: skip
+    assert run_id is not None
+    with session(db, url, token, flows, needs_flows="to retry a run (its flow must be loaded)") as backend:
+        run = backend.retry(run_id, wait=wait)
+    out = Output(as_json)
+    out.run(run)
+    hint_waiting(out, run, db=db, url=url, flows=flows)
+    if not url and run.get("status") == "RUNNING":
+        out.note(_nothing_drives(run["runId"], db=db, flows=flows))
+    if wait:
+        _exit_for(run)
+
+
+def rewind(
+    run_id: RunId,
+    to: Annotated[str, typer.Option("--to", envvar="FLOWRT_REWIND_TO", metavar="NODE", help="The node to continue from.")],
+    wait: Wait = False,
+    db: Db = None,
+    url: Url = None,
+    token: Token = None,
+    flows: Flows = None,
+    as_json: AsJson = False,
+    debug: Debug = False,
+) -> None:
+    """Rewind a WAITING or ended run to NODE and continue from there.
+
+    The run gets the state and outputs it had just before NODE last started; outputs of
+    later nodes are removed, and every event stays in the timeline (RUN_REWOUND). A
+    RUNNING run, or a point the run's history cannot rebuild, is a conflict (exit 4).
+    """
+    with session(db, url, token, flows, needs_flows="to rewind a run (its flow must be loaded)") as backend:
+        run = backend.rewind(run_id, to, wait=wait)
+    out = Output(as_json)
+    out.run(run)
+    hint_waiting(out, run, db=db, url=url, flows=flows)
+    if not url and run.get("status") == "RUNNING":
+        out.note(_nothing_drives(run["runId"], db=db, flows=flows))
+    if wait:
+        _exit_for(run)
 
 
 # --------------------------------------------------------------------------- operate
@@ -259,9 +382,10 @@ def _nothing_drives(run_id: str, *, db: str | None, flows: list[str] | None) -> 
 
 def register_runs(app: typer.Typer, cls: Any) -> None:
     """The commands that move runs, in the order `flowrt --help` lists them."""
-    for command in (start, resume, tick, cancel):
+    for command in (start, resume, tick, cancel, retry, rewind):
         app.command(rich_help_panel="Runs", cls=cls)(command)
 
 
 def register_operate(app: typer.Typer, cls: Any) -> None:
     app.command(rich_help_panel="Operate", cls=cls)(recover)
+    app.command(rich_help_panel="Operate", cls=cls)(bulk.prune)

@@ -20,6 +20,8 @@ from .errors import Stopped
 from .interrupts import finish_step_on_ctrl_c
 from .backends import Json, OnProgress, require_existing_sqlite, stuck_entry, version_key
 
+#: What events record as ``by`` for what a local command did.
+BY = "cli"
 #: How often to look again at a run another process is executing.
 POLL_INTERVAL = 0.2
 
@@ -67,7 +69,7 @@ class LocalBackend:
 
     def resume(self, run_id: str, payload: Any, *, wait: bool) -> Json:
         with finish_step_on_ctrl_c(self.engine, run_id) as stopping:
-            run = self.engine.resume(run_id, payload)
+            run = self.engine.resume(run_id, payload, by=BY)
             if stopping() and run.status == RunStatus.RUNNING:
                 raise Stopped(run_id, run.current_node_id, abandoned=False, run=run.to_json())
         if wait and run.status == RunStatus.RUNNING:
@@ -93,7 +95,18 @@ class LocalBackend:
                 time.sleep(POLL_INTERVAL)
 
     def cancel(self, run_id: str, reason: str | None) -> Json:
-        return self.engine.cancel(run_id, reason).to_json()
+        return self.engine.cancel(run_id, reason, by=BY).to_json()
+
+    def retry(self, run_id: str, *, wait: bool) -> Json:
+        run = self.engine.retry(run_id, by=BY)
+        return self.settle(run_id) if wait else run.to_json()
+
+    def rewind(self, run_id: str, to_node: str, *, wait: bool) -> Json:
+        run = self.engine.rewind(run_id, to_node, by=BY)
+        return self.settle(run_id) if wait else run.to_json()
+
+    def prune(self, older_than: str, statuses: list[str] | None, *, dry_run: bool, vacuum: bool) -> Json:
+        return self.engine.prune(older_than, statuses, dry_run=dry_run, vacuum=vacuum).to_json()
 
     def get(self, run_id: str) -> Json:
         run = self.engine.get(run_id)

@@ -34,6 +34,9 @@ TIMEOUT = 30.0
 ENDPOINT_USE = {
     "GET /v1/runs": "listing runs",
     "POST /v1/runs/{runId}/cancel": "cancelling runs",
+    "POST /v1/runs/{runId}/retry": "retrying runs",
+    "POST /v1/runs/{runId}/rewind": "rewinding runs",
+    "POST /v1/admin/prune": "pruning runs",
 }
 
 
@@ -114,6 +117,25 @@ class RemoteBackend:
     def cancel(self, run_id: str, reason: str | None) -> Json:
         with self._asking("POST /v1/runs/{runId}/cancel"):
             return self.client.cancel(run_id, reason).to_json()
+
+    def retry(self, run_id: str, *, wait: bool) -> Json:
+        return self._repair(run_id, "retry", None, wait)
+
+    def rewind(self, run_id: str, to_node: str, *, wait: bool) -> Json:
+        return self._repair(run_id, "rewind", {"toNode": to_node}, wait)
+
+    def _repair(self, run_id: str, action: str, body: Json | None, wait: bool) -> Json:
+        with self._asking(f"POST /v1/runs/{{runId}}/{action}"):
+            if action == "retry":
+                run = self.client.retry(run_id).to_json()
+            else:
+                run = self.client.rewind(run_id, (body or {})["toNode"]).to_json()
+        return self.settle(run_id) if wait and run.get("status") == "RUNNING" else run
+
+    def prune(self, older_than: str, statuses: list[str] | None, *, dry_run: bool, vacuum: bool) -> Json:
+        body = {"olderThan": older_than, "status": statuses, "dryRun": dry_run}
+        with self._asking("POST /v1/admin/prune"):
+            return self.client.request("POST", "/v1/admin/prune", body=body, idempotent=False)  # type: ignore[no-any-return]
 
     def get(self, run_id: str) -> Json:
         with self._asking("GET /v1/runs/{runId}"):

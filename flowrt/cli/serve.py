@@ -51,7 +51,35 @@ def serve(
             "--token",
             envvar="FLOWRT_API_TOKEN",
             metavar="TOKEN",
-            help="Require 'Authorization: Bearer TOKEN' on every /v1 route.",
+            help="Require 'Authorization: Bearer TOKEN' on every /v1 route (an admin token).",
+        ),
+    ] = None,
+    tokens: Annotated[
+        Optional[str],
+        typer.Option(
+            "--tokens",
+            envvar="FLOWRT_API_TOKENS",
+            metavar="NAME:SCOPE:TOKEN,...",
+            help="Named tokens with a scope each (read, operate, admin); events record the name as 'by'.",
+        ),
+    ] = None,
+    tokens_file: Annotated[
+        Optional[str],
+        typer.Option(
+            "--tokens-file",
+            envvar="FLOWRT_TOKENS_FILE",
+            metavar="FILE",
+            help="Named tokens, one name:scope:token a line ('#' comments).",
+        ),
+    ] = None,
+    retention: Annotated[
+        Optional[str],
+        typer.Option(
+            "--retention",
+            envvar="FLOWRT_RETENTION",
+            metavar="AGE",
+            help="Prune finished runs that ended over AGE ago (30d, 12h, 1w) in the background, in small "
+            "batches; RUNNING and WAITING runs are never touched. (default: keep everything)",
         ),
     ] = None,
     no_drive: Annotated[
@@ -157,6 +185,9 @@ def serve(
             host=host,
             database_url=db,
             api_token=token,
+            api_tokens=tokens,
+            tokens_file=tokens_file,
+            retention=retention,
             drive=not no_drive,
             workers=workers,
             strict_db=strict_db,

@@ -30,6 +30,8 @@ EVENT_STYLES = {
     "RUN_COMPLETED": "bold green",
     "RUN_ABORTED": "bold red",
     "RUN_CANCELLED": "bold magenta",
+    "RUN_RETRIED": "bold cyan",
+    "RUN_REWOUND": "bold cyan",
 }
 SHORT = 100  # characters of a payload described in a row
 NODE_WIDTH = 16
@@ -99,7 +101,12 @@ def describe_payload(kind: str, payload: Json) -> str:
     if kind == "RUN_RESUMED":
         return _cut(f"by {payload.get('by')} · payload {_short(payload.get('payload'), 60)}")
     if kind == "RUN_CANCELLED":
-        return _cut(payload.get("reason") or "")
+        by = f"by {payload['by']}" if payload.get("by") else ""
+        return _cut(" · ".join(p for p in (by, payload.get("reason") or "") if p))
+    if kind == "RUN_RETRIED":
+        return _cut(f"by {payload.get('by')} · from {payload.get('fromNode')}")
+    if kind == "RUN_REWOUND":
+        return _cut(f"by {payload.get('by')} · to {payload.get('toNode')} as before seq {payload.get('seq')}")
     if kind == "NODE_STARTED":
         return ""  # nodeId and attempt are in their columns already
     rest = {k: v for k, v in payload.items() if k not in ("nodeId", "attempt")}

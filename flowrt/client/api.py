@@ -106,6 +106,14 @@ class Client:
         """End a RUNNING or WAITING run as CANCELLED (``RunFinished`` if it already ended)."""
         return self._t.run(self._ops.cancel(run_id, reason))
 
+    def retry(self, run_id: str, *, wait: bool = False) -> Run:
+        """A FAILED or CANCELLED run RUNNING again where it stopped (``RunNotRepairable`` otherwise)."""
+        return self._t.run(self._ops.repair(run_id, "retry", {}, wait))
+
+    def rewind(self, run_id: str, to_node: str, *, wait: bool = False) -> Run:
+        """Continue the run from ``to_node`` with the state it had just before that node last started."""
+        return self._t.run(self._ops.repair(run_id, "rewind", {"toNode": to_node}, wait))
+
     def timeline(self, run_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
         """The run's events in order; only those with ``seq > after``, at most ``limit``."""
         return self._t.run(self._ops.timeline(run_id, after, limit))
@@ -215,6 +223,12 @@ class AsyncClient:
 
     async def cancel(self, run_id: str, reason: str | None = None) -> Run:
         return await self._t.run(self._ops.cancel(run_id, reason))
+
+    async def retry(self, run_id: str, *, wait: bool = False) -> Run:
+        return await self._t.run(self._ops.repair(run_id, "retry", {}, wait))
+
+    async def rewind(self, run_id: str, to_node: str, *, wait: bool = False) -> Run:
+        return await self._t.run(self._ops.repair(run_id, "rewind", {"toNode": to_node}, wait))
 
     async def timeline(self, run_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
         return await self._t.run(self._ops.timeline(run_id, after, limit))

@@ -148,6 +148,14 @@ class Operations:
         answer: Answer = yield post(_run_path(run_id, "cancel"), {} if reason is None else {"reason": reason})
         return Run.from_json(answer.body)
 
+    def repair(self, run_id: str, action: str, body: dict[str, Any], wait: bool) -> Op[Run]:
+        """``retry`` or ``rewind`` (flowrt servers only); with ``wait``, the run once it left RUNNING."""
+        answer: Answer = yield post(_run_path(run_id, action), body)
+        run = Run.from_json(answer.body)
+        if wait and run.status == RunStatus.RUNNING:
+            run = yield from self.wait(run_id, None)
+        return run
+
     def timeline(self, run_id: str, after: int, limit: int | None) -> Op[list[Event]]:
         answer: Answer = yield get(_run_path(run_id, "timeline"), {"after": after or None, "limit": limit})
         raw = answer.body

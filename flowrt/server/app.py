@@ -13,7 +13,6 @@ event loop (``Engine.offload``): a thread hop per request costs more than the co
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
 import time
@@ -24,10 +23,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Litestar, Request, Response, Router, get, post
-from litestar.connection import ASGIConnection
 from litestar.datastructures import CacheControlHeader
-from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
-from litestar.handlers import BaseRouteHandler
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
@@ -41,7 +38,9 @@ from ..engine import Engine
 from ..errors import FlowNotFound, FlowrtError, InvalidInput, RunBusy, RunNotFound
 from ..runs import Run, RunStatus
 from . import middleware, outages
+from .auth import Token, TokenTable, identity, load_tokens
 from .counts import counts_handler
+from .operate import operate_handlers
 from .probes import probe_handlers
 from .stream import stream_handlers
 from .ui import ui_handlers
@@ -177,6 +176,7 @@ _HINTS = {
     "RUN_NOT_WAITING": "only a WAITING run can be resumed (a resume is never dropped silently)",
     "RUN_FINISHED": "only a RUNNING or WAITING run can be cancelled",
     "RUN_BUSY": "another executor is stepping it; retry in a moment",
+    "RUN_NOT_REPAIRABLE": "see docs/concepts.md, 'Repairing runs'",
 }
 
 
@@ -257,19 +257,6 @@ def _on_recursion(_: Request[Any, Any, Any], exc: RecursionError) -> Response[by
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "INTERNAL_ERROR", "internal server error")
-
-
-def _bearer_guard(token: str) -> Any:
-    expected = token.encode()
-
-    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        scheme, _sep, given = connection.headers.get("authorization", "").partition(" ")
-        # Compare even when the scheme is wrong, so timing says nothing about the token.
-        ok = hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), expected)
-        if not ok or scheme.lower() != "bearer":
-            raise NotAuthorizedException("missing or wrong bearer token")
-
-    return guard
 
 
 def _check_run_id(run_id: str) -> None:
@@ -380,6 +367,7 @@ def create_app(
     engine: Engine,
     *,
     api_token: str | None = None,
+    tokens: list[Token] | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     drivers: Drivers | None = None,
     fallback_reason: str | None = None,
@@ -389,8 +377,10 @@ def create_app(
     ``drivers``: when given, runs move by themselves and long-polls watch them;
     otherwise (``--no-drive``) long-polls drive the run inline. ``fallback_reason``:
     why the configured database was replaced by memory (shown in ``/health`` and ``/ready``).
+    ``api_token`` (an unnamed admin) and ``tokens`` (named, scoped: :mod:`.auth`) guard /v1.
     """
     state = ApiState(engine, drivers, fallback_reason)
+    table = TokenTable([*load_tokens(api_token=api_token), *(tokens or [])])
     offload = engine.offload
 
     @post(
@@ -440,24 +430,26 @@ def create_app(
         responses=_docs(RunOut, 404, 409, 413, 422),
     )
     async def resume_run(
+        request: Request[Any, Any, Any],
         run_id: str = RunIdParam,
         data: Any = _body_doc(max_body_bytes, "The resume payload: any JSON, or empty for null.", default=None),
         wait: float | None = WaitParam,
     ) -> Response[bytes]:
         _check_run_id(run_id)
-        run = await engine.resume_async(run_id, _unwrap_payload(data))
+        run = await engine.resume_async(run_id, _unwrap_payload(data), by=identity(request))
         if wait is not None:
             run = await state.settle(run, wait)
         return json_response(run.to_json())
 
     @post("/runs/{run_id:str}/cancel", status_code=200, summary="Cancel a run", responses=_docs(RunOut, 404, 409, 413))
     async def cancel_run(
+        request: Request[Any, Any, Any],
         run_id: str = RunIdParam,
         data: CancelRequest | None = _body_doc(max_body_bytes, "Optional, the reason.", default=None),
     ) -> Response[bytes]:
         _check_run_id(run_id)
         reason = data.reason if data is not None else None
-        return json_response((await offload(engine.cancel, run_id, reason)).to_json())
+        return json_response((await offload(engine.cancel, run_id, reason, by=identity(request))).to_json())
 
     @get("/runs/{run_id:str}", summary="Get a run", responses=_docs(RunOut, 404),
          description="With ?wait= and drivers, once the run has left RUNNING; without drivers, at once.")
@@ -511,7 +503,7 @@ def create_app(
 
     security: list[SecurityRequirement] | None = None
     components = Components()
-    if api_token:
+    if table:
         components = Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")})
         security = [{"bearer": []}]
 
@@ -521,8 +513,9 @@ def create_app(
             start_run, tick_run, resume_run, cancel_run, get_run, get_timeline, list_runs, list_flows,
             *stream_handlers(state, _check_run_id),  # SSE: /v1/runs/{runId}/events, /v1/runs/changes
             counts_handler(state),  # /v1/runs/counts, for the dashboard
+            *operate_handlers(state, max_body_bytes),  # retry, rewind, admin/prune
         ],
-        guards=[_bearer_guard(api_token)] if api_token else None,
+        guards=[table.guard()] if table else None,  # scopes: GET needs read, POST operate (auth.py)
         security=security,
         tags=["runs"],
     )

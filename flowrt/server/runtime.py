@@ -37,6 +37,8 @@ from ..storage import DEFAULT_URL, describe_url
 from ..values import DEFAULT_MAX_VALUE_BYTES
 from . import connections
 from .app import DEFAULT_MAX_BODY, ApiState, api_state, create_app
+from ..retention import RetentionLoop, parse_age
+from .auth import Token, load_tokens
 
 log = logging.getLogger("flowrt.server")
 
@@ -91,7 +93,11 @@ class Settings:
     database_url: str = DEFAULT_URL
     services: dict[str, Any] = field(default_factory=dict)
     api_token: str | None = None
+    tokens: list[Token] = field(default_factory=list)
+    """Named, scoped tokens (FLOWRT_API_TOKENS, --tokens-file); see :mod:`flowrt.server.auth`."""
     drive: bool = True
+    retention: float | None = None
+    """Seconds after which finished runs are pruned in the background (--retention); None: never."""
     workers: int = field(default_factory=default_workers)
     strict_db: bool = False
     lease_ttl: float = 30.0
@@ -113,6 +119,9 @@ class Settings:
         database_url: str | None = None,
         services: Mapping[str, Any] | None = None,
         api_token: str | None = None,
+        api_tokens: str | None = None,
+        tokens_file: str | None = None,
+        retention: str | float | None = None,
         drive: bool | None = None,
         workers: int | None = None,
         strict_db: bool | None = None,
@@ -181,8 +190,16 @@ class Settings:
         if drive is None:
             no_drive = _env_bool(env, "FLOWRT_NO_DRIVE")
             drive = None if no_drive is None else not no_drive
+        tokens = load_tokens(
+            tokens=api_tokens or env.get("FLOWRT_API_TOKENS") or None,
+            tokens_file=tokens_file or env.get("FLOWRT_TOKENS_FILE") or None,
+        )
+        if retention is None or retention == "":
+            retention = env.get("FLOWRT_RETENTION") or None
         return cls(
             flows=loaded,
+            tokens=tokens,
+            retention=None if retention is None else parse_age(str(retention), "retention"),
             host=host or env.get("HOST") or "127.0.0.1",
             port=port,
             database_url=url or DEFAULT_URL,
@@ -238,6 +255,7 @@ class FlowRuntime:
         self.app: Litestar = create_app(
             self.engine,
             api_token=settings.api_token,
+            tokens=settings.tokens,
             max_body_bytes=settings.max_body_bytes,
             drivers=self.drivers,
             fallback_reason=self.fallback_reason,
@@ -248,6 +266,9 @@ class FlowRuntime:
         self._closed = False
         self._deadline: float | None = None  # monotonic time at which shutdown abandons steps
         self._abandon = threading.Event()
+        self.retention = (
+            None if settings.retention is None else RetentionLoop(self.engine.pruner, settings.retention)
+        )
         if not settings.flows:
             log.warning("no flows registered: pass --flows module:NAME (or FLOWRT_FLOWS)")
 
@@ -267,6 +288,8 @@ class FlowRuntime:
         # move it out of the collector's sight so full collections stay short (tail latency).
         gc.collect()
         gc.freeze()
+        if self.retention is not None:
+            self.retention.start()
         if self.drivers is None:
             self._recover()
             return self
@@ -340,6 +363,8 @@ class FlowRuntime:
         with self._lock:
             if self.drivers is not None:
                 self.drivers.stop(left())
+        if self.retention is not None:
+            self.retention.stop()  # it stops between two batches
         self._closed = True
         self.engine.close()
         log.info("flowrt runtime stopped")
@@ -407,6 +432,14 @@ def uvicorn_config(app: Litestar, settings: Settings, **overrides: Any) -> uvico
     return uvicorn.Config(app, **options)
 
 
+def _auth_summary(settings: Settings) -> str:
+    """How the API is guarded, naming tokens and scopes, never a secret."""
+    named = [f"{t.name} ({t.scope})" for t in settings.tokens]
+    if settings.api_token:
+        named.insert(0, "FLOWRT_API_TOKEN (admin)")
+    return "bearer tokens: " + ", ".join(named) if named else "off"
+
+
 def run_flow_runtime(
     flows: Iterable[Any] | str | None = None,
     *,
@@ -415,6 +448,9 @@ def run_flow_runtime(
     database_url: str | None = None,
     services: Mapping[str, Any] | None = None,
     api_token: str | None = None,
+    api_tokens: str | None = None,
+    tokens_file: str | None = None,
+    retention: str | float | None = None,
     drive: bool | None = None,
     workers: int | None = None,
     strict_db: bool | None = None,
@@ -447,6 +483,9 @@ def run_flow_runtime(
         database_url=database_url,
         services=services,
         api_token=api_token,
+        api_tokens=api_tokens,
+        tokens_file=tokens_file,
+        retention=retention,
         drive=drive,
         workers=workers,
         strict_db=strict_db,
@@ -470,7 +509,7 @@ def run_flow_runtime(
         runtime.engine.storage.kind,
         "" if runtime.engine.storage.kind == "memory" else f" {describe_url(runtime.engine.database_url)}",
         f"{settings.workers} driver(s)" if settings.drive else "no drivers (--no-drive)",
-        "bearer token" if settings.api_token else "off",
+        _auth_summary(settings),
     )
     server = _Server(uvicorn_config(runtime.app, settings), runtime)
     # One handler for SIGTERM/SIGINT from before startup recovery until the runtime has

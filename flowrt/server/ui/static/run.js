@@ -33,7 +33,11 @@ function eventSummary(e) {
     case "RUN_RESUMED":
       return `by ${p.by || "api"}`;
     case "RUN_CANCELLED":
-      return p.reason || "";
+      return [p.by ? `by ${p.by}` : "", p.reason || ""].filter(Boolean).join(" · ");
+    case "RUN_RETRIED":
+      return `by ${p.by || "api"} · from ${p.fromNode}`;
+    case "RUN_REWOUND":
+      return `by ${p.by || "api"} · to ${p.toNode} as before #${p.seq}`;
     case "NODE_FINISHED":
       return p.cached ? "cached (idempotency key)" : "";
     default:
@@ -41,8 +45,10 @@ function eventSummary(e) {
   }
 }
 
-// The actions a run offers, each with when it applies. Retry and rewind go here once
-// their endpoints exist: {id, label, available(run), confirm: async (run) => body|null, send: (run, body) => promise}.
+// The actions a run offers, each with when it applies: {id, label, available(run), run: async (run) => run|null}
+// (null: not confirmed), or {form: (run) => element} for one that needs input first.
+const runPath = (run, action) => `/v1/runs/${encodeURIComponent(run.runId)}/${action}`;
+
 const ACTIONS = [
   {
     id: "resume",
@@ -68,6 +74,30 @@ const ACTIONS = [
       const ok = await confirmAction("Cancel this run?", [h("p", {}, "A cancelled run stops for good; it cannot be resumed."), reason], "Cancel run");
       if (!ok) return null;
       return api(`/v1/runs/${encodeURIComponent(run.runId)}/cancel`, { method: "POST", body: reason.value.trim() ? { reason: reason.value.trim() } : {} });
+    },
+  },
+  {
+    id: "retry",
+    label: "Retry",
+    available: (run) => run.status === "FAILED" || run.status === "CANCELLED",
+    run: async (run) => {
+      const body = h("p", {}, `The run continues at ${run.currentNodeId} with its state and outputs as they are; that node's failure count starts again.`);
+      if (!(await confirmAction("Retry this run?", body, "Retry"))) return null;
+      return api(runPath(run, "retry"), { method: "POST" });
+    },
+  },
+  {
+    id: "rewind",
+    label: "Rewind…",
+    available: (run) => run.status !== "RUNNING",
+    run: async (run) => {
+      const events = await api(runPath(run, "timeline"));
+      const started = [...new Set(events.filter((e) => e.type === "NODE_STARTED").map((e) => e.nodeId))];
+      if (!started.length) throw new Error("this run has not started a node yet");
+      const select = h("select", { name: "toNode", "aria-label": "node to rewind to" }, started.map((n) => h("option", { value: n }, n)));
+      const text = "The run continues from this node with the state and outputs it had just before the node last started; outputs of later nodes are removed. Every event stays in the timeline.";
+      if (!(await confirmAction("Rewind this run?", [h("p", {}, text), h("label", {}, "Node ", select)], "Rewind"))) return null;
+      return api(runPath(run, "rewind"), { method: "POST", body: { toNode: select.value } });
     },
   },
 ];
@@ -174,6 +204,7 @@ export async function mountRun(root, runId, { signal }) {
     );
   };
 
+  let follow = () => {}; // set below, once the timeline is loaded
   let shownActions = null;
   const drawActions = () => {
     const available = ACTIONS.filter((a) => a.available(run));
@@ -201,8 +232,9 @@ export async function mountRun(root, runId, { signal }) {
       const answer = await go();
       if (!answer) return; // not confirmed
       run = answer;
-      result.replaceChildren(h("p", { class: "ok" }, `${action.label}: done — the run is now ${answer.status}.`));
+      result.replaceChildren(h("p", { class: "ok" }, `${action.label.replace("…", "")}: done — the run is now ${answer.status}.`));
       redraw();
+      if (!ENDED.has(answer.status)) follow(); // a retried or rewound run goes on: follow it again
     } catch (error) {
       result.replaceChildren(errorBox(error));
     }
@@ -295,22 +327,33 @@ export async function mountRun(root, runId, { signal }) {
   }
   redraw();
 
-  const lastSeq = events.length ? events[events.length - 1].seq : 0;
-  stream(`/v1/runs/${encodeURIComponent(runId)}/events?after=${lastSeq}`, {
-    signal,
-    lastId: lastSeq,
-    onState: setLive,
-    onMessage: (m) => {
-      if (m.event === "end") {
-        run = m.data;
-        redraw();
-        setLive(false);
-        return;
-      }
-      addEvents([m.data]);
-      refreshRun();
-    },
-  }).catch(() => setLive(false));
+  // The stream ends with the run; a retry or rewind starts it again (follow() after perform).
+  let following = false;
+  follow = () => {
+    if (following) return;
+    following = true;
+    const lastSeq = events.length ? events[events.length - 1].seq : 0;
+    stream(`/v1/runs/${encodeURIComponent(runId)}/events?after=${lastSeq}`, {
+      signal,
+      lastId: lastSeq,
+      onState: setLive,
+      onMessage: (m) => {
+        if (m.event === "end") {
+          run = m.data;
+          redraw();
+          setLive(false);
+          following = false;
+          return;
+        }
+        addEvents([m.data]);
+        refreshRun();
+      },
+    }).catch(() => {
+      following = false;
+      setLive(false);
+    });
+  };
+  follow();
 
   const ticker = setInterval(() => {
     if (!ENDED.has(run.status)) {
