@@ -43,6 +43,10 @@ CheckStatus = Literal["healthy", "degraded", "unhealthy"]
 
 _encode = msgspec.json.Encoder().encode
 
+FALLBACK_REASON = "the configured database could not be reached at startup (the server log says why)"
+"""What the open probes say of a memory fallback: the full reason names the database's host,
+user and name, which anyone who can reach /health could read; it is in the log instead."""
+
 
 class Health(msgspec.Struct, rename="camel"):
     """``GET /health``: the reference's ``{status: "alive", timestamp}``, then flowrt's fields."""
@@ -162,7 +166,7 @@ async def health_body(state: ApiState) -> Health:
         storage=storage.kind,  # type: ignore[arg-type]
         durable=storage.durable,
         fallback=state.fallback_reason is not None,
-        fallback_reason=state.fallback_reason,
+        fallback_reason=FALLBACK_REASON if state.fallback_reason is not None else None,
         version=__version__,
         schema_version=probe.schema_version,
         driving=state.drivers is not None,
@@ -187,7 +191,7 @@ def _storage_check(state: ApiState, probe: _StorageProbe) -> Check:
     if probe.problem is not None:
         return Check("unhealthy", probe.response_ms, details, probe.problem)
     if state.fallback_reason is not None:
-        message = f"running on the in-memory fallback, runs are lost on restart: {state.fallback_reason}"
+        message = f"running on the in-memory fallback, runs are lost on restart: {FALLBACK_REASON}"
         return Check("degraded", probe.response_ms, details, message)
     return Check("healthy", probe.response_ms, details)
 
