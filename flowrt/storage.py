@@ -1,378 +1,66 @@
-"""Durable storage: one set of Peewee models and statements for SQLite, memory and Postgres.
+"""Durable storage: every read and write flowrt makes, one implementation for SQLite, memory and Postgres.
 
-Cold paths (schema, listing) use Peewee's model API. The hot path (claim a run,
-commit a step, append events) uses SQL rendered once per backend and executed on
-the Peewee connection: building queries through the model API costs more per
-step than the commit itself (see shared/spec/PERFORMANCE.md).
+Cold paths (listing) use plain SQL or Peewee's model API. The hot path (claim a run,
+commit a step, append events) uses SQL rendered once per backend (:class:`_Statements`)
+and executed on the Peewee connection: building queries through the model API costs more
+per step than the commit itself (see shared/spec/PERFORMANCE.md).
 
-Backends differ only in :func:`open_database` and a few ``self.kind`` checks:
-WAL pragmas and one in-process writer for SQLite, ``FOR UPDATE SKIP LOCKED`` and
-a connection pool for Postgres.
+The tables and migrations are in :mod:`flowrt.schema`; opening a URL and the meaning of
+driver errors in :mod:`flowrt.database`. Backends differ only there and in a few
+``self.kind`` checks: one in-process writer and background WAL checkpoints for SQLite,
+``FOR UPDATE SKIP LOCKED`` for Postgres.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import operator
 import os
 import sqlite3
 import threading
 import time
-import urllib.parse
-from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import peewee as pw
 import psycopg
-from playhouse.pool import PooledPostgresqlDatabase
 
 from .clock import SYSTEM_CLOCK, Clock
-from .errors import InvalidInput, StorageUnavailable
+from .database import DEFAULT_URL, DUPLICATE, UNAVAILABLE, describe_url, open_database, translated
+from .errors import StorageUnavailable
+from .schema import (
+    EVENT_COLUMNS,
+    MIGRATIONS,
+    RUN_COLUMNS,
+    SCHEMA_VERSION,
+    STEP_COLUMNS,
+    WIRE_EVENT_COLUMNS,
+    EventRow,
+    RunRow,
+    build_models,
+    run_values,
+    step_values,
+)
+
+__all__ = [
+    "DEFAULT_URL",
+    "SCHEMA_VERSION",
+    "DuplicateStep",
+    "EventRow",
+    "LeaseLost",
+    "RunRow",
+    "Storage",
+    "describe_url",
+    "open_database",
+]
 
 log = logging.getLogger("flowrt.storage")
 _monotonic = time.monotonic
-
-SCHEMA_VERSION = 3
-DEFAULT_URL = "sqlite:///flowrt.db"
-
-RUN_COLUMNS = (
-    "run_id",
-    "flow_id",
-    "flow_version",
-    "tenant_id",
-    "status",
-    "current_node_id",
-    "input_json",
-    "state_json",
-    "outputs_json",
-    "attempts_json",
-    "failures",
-    "error_json",
-    "wait_reason",
-    "wait_until",
-    "wake_at",
-    "resume_json",
-    "last_seq",
-    "lease_owner",
-    "lease_expires_at",
-    "lease_epoch",
-    "stale_owner",
-    "created_at",
-    "updated_at",
-    "recoveries",
-)
-# What a step may change: written by one statement, whose parameters come from the row.
-STEP_COLUMNS = (
-    "status",
-    "current_node_id",
-    "state_json",
-    "outputs_json",
-    "attempts_json",
-    "failures",
-    "error_json",
-    "wait_reason",
-    "wait_until",
-    "wake_at",
-    "resume_json",
-    "last_seq",
-    "lease_owner",
-    "lease_expires_at",
-    "updated_at",
-    "recoveries",
-)
-EVENT_COLUMNS = ("run_id", "seq", "at", "type", "node_id", "attempt", "payload_json", "change_json")
-WIRE_EVENT_COLUMNS = EVENT_COLUMNS[:7]
-"""What a timeline shows; ``change_json`` is flowrt's own record for rewind (see flowrt.repair)."""
-
-
-@dataclass(slots=True)
-class RunRow:
-    """One row of ``flowrt_runs``, JSON columns still as text."""
-
-    run_id: str
-    flow_id: str
-    flow_version: str
-    tenant_id: str | None
-    status: str
-    current_node_id: str | None
-    input_json: str
-    state_json: str
-    outputs_json: str
-    attempts_json: str
-    failures: int
-    error_json: str | None
-    wait_reason: str | None
-    wait_until: str | None
-    wake_at: int | None
-    resume_json: str | None
-    last_seq: int
-    lease_owner: str | None
-    lease_expires_at: int | None
-    lease_epoch: int
-    stale_owner: str | None
-    created_at: int
-    updated_at: int
-    recoveries: int = 0
-    """Interruptions in a row of the current node (its holder stopped mid-node)."""
-
-    def evolve(self, **changes: Any) -> RunRow:
-        """A copy with ``changes``; cheaper than ``dataclasses.replace`` on the hot path."""
-        new = RunRow(*_run_values(self))
-        for name, value in changes.items():
-            setattr(new, name, value)
-        return new
-
-
-_run_values = operator.attrgetter(*RUN_COLUMNS)
-_step_values = operator.attrgetter(*STEP_COLUMNS)
-
-EventRow = tuple[Any, ...]
-"""Written as (run_id, seq, at, type, node_id, attempt, payload_json, change_json); read
-without change_json. ``change_json`` is what the event did to the run's state and outputs,
-so a run can be rewound (:mod:`flowrt.repair`): ``{"output", "patch"}`` on a NODE_FINISHED,
-a full ``{"state", "outputs"}`` snapshot on RUN_STARTED and RUN_REWOUND, NULL otherwise."""
-
-
-# --------------------------------------------------------------------------- models
-
-
-def build_models(db: pw.Database) -> dict[str, type[pw.Model]]:
-    """The tables, bound to ``db``. Built per storage so several databases can coexist."""
-
-    class Base(pw.Model):
-        class Meta:
-            database = db
-
-    class SchemaVersion(Base):
-        version = pw.IntegerField(primary_key=True)
-        applied_at = pw.BigIntegerField()
-
-        class Meta:
-            table_name = "flowrt_schema"
-
-    class RunRecord(Base):
-        run_id = pw.CharField(64, primary_key=True)
-        flow_id = pw.CharField(200)
-        flow_version = pw.CharField(100)
-        tenant_id = pw.CharField(200, null=True)
-        status = pw.CharField(16)
-        current_node_id = pw.CharField(200, null=True)
-        input_json = pw.TextField()
-        state_json = pw.TextField()
-        outputs_json = pw.TextField()
-        attempts_json = pw.TextField()
-        failures = pw.IntegerField(default=0)
-        error_json = pw.TextField(null=True)
-        wait_reason = pw.TextField(null=True)
-        wait_until = pw.TextField(null=True)
-        wake_at = pw.BigIntegerField(null=True)
-        resume_json = pw.TextField(null=True)
-        last_seq = pw.IntegerField(default=0)
-        lease_owner = pw.CharField(100, null=True)
-        lease_expires_at = pw.BigIntegerField(null=True)
-        lease_epoch = pw.IntegerField(default=0)
-        stale_owner = pw.CharField(100, null=True)
-        created_at = pw.BigIntegerField()
-        updated_at = pw.BigIntegerField()
-        recoveries = pw.IntegerField(default=0, constraints=[pw.SQL("DEFAULT 0")])
-
-        class Meta:
-            table_name = "flowrt_runs"
-
-    class EventRecord(Base):
-        run_id = pw.CharField(64)
-        seq = pw.IntegerField()
-        at = pw.BigIntegerField()
-        type = pw.CharField(32)
-        node_id = pw.CharField(200, null=True)
-        attempt = pw.IntegerField(null=True)
-        payload_json = pw.TextField()
-        change_json = pw.TextField(null=True)
-
-        class Meta:
-            table_name = "flowrt_events"
-            primary_key = pw.CompositeKey("run_id", "seq")
-
-    class IdempotencyRecord(Base):
-        flow_id = pw.CharField(200)
-        node_id = pw.CharField(200)
-        key = pw.CharField(500)
-        run_id = pw.CharField(64)
-        output_json = pw.TextField()
-        patch_json = pw.TextField(null=True)
-        created_at = pw.BigIntegerField()
-
-        class Meta:
-            table_name = "flowrt_idempotency"
-            primary_key = pw.CompositeKey("flow_id", "node_id", "key")
-
-    class StartKey(Base):
-        """An idempotency key of ``start``: a retried start returns the run it made."""
-
-        key = pw.CharField(200, primary_key=True)
-        run_id = pw.CharField(64)
-        fingerprint = pw.CharField(64)
-        created_at = pw.BigIntegerField()
-
-        class Meta:
-            table_name = "flowrt_start_keys"
-
-    return {
-        "SchemaVersion": SchemaVersion,
-        "RunRecord": RunRecord,
-        "EventRecord": EventRecord,
-        "IdempotencyRecord": IdempotencyRecord,
-        "StartKey": StartKey,
-    }
-
-
-# Numbered migrations, applied in order; each takes the models of its own version.
-def _migration_1(models: dict[str, type[pw.Model]]) -> None:
-    db = models["RunRecord"]._meta.database
-    db.create_tables(
-        [models["RunRecord"], models["EventRecord"], models["IdempotencyRecord"]], safe=True
-    )
-    # Named by hand: Peewee would name them after the model classes, and every name
-    # flowrt adds to an application's database must carry the flowrt_ prefix.
-    for name, columns in (
-        ("flowrt_runs_status_run_id", "status, run_id"),
-        ("flowrt_runs_status_wake_at", "status, wake_at"),
-        ("flowrt_runs_flow_id_run_id", "flow_id, run_id"),
-        ("flowrt_runs_tenant_id_run_id", "tenant_id, run_id"),
-    ):
-        db.execute_sql(f"CREATE INDEX IF NOT EXISTS {name} ON flowrt_runs ({columns})")
-
-
-def _migration_2(models: dict[str, type[pw.Model]]) -> None:
-    """Interruptions get a budget of their own (``recoveries``), and ``start`` takes an idempotency key."""
-    db = models["RunRecord"]._meta.database
-    # A database created from scratch got today's flowrt_runs in migration 1 already.
-    if "recoveries" not in {column.name for column in db.get_columns("flowrt_runs")}:
-        db.execute_sql("ALTER TABLE flowrt_runs ADD COLUMN recoveries INTEGER NOT NULL DEFAULT 0")
-    db.execute_sql(
-        "CREATE TABLE IF NOT EXISTS flowrt_start_keys (key VARCHAR(200) NOT NULL PRIMARY KEY, "
-        "run_id VARCHAR(64) NOT NULL, fingerprint VARCHAR(64) NOT NULL, created_at BIGINT NOT NULL)"
-    )
-
-
-def _migration_3(models: dict[str, type[pw.Model]]) -> None:
-    """Events record what each step changed (``change_json``), so runs can be rewound.
-
-    Runs stored before have no such record. Their current state and outputs become a
-    snapshot on the last event that may have changed them, NODE_FINISHED or RUN_WAITING
-    (version 1 recorded a wait without NODE_FINISHED), or on their first event if none did:
-    that is what they were from then on, so they can be rewound to any node started
-    after it, and no further back (flowrt.repair says so).
-    """
-    db = models["RunRecord"]._meta.database
-    if "change_json" in {column.name for column in db.get_columns("flowrt_events")}:
-        return  # a database created from scratch got today's flowrt_events in migration 1
-    db.execute_sql("ALTER TABLE flowrt_events ADD COLUMN change_json TEXT")
-    db.execute_sql(
-        "UPDATE flowrt_events SET change_json = (SELECT '{\"state\":' || r.state_json || ',\"outputs\":' "
-        "|| r.outputs_json || '}' FROM flowrt_runs r WHERE r.run_id = flowrt_events.run_id) "
-        "WHERE (run_id, seq) IN (SELECT run_id, COALESCE(MAX(CASE WHEN type IN ('NODE_FINISHED', 'RUN_WAITING') "
-        "THEN seq END), "
-        "MIN(seq)) FROM flowrt_events GROUP BY run_id)"
-    )
-
-
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
-
-
-# --------------------------------------------------------------------------- URLs
-
-
-def describe_url(url: str) -> str:
-    """The URL without its password, for logs and /health."""
-    parts = urllib.parse.urlsplit(url)
-    if not parts.password:
-        return url  # unchanged: urlunsplit would turn sqlite:///x.db into sqlite:/x.db
-    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _first_id_at(ms: int) -> str:
     """The smallest UUIDv7 of millisecond ``ms``: ids of runs started at or after it sort at or above."""
     h = f"{max(0, min(ms, (1 << 48) - 1)):012x}"
     return f"{h[:8]}-{h[8:12]}-0000-0000-000000000000"
-
-
-def open_database(url: str, *, pool_size: int = 16) -> tuple[str, pw.Database]:
-    """``(kind, database)`` for a URL: kind is ``sqlite``, ``memory`` or ``postgres``."""
-    if url in ("memory://", "memory:", ":memory:", "sqlite://:memory:", "sqlite:///:memory:"):
-        # One connection shared by all threads (guarded by Storage's lock): a
-        # :memory: database exists per connection.
-        db = pw.SqliteDatabase(":memory:", thread_safe=False, check_same_thread=False)
-        return "memory", db
-    parts = urllib.parse.urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme == "sqlite":
-        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else parts.path
-        if not path:
-            raise InvalidInput(f"bad SQLite URL {url!r}: expected sqlite:///path/to/file.db")
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise StorageUnavailable(f"cannot open {url}: folder {folder} does not exist")
-        db = pw.SqliteDatabase(
-            path,
-            timeout=30,
-            check_same_thread=False,
-            pragmas={
-                # New files give pruned runs' space back in small steps (flowrt.retention);
-                # on an existing file this takes effect only after one full VACUUM.
-                "auto_vacuum": "incremental",
-                "journal_mode": "wal",
-                "synchronous": "normal",
-                "busy_timeout": 30000,
-                "foreign_keys": 0,
-                # Storage checkpoints in a thread of its own (see _checkpoint_loop), so no
-                # commit pays for copying the WAL back into the database.
-                "wal_autocheckpoint": 0,
-                # After a checkpoint rewinds the WAL, give back disk beyond 64 MiB.
-                "journal_size_limit": 64 * 1024 * 1024,
-            },
-        )
-        return "sqlite", db
-    if scheme in ("postgres", "postgresql", "postgresql+psycopg", "postgres+psycopg"):
-        conninfo = urllib.parse.urlunsplit(parts._replace(scheme="postgresql"))
-        db = PooledPostgresqlDatabase(
-            conninfo,
-            max_connections=pool_size,
-            stale_timeout=300,
-            timeout=30,
-            connect_timeout=5,
-        )
-        return "postgres", db
-    raise InvalidInput(
-        f"unsupported database URL {describe_url(url)!r}: use sqlite:///file.db, memory:// or postgresql://..."
-    )
-
-
-# --------------------------------------------------------------------------- storage
-
-# Errors that mean "the database is not there right now" rather than a bug: they
-# surface as StorageUnavailable (HTTP 503, CLI exit 5), never as a raw driver error.
-_UNAVAILABLE = (
-    pw.OperationalError,
-    pw.InterfaceError,
-    sqlite3.OperationalError,
-    sqlite3.InterfaceError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-)
-
-
-_DUPLICATE = (pw.IntegrityError, sqlite3.IntegrityError, psycopg.IntegrityError)
-
-
-@contextlib.contextmanager
-def _translated(url: str) -> Iterator[None]:
-    try:
-        yield
-    except _UNAVAILABLE as exc:
-        raise StorageUnavailable(f"database {describe_url(url)} unavailable: {exc}".strip()) from exc
 
 
 class Storage:
@@ -409,7 +97,7 @@ class Storage:
         self.write_transactions = 0
         self._sql = _Statements(self.db.param, self.kind)
         try:
-            with _translated(url), self.session():
+            with translated(url), self.session():
                 self.ensure_schema()
         except (pw.ProgrammingError, psycopg.ProgrammingError) as exc:
             raise StorageUnavailable(
@@ -472,13 +160,13 @@ class Storage:
             return
         depth = getattr(self._local, "depth", 0)
         if depth == 0:
-            with _translated(self.url):
+            with translated(self.url):
                 self.db.connect(reuse_if_open=True)
         self._local.depth = depth + 1
         broken = False
         try:
             yield
-        except (StorageUnavailable, *_UNAVAILABLE):
+        except (StorageUnavailable, *UNAVAILABLE):
             broken = True
             raise
         finally:
@@ -497,7 +185,7 @@ class Storage:
         """One write transaction; yields a cursor. Never held across user code."""
         if self._checkpointer is None:
             self._start_checkpointer()
-        with self._noting_write_errors(), _translated(self.url), self.session(), self._write_lock:
+        with self._noting_write_errors(), translated(self.url), self.session(), self._write_lock:
             self.write_transactions += 1
             cursor = self.db.cursor()
             cursor.execute(self._begin)
@@ -536,7 +224,7 @@ class Storage:
                 self.db.close()
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        with _translated(self.url), self.session(), self._read_lock:
+        with translated(self.url), self.session(), self._read_lock:
             cursor = self.db.cursor()
             cursor.execute(sql, params)
             rows: list[tuple[Any, ...]] = cursor.fetchall()
@@ -617,7 +305,7 @@ class Storage:
         """Insert a run with its first events. With ``start_key`` (key, fingerprint), the key
         is stored in the same transaction; if the key is taken, nothing is inserted and the
         ``(run_id, fingerprint)`` it was stored with comes back instead."""
-        values = _run_values(row)
+        values = run_values(row)
         with self._write() as cur:
             if start_key is not None:
                 cur.execute(self._sql.insert_start_key, (start_key[0], row.run_id, start_key[1], row.created_at))
@@ -672,12 +360,12 @@ class Storage:
         :class:`DuplicateStep` when its events are stored already.
         """
         with self._write() as cur:
-            cur.execute(self._sql.commit_step, (*_step_values(row), row.run_id, epoch))
+            cur.execute(self._sql.commit_step, (*step_values(row), row.run_id, epoch))
             if cur.rowcount != 1:
                 raise LeaseLost
             try:
                 self._insert_events(cur, events)
-            except _DUPLICATE as exc:
+            except DUPLICATE as exc:
                 raise DuplicateStep(str(exc)) from exc
             if idempotency is not None:
                 cur.execute(self._sql.insert_idempotency, idempotency)

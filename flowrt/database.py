@@ -1,0 +1,103 @@
+"""Opening a database by URL, and what its drivers' errors mean.
+
+Backends differ here only: WAL pragmas for a SQLite file, one shared connection for
+``memory://``, a connection pool for Postgres. Driver errors that mean "the database is not
+there right now" become :class:`~flowrt.errors.StorageUnavailable` (HTTP 503, CLI exit 5),
+never a raw driver error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import urllib.parse
+from typing import Iterator
+
+import peewee as pw
+import psycopg
+from playhouse.pool import PooledPostgresqlDatabase
+
+from .errors import InvalidInput, StorageUnavailable
+
+DEFAULT_URL = "sqlite:///flowrt.db"
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for logs and /health."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.password:
+        return url  # unchanged: urlunsplit would turn sqlite:///x.db into sqlite:/x.db
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def open_database(url: str, *, pool_size: int = 16) -> tuple[str, pw.Database]:
+    """``(kind, database)`` for a URL: kind is ``sqlite``, ``memory`` or ``postgres``."""
+    if url in ("memory://", "memory:", ":memory:", "sqlite://:memory:", "sqlite:///:memory:"):
+        # One connection shared by all threads (guarded by Storage's lock): a
+        # :memory: database exists per connection.
+        db = pw.SqliteDatabase(":memory:", thread_safe=False, check_same_thread=False)
+        return "memory", db
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else parts.path
+        if not path:
+            raise InvalidInput(f"bad SQLite URL {url!r}: expected sqlite:///path/to/file.db")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise StorageUnavailable(f"cannot open {url}: folder {folder} does not exist")
+        db = pw.SqliteDatabase(
+            path,
+            timeout=30,
+            check_same_thread=False,
+            pragmas={
+                # New files give pruned runs' space back in small steps (flowrt.retention);
+                # on an existing file this takes effect only after one full VACUUM.
+                "auto_vacuum": "incremental",
+                "journal_mode": "wal",
+                "synchronous": "normal",
+                "busy_timeout": 30000,
+                "foreign_keys": 0,
+                # Storage checkpoints in a thread of its own (see _checkpoint_loop), so no
+                # commit pays for copying the WAL back into the database.
+                "wal_autocheckpoint": 0,
+                # After a checkpoint rewinds the WAL, give back disk beyond 64 MiB.
+                "journal_size_limit": 64 * 1024 * 1024,
+            },
+        )
+        return "sqlite", db
+    if scheme in ("postgres", "postgresql", "postgresql+psycopg", "postgres+psycopg"):
+        conninfo = urllib.parse.urlunsplit(parts._replace(scheme="postgresql"))
+        db = PooledPostgresqlDatabase(
+            conninfo,
+            max_connections=pool_size,
+            stale_timeout=300,
+            timeout=30,
+            connect_timeout=5,
+        )
+        return "postgres", db
+    raise InvalidInput(
+        f"unsupported database URL {describe_url(url)!r}: use sqlite:///file.db, memory:// or postgresql://..."
+    )
+
+
+UNAVAILABLE = (
+    pw.OperationalError,
+    pw.InterfaceError,
+    sqlite3.OperationalError,
+    sqlite3.InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+
+
+DUPLICATE = (pw.IntegrityError, sqlite3.IntegrityError, psycopg.IntegrityError)
+
+
+@contextlib.contextmanager
+def translated(url: str) -> Iterator[None]:
+    try:
+        yield
+    except UNAVAILABLE as exc:
+        raise StorageUnavailable(f"database {describe_url(url)} unavailable: {exc}".strip()) from exc

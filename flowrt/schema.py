@@ -1,0 +1,262 @@
+"""flowrt's tables: the row shapes, the Peewee models, and the numbered migrations.
+
+The schema version is recorded in ``flowrt_schema``; :meth:`flowrt.storage.Storage.ensure_schema`
+applies the migrations after it in order, at start. A migration may not assume the models of
+today: each checks what is there (a database created from scratch got today's tables in
+migration 1) and writes its changes in SQL both SQLite and Postgres accept. Databases written by
+earlier versions are kept in tests/fixtures and upgraded by tests/test_migrations.py.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import peewee as pw
+
+SCHEMA_VERSION = 3
+
+RUN_COLUMNS = (
+    "run_id",
+    "flow_id",
+    "flow_version",
+    "tenant_id",
+    "status",
+    "current_node_id",
+    "input_json",
+    "state_json",
+    "outputs_json",
+    "attempts_json",
+    "failures",
+    "error_json",
+    "wait_reason",
+    "wait_until",
+    "wake_at",
+    "resume_json",
+    "last_seq",
+    "lease_owner",
+    "lease_expires_at",
+    "lease_epoch",
+    "stale_owner",
+    "created_at",
+    "updated_at",
+    "recoveries",
+)
+# What a step may change: written by one statement, whose parameters come from the row.
+STEP_COLUMNS = (
+    "status",
+    "current_node_id",
+    "state_json",
+    "outputs_json",
+    "attempts_json",
+    "failures",
+    "error_json",
+    "wait_reason",
+    "wait_until",
+    "wake_at",
+    "resume_json",
+    "last_seq",
+    "lease_owner",
+    "lease_expires_at",
+    "updated_at",
+    "recoveries",
+)
+EVENT_COLUMNS = ("run_id", "seq", "at", "type", "node_id", "attempt", "payload_json", "change_json")
+WIRE_EVENT_COLUMNS = EVENT_COLUMNS[:7]
+"""What a timeline shows; ``change_json`` is flowrt's own record for rewind (see flowrt.repair)."""
+
+
+@dataclass(slots=True)
+class RunRow:
+    """One row of ``flowrt_runs``, JSON columns still as text."""
+
+    run_id: str
+    flow_id: str
+    flow_version: str
+    tenant_id: str | None
+    status: str
+    current_node_id: str | None
+    input_json: str
+    state_json: str
+    outputs_json: str
+    attempts_json: str
+    failures: int
+    error_json: str | None
+    wait_reason: str | None
+    wait_until: str | None
+    wake_at: int | None
+    resume_json: str | None
+    last_seq: int
+    lease_owner: str | None
+    lease_expires_at: int | None
+    lease_epoch: int
+    stale_owner: str | None
+    created_at: int
+    updated_at: int
+    recoveries: int = 0
+    """Interruptions in a row of the current node (its holder stopped mid-node)."""
+
+    def evolve(self, **changes: Any) -> RunRow:
+        """A copy with ``changes``; cheaper than ``dataclasses.replace`` on the hot path."""
+        new = RunRow(*run_values(self))
+        for name, value in changes.items():
+            setattr(new, name, value)
+        return new
+
+
+run_values = operator.attrgetter(*RUN_COLUMNS)
+step_values = operator.attrgetter(*STEP_COLUMNS)
+
+EventRow = tuple[Any, ...]
+"""Written as (run_id, seq, at, type, node_id, attempt, payload_json, change_json); read
+without change_json. ``change_json`` is what the event did to the run's state and outputs,
+so a run can be rewound (:mod:`flowrt.repair`): ``{"output", "patch"}`` on a NODE_FINISHED,
+a full ``{"state", "outputs"}`` snapshot on RUN_STARTED and RUN_REWOUND, NULL otherwise."""
+
+
+# --------------------------------------------------------------------------- models
+
+
+def build_models(db: pw.Database) -> dict[str, type[pw.Model]]:
+    """The tables, bound to ``db``. Built per storage so several databases can coexist."""
+
+    class Base(pw.Model):
+        class Meta:
+            database = db
+
+    class SchemaVersion(Base):
+        version = pw.IntegerField(primary_key=True)
+        applied_at = pw.BigIntegerField()
+
+        class Meta:
+            table_name = "flowrt_schema"
+
+    class RunRecord(Base):
+        run_id = pw.CharField(64, primary_key=True)
+        flow_id = pw.CharField(200)
+        flow_version = pw.CharField(100)
+        tenant_id = pw.CharField(200, null=True)
+        status = pw.CharField(16)
+        current_node_id = pw.CharField(200, null=True)
+        input_json = pw.TextField()
+        state_json = pw.TextField()
+        outputs_json = pw.TextField()
+        attempts_json = pw.TextField()
+        failures = pw.IntegerField(default=0)
+        error_json = pw.TextField(null=True)
+        wait_reason = pw.TextField(null=True)
+        wait_until = pw.TextField(null=True)
+        wake_at = pw.BigIntegerField(null=True)
+        resume_json = pw.TextField(null=True)
+        last_seq = pw.IntegerField(default=0)
+        lease_owner = pw.CharField(100, null=True)
+        lease_expires_at = pw.BigIntegerField(null=True)
+        lease_epoch = pw.IntegerField(default=0)
+        stale_owner = pw.CharField(100, null=True)
+        created_at = pw.BigIntegerField()
+        updated_at = pw.BigIntegerField()
+        recoveries = pw.IntegerField(default=0, constraints=[pw.SQL("DEFAULT 0")])
+
+        class Meta:
+            table_name = "flowrt_runs"
+
+    class EventRecord(Base):
+        run_id = pw.CharField(64)
+        seq = pw.IntegerField()
+        at = pw.BigIntegerField()
+        type = pw.CharField(32)
+        node_id = pw.CharField(200, null=True)
+        attempt = pw.IntegerField(null=True)
+        payload_json = pw.TextField()
+        change_json = pw.TextField(null=True)
+
+        class Meta:
+            table_name = "flowrt_events"
+            primary_key = pw.CompositeKey("run_id", "seq")
+
+    class IdempotencyRecord(Base):
+        flow_id = pw.CharField(200)
+        node_id = pw.CharField(200)
+        key = pw.CharField(500)
+        run_id = pw.CharField(64)
+        output_json = pw.TextField()
+        patch_json = pw.TextField(null=True)
+        created_at = pw.BigIntegerField()
+
+        class Meta:
+            table_name = "flowrt_idempotency"
+            primary_key = pw.CompositeKey("flow_id", "node_id", "key")
+
+    class StartKey(Base):
+        """An idempotency key of ``start``: a retried start returns the run it made."""
+
+        key = pw.CharField(200, primary_key=True)
+        run_id = pw.CharField(64)
+        fingerprint = pw.CharField(64)
+        created_at = pw.BigIntegerField()
+
+        class Meta:
+            table_name = "flowrt_start_keys"
+
+    return {
+        "SchemaVersion": SchemaVersion,
+        "RunRecord": RunRecord,
+        "EventRecord": EventRecord,
+        "IdempotencyRecord": IdempotencyRecord,
+        "StartKey": StartKey,
+    }
+
+
+# Numbered migrations, applied in order; each takes the models of its own version.
+def _migration_1(models: dict[str, type[pw.Model]]) -> None:
+    db = models["RunRecord"]._meta.database
+    db.create_tables(
+        [models["RunRecord"], models["EventRecord"], models["IdempotencyRecord"]], safe=True
+    )
+    # Named by hand: Peewee would name them after the model classes, and every name
+    # flowrt adds to an application's database must carry the flowrt_ prefix.
+    for name, columns in (
+        ("flowrt_runs_status_run_id", "status, run_id"),
+        ("flowrt_runs_status_wake_at", "status, wake_at"),
+        ("flowrt_runs_flow_id_run_id", "flow_id, run_id"),
+        ("flowrt_runs_tenant_id_run_id", "tenant_id, run_id"),
+    ):
+        db.execute_sql(f"CREATE INDEX IF NOT EXISTS {name} ON flowrt_runs ({columns})")
+
+
+def _migration_2(models: dict[str, type[pw.Model]]) -> None:
+    """Interruptions get a budget of their own (``recoveries``), and ``start`` takes an idempotency key."""
+    db = models["RunRecord"]._meta.database
+    # A database created from scratch got today's flowrt_runs in migration 1 already.
+    if "recoveries" not in {column.name for column in db.get_columns("flowrt_runs")}:
+        db.execute_sql("ALTER TABLE flowrt_runs ADD COLUMN recoveries INTEGER NOT NULL DEFAULT 0")
+    db.execute_sql(
+        "CREATE TABLE IF NOT EXISTS flowrt_start_keys (key VARCHAR(200) NOT NULL PRIMARY KEY, "
+        "run_id VARCHAR(64) NOT NULL, fingerprint VARCHAR(64) NOT NULL, created_at BIGINT NOT NULL)"
+    )
+
+
+def _migration_3(models: dict[str, type[pw.Model]]) -> None:
+    """Events record what each step changed (``change_json``), so runs can be rewound.
+
+    Runs stored before have no such record. Their current state and outputs become a
+    snapshot on the last event that may have changed them, NODE_FINISHED or RUN_WAITING
+    (version 1 recorded a wait without NODE_FINISHED), or on their first event if none did:
+    that is what they were from then on, so they can be rewound to any node started
+    after it, and no further back (flowrt.repair says so).
+    """
+    db = models["RunRecord"]._meta.database
+    if "change_json" in {column.name for column in db.get_columns("flowrt_events")}:
+        return  # a database created from scratch got today's flowrt_events in migration 1
+    db.execute_sql("ALTER TABLE flowrt_events ADD COLUMN change_json TEXT")
+    db.execute_sql(
+        "UPDATE flowrt_events SET change_json = (SELECT '{\"state\":' || r.state_json || ',\"outputs\":' "
+        "|| r.outputs_json || '}' FROM flowrt_runs r WHERE r.run_id = flowrt_events.run_id) "
+        "WHERE (run_id, seq) IN (SELECT run_id, COALESCE(MAX(CASE WHEN type IN ('NODE_FINISHED', 'RUN_WAITING') "
+        "THEN seq END), "
+        "MIN(seq)) FROM flowrt_events GROUP BY run_id)"
+    )
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
