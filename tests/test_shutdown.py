@@ -89,6 +89,10 @@ def test_a_second_ctrl_c_abandons_at_once(tmp_path: Path) -> None:
         run_id = _start_slow(server, side)
         server.proc.send_signal(signal.SIGINT)
         wait_for(lambda: "waiting up to" in server.output(), 10, "the first Ctrl-C to be acknowledged")
+        # The HTTP server has stopped by now (no request was in flight): the second Ctrl-C
+        # reaches a process that is only waiting for its drivers' steps.
+        wait_for(lambda: "Finished server process" in server.output(), 10, "uvicorn to stop")
+        time.sleep(0.5)
         began = time.monotonic()
         server.proc.send_signal(signal.SIGINT)
         assert server.proc.wait(20) == 0

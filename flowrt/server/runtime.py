@@ -358,11 +358,15 @@ class FlowRuntime:
         def left() -> float:
             return 0.0 if self._abandon.is_set() else max(0.0, deadline - time.monotonic())
 
-        if self._background is not None:
-            self._background.join(left())
+        # Waits in short slices, so a second signal (abandon_now) ends them at once.
+        background = self._background
+        while background is not None and background.is_alive() and left() > 0:
+            background.join(min(0.05, left()))
         with self._lock:
             if self.drivers is not None:
-                self.drivers.stop(left())
+                self.drivers.stop(0)  # stop claiming; the steps in hand go on
+                while self.drivers.alive() and left() > 0:
+                    time.sleep(0.05)
         if self.retention is not None:
             self.retention.stop()  # it stops between two batches
         self._closed = True
@@ -529,6 +533,8 @@ def run_flow_runtime(
         # uvicorn has logged why (e.g. the port is in use) and exits with its own code.
         raise CannotListen(f"cannot listen on {settings.host}:{settings.port} (see the error above)") from None
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        runtime.close()
+        try:
+            runtime.close()  # our handler stays installed: a second signal here abandons the steps
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
