@@ -198,7 +198,12 @@ def _not_retryable(row: RunRow) -> str:
             f"run {row.run_id} is COMPLETED: only a FAILED or CANCELLED run can be retried "
             "(rewind it to a node to run part of it again)"
         )
+    if row.status == RunStatus.WAITING:
+        return (
+            f"run {row.run_id} is WAITING: only a FAILED or CANCELLED run can be retried "
+            "(resume it with a payload, or cancel it first)"
+        )
     return (
-        f"run {row.run_id} is {row.status}, still active: only a FAILED or CANCELLED run can be retried "
-        "(cancel it first, or resume it if it is WAITING)"
+        f"run {row.run_id} is RUNNING, still active: only a FAILED or CANCELLED run can be retried "
+        "(it goes on by itself where a server drives it; locally, continue it with `flowrt tick RUN --wait`)"
     )

@@ -80,7 +80,7 @@ def test_retry_of_a_cancelled_run_continues_at_the_node_it_was_cancelled_at(make
 def test_retry_refuses_completed_and_active_runs_and_unknown_ones(make_engine: Make, db_url: str) -> None:
     engine = make_engine(*ALL)
     waiting = engine.run_until_blocked(engine.start("shop", input={"n": 3}).run_id)
-    with pytest.raises(RunNotRepairable, match="WAITING, still active"):
+    with pytest.raises(RunNotRepairable, match="WAITING: only a FAILED or CANCELLED"):
         engine.retry(waiting.run_id)
     running = engine.start("shop", input={"n": 3})
     with pytest.raises(RunNotRepairable, match="RUNNING, still active"):

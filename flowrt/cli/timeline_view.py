@@ -83,8 +83,8 @@ class StreamState:
         return None
 
 
-def describe_payload(kind: str, payload: Json) -> str:
-    """What an event's payload means, in a few words."""
+def describe_payload(kind: str, payload: Json, seq: int | None = None) -> str:
+    """What an event's payload means, in a few words; ``seq`` (in a list) points to the detail view."""
     if kind == "NODE_FINISHED":
         return "cached result (idempotency key)" if payload.get("cached") else ""
     if kind in ("NODE_FAILED", "RUN_ABORTED"):
@@ -92,8 +92,8 @@ def describe_payload(kind: str, payload: Json) -> str:
         text = f"{error.get('code')}: {error.get('message')}"
         if "retryInMs" in payload:
             text += f" · retry in {payload['retryInMs']} ms"
-        if error.get("traceback"):
-            text += " · traceback: --seq"
+        if error.get("traceback") and seq is not None and kind == "NODE_FAILED":
+            text += f" · traceback: --seq {seq}"
         return _cut(text)
     if kind == "RUN_WAITING":
         text = payload.get("reason") or "waiting"
@@ -159,7 +159,7 @@ def stream_row(event: Json, state: StreamState, width: int, clock: Clock) -> Ren
     seq = state.next_seq
     state.next_seq = int(event.get("seq", seq)) + 1
     took = state.took(event)
-    details = describe_payload(event["type"], event.get("payloadJson") or {})
+    details = describe_payload(event["type"], event.get("payloadJson") or {}, seq)
     wide = width - FIXED >= MIN_TEXT_COLUMN
     grid = _grid(wide)
     cells = _cells(event, seq, took, clock)

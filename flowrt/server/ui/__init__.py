@@ -44,7 +44,7 @@ def _shell() -> bytes:
 
 
 def _page() -> Response[bytes]:
-    return Response(_shell(), media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
+    return Response(_shell(), media_type="text/html", headers=_PAGE_HEADERS)
 
 
 @get(["/ui", "/ui/flows", "/ui/runs/{run_id:str}", "/ui/flows/{flow_id:str}"], include_in_schema=False, sync_to_thread=False)
