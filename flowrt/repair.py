@@ -156,7 +156,7 @@ def claim_for_repair(storage: Storage, run_id: str, owner: str, ttl_ms: int, sta
     with storage._write() as cur:
         cur.execute(
             f"{sql._take} WHERE run_id = {sql.p} AND status IN ({marks}) AND {sql._free} RETURNING {sql._cols}",
-            (owner, now + ttl_ms, run_id, *statuses, now),
+            (owner, now + ttl_ms, run_id, *statuses, now, owner),
         )
         row = cur.fetchone()
     return RunRow(*row) if row else None

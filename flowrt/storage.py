@@ -325,7 +325,7 @@ class Storage:
         """Take the lease of an active run that nobody holds (or whose holder's lease expired)."""
         now = self.clock.now_ms()
         with self._write() as cur:
-            cur.execute(self._sql.claim_by_id, (owner, now + ttl_ms, run_id, now))
+            cur.execute(self._sql.claim_by_id, (owner, now + ttl_ms, run_id, now, owner))
             row = cur.fetchone()
         return RunRow(*row) if row else None
 
@@ -339,10 +339,10 @@ class Storage:
             return None
         now = self.clock.now_ms()
         probe, claim = self._sql.claim_next(timers, len(flows))
-        if not self._read(probe, (now, now, *flows)):
+        if not self._read(probe, (now, now, owner, *flows)):
             return None
         with self._write() as cur:
-            cur.execute(claim, (owner, now + ttl_ms, now, now, *flows, now))
+            cur.execute(claim, (owner, now + ttl_ms, now, now, owner, *flows, now, owner))
             row = cur.fetchone()
         return RunRow(*row) if row else None
 
@@ -387,9 +387,17 @@ class Storage:
                 )
 
     def expire(self, owner: str, run_ids: Sequence[str]) -> None:
-        """End ``owner``'s leases now without releasing them: the next claimer sees a dead
-        holder and records the interrupted attempt as WORKER_LOST."""
-        self.renew(owner, run_ids, -1)
+        """End ``owner``'s leases now without releasing them: the next claimer, this process
+        included, sees an abandoned holder and records the interrupted attempt as WORKER_LOST.
+        (Expiry 0 marks it as on purpose: a lease of ours that merely ran out is not free to us.)"""
+        for start in range(0, len(run_ids), 500):
+            chunk = list(run_ids[start : start + 500])
+            marks = ", ".join([self.db.param] * len(chunk))
+            with self._write() as cur:
+                cur.execute(
+                    f"UPDATE flowrt_runs SET lease_expires_at = 0 WHERE lease_owner = {self.db.param} AND run_id IN ({marks})",
+                    [owner, *chunk],
+                )
 
     def cancel(self, run_id: str, reason: str | None, event: tuple[Any, ...]) -> RunRow | None:
         """End an active run as CANCELLED, fencing off any step still in flight."""
@@ -507,7 +515,11 @@ class _Statements:
     def __init__(self, p: str, kind: str) -> None:
         cols = ", ".join(RUN_COLUMNS)
         self.p = p
-        free = f"(lease_owner IS NULL OR lease_expires_at < {p})"
+        # Free: nobody holds it, its holder expired it on purpose (0: an abandoned step), or
+        # another process's lease ran out. Never our own lease that merely ran out: this
+        # process is alive, and a step of it may be waiting for the database to commit.
+        # Parameters: (now, owner).
+        free = f"(lease_owner IS NULL OR lease_expires_at <= 0 OR (lease_expires_at < {p} AND lease_owner <> {p}))"
         take = (
             f"UPDATE flowrt_runs SET lease_owner = {p}, lease_expires_at = {p}, "
             # A claim that finds a lease (expired: the holder died) remembers whose it was until a
@@ -516,7 +528,7 @@ class _Statements:
         )
         self.insert_run = f"INSERT INTO flowrt_runs ({cols}) VALUES ({', '.join([p] * len(RUN_COLUMNS))})"
         self.get_run = f"SELECT {cols} FROM flowrt_runs WHERE run_id = {p}"
-        # (owner, expires, now, run_id, now)
+        # (owner, expires, run_id, now, owner)
         self.claim_by_id = (
             f"{take} WHERE run_id = {p} AND status IN ('RUNNING', 'WAITING') AND {free} RETURNING {cols}"
         )
@@ -559,7 +571,7 @@ class _Statements:
     def claim_next(self, timers: bool, flows: int) -> tuple[str, str]:
         """``(probe, claim)`` for the next runnable run of ``flows`` registered flow versions.
 
-        Parameters: probe ``(now, now, *flows)``; claim ``(owner, expires, now, now, *flows, now)``.
+        Parameters: probe ``(now, now, owner, *flows)``; claim ``(owner, expires, now, now, owner, *flows, now, owner)``.
         """
         key = (timers, flows)
         found = self._claim_next.get(key)

@@ -315,3 +315,55 @@ def test_a_handlers_traceback_is_logged_with_its_run_and_node(make_engine: Any, 
     record = next(r for r in caplog.records if "raised ValueError" in r.getMessage())
     assert f"run {run.run_id}: node explode raised ValueError: bad row 7" in record.getMessage()
     assert 'raise ValueError("bad row 7")' in record.getMessage()
+
+
+class AwayStorage(Storage):
+    """The database away for ``seconds`` from :meth:`go_away`: step commits and lease renewals
+    fail as they would (other statements work, so this process's own drivers keep claiming)."""
+
+    away_until = 0.0
+
+    def go_away(self, seconds: float) -> None:
+        self.away_until = time.monotonic() + seconds
+
+    def _check(self) -> None:
+        if time.monotonic() < self.away_until:
+            raise StorageUnavailable("database unavailable: connection lost")
+
+    def commit_step(self, row: Any, epoch: int, events: Any, idempotency: Any = None) -> None:
+        self._check()
+        super().commit_step(row, epoch, events, idempotency)
+
+    def renew(self, owner: str, run_ids: Any, ttl_ms: int) -> None:
+        self._check()
+        super().renew(owner, run_ids, ttl_ms)
+
+
+def test_an_outage_longer_than_the_lease_does_not_make_this_process_take_over_its_own_step(tmp_path: Any) -> None:
+    """While a commit waits for the database, the lease runs out; this process's own drivers
+    must not take the run over (a WORKER_LOST, the result thrown away, the handler run twice)."""
+    from flowrt.driver import Drivers
+
+    calls: list[int] = []
+    f = Flow("long-outage")
+
+    @f.node(entry=True)
+    def once(ctx: Any) -> Any:
+        calls.append(ctx.attempt)
+        ctx.services["storage"].go_away(1.5)  # the database goes away as the handler returns
+        return ok({"done": True})
+
+    storage = AwayStorage(f"sqlite:///{tmp_path / 'f.db'}")
+    with Engine(storage=storage, flows=[f], lease_ttl=0.3, services={"storage": storage}) as engine:
+        drivers = Drivers(engine, workers=2, poll_interval=0.05).start()
+        try:
+            run_id = engine.start("long-outage").run_id
+            deadline = time.monotonic() + 20
+            while engine.get(run_id).status == "RUNNING":  # type: ignore[union-attr]
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        finally:
+            drivers.stop(5)
+        run = engine.get(run_id)
+        assert run is not None and run.status == "COMPLETED" and calls == [1], (run, calls)
+        assert [e.type for e in engine.timeline(run_id) if e.type == "NODE_FAILED"] == []
