@@ -150,11 +150,17 @@ def recover(
                 if progress is not None:
                     progress(driven, found)
 
-    threads = [threading.Thread(target=work, name=f"flowrt-recover-{i}") for i in range(max(1, concurrency))]
+    threads = [threading.Thread(target=work, name=f"flowrt-recover-{i}", daemon=True) for i in range(max(1, concurrency))]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.1)  # in slices: a Ctrl-C in the calling thread is seen at once
+    except BaseException:
+        if stop is not None:
+            stop.set()  # the workers commit the step in hand and stop
+        raise
     report = RecoveryReport(found, driven, time.monotonic() - started)
     log.info("recovery: %d runnable run(s) found, %d driven in %.2fs", found, driven, report.seconds)
     return report

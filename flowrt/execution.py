@@ -55,6 +55,11 @@ class Interrupted(BaseException):
     """
 
 
+class CtrlC(KeyboardInterrupt):
+    """A real Ctrl-C, raised by a flowrt signal handler (the CLI's): an interruption wherever it
+    lands, in a handler, a key function or an edge condition, never their failure."""
+
+
 class _NodeTimeout(Exception):
     pass
 
@@ -108,7 +113,7 @@ def timeout_failure(node: Node) -> Fail:
 
 def is_interrupt(exc: BaseException) -> bool:
     """Whether ``exc`` means "this process is being stopped" rather than "the handler failed"."""
-    if isinstance(exc, Interrupted):
+    if isinstance(exc, (Interrupted, CtrlC)):
         return True
     return (
         isinstance(exc, KeyboardInterrupt)
@@ -145,14 +150,12 @@ class _Abandoned:
 class Executor:
     """Calls handlers for the engine, from sync code (:meth:`call`) or an event loop (:meth:`acall`)."""
 
-    def __init__(self, *, max_abandoned: int = 64, pool_size: int = 64, blocked_loop_warning: float = 1.0) -> None:
+    def __init__(self, *, max_abandoned: int = 64, blocked_loop_warning: float = 1.0) -> None:
         self.max_abandoned = max_abandoned
-        self._pool_size = pool_size
         self._lock = threading.Lock()
         self._abandoned: dict[threading.Thread, _Abandoned] = {}
         self.abandoned_total = 0
         self.exhausted_total = 0
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self.watchdog = LoopWatchdog(blocked_loop_warning)
@@ -186,8 +189,6 @@ class Executor:
                 thread.join(5)
             if not loop.is_running():
                 loop.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- entry points
 
@@ -217,8 +218,18 @@ class Executor:
                 return waiter.result()
             waiter.cancel()
             return self._abandon(thread, future, node, ctx)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._handler_pool(), self._call_plain, node, ctx)
+        # A daemon thread of its own, not a pool's: pool threads are joined at interpreter exit,
+        # so one stuck handler would keep a stopping server from exiting.
+        plain: concurrent.futures.Future[Result] = concurrent.futures.Future()
+        threading.Thread(
+            target=self._plain_target, args=(node, ctx, plain), name=f"flowrt-handler-{node.id}", daemon=True
+        ).start()
+        return await asyncio.wrap_future(plain)
+
+    def _plain_target(self, node: Node, ctx: Context, future: concurrent.futures.Future[Result]) -> None:
+        result = self._call_plain_contained(node, ctx)
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # its request was cancelled
+            future.set_result(result)
 
     # -- the ways of calling
 
@@ -239,7 +250,8 @@ class Executor:
         try:
             return as_result(await value)
         except BaseException as exc:  # noqa: BLE001
-            if isinstance(exc, Interrupted):
+            task = asyncio.current_task()
+            if isinstance(exc, Interrupted) or (isinstance(exc, asyncio.CancelledError) and task and task.cancelling()):
                 raise
             return failure_from(exc)
 
@@ -297,15 +309,15 @@ class Executor:
     def _timed_target(self, node: Node, ctx: Context, future: concurrent.futures.Future[Result]) -> None:
         started = time.monotonic()
         result = self._call_plain_contained(node, ctx)
-        with self._lock:
+        with self._lock:  # the same lock as _abandon: a thread is abandoned, or it finished, never both
             abandoned = self._abandoned.pop(threading.current_thread(), None)
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                future.set_result(result)
         if abandoned is not None:
             log.info(
                 "run %s: the abandoned handler of node %s returned after %.1fs; its result was ignored",
                 ctx.run_id, node.id, time.monotonic() - started,
             )  # fmt: skip
-        with contextlib.suppress(concurrent.futures.InvalidStateError):
-            future.set_result(result)
 
     def _call_plain_contained(self, node: Node, ctx: Context) -> Result:
         try:
@@ -331,13 +343,6 @@ class Executor:
         return timeout_failure(node)
 
     # -- threads and loops
-
-    def _handler_pool(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._pool is None:
-            with self._lock:
-                if self._pool is None:
-                    self._pool = concurrent.futures.ThreadPoolExecutor(self._pool_size, thread_name_prefix="flowrt-handler")
-        return self._pool
 
     def _background_loop(self) -> asyncio.AbstractEventLoop:
         """An event loop in a thread of its own, for async handlers called from sync code."""

@@ -120,10 +120,11 @@ class Leases:
             self._to_expire.clear()
             releases = dict(self._to_release)
             self._to_release.clear()
-        with contextlib.suppress(Exception):
-            if run_ids:
+        if run_ids:
+            with contextlib.suppress(Exception):
                 self.storage.expire(self.owner, run_ids)
-            for run_id, epoch in releases.items():
+        for run_id, epoch in releases.items():
+            with contextlib.suppress(Exception):
                 self.storage.release(run_id, epoch)
         return run_ids
 

@@ -148,6 +148,8 @@ class StepCore:
                         break
                     if delay > 0:
                         yield Sleep(delay)
+                        if should_stop is not None and should_stop():
+                            break  # asked to stop while it slept: do not start the node now
                 row = yield from self._step(row, flow, lease, hold=True)
         return row
 
@@ -201,9 +203,9 @@ class StepCore:
                 if not failing_since:
                     failing_since = time.monotonic()
                     log.warning(
-                        "run %s: committing node %s failed (%s); keeping the result and trying again until the "
-                        "database is back",
-                        new.run_id, new.current_node_id, exc.message,
+                        "run %s: committing a step of node %s failed (%s); keeping the result and trying again "
+                        "until the database is back",
+                        new.run_id, events[0][4] if events else None, exc.message,
                     )  # fmt: skip
                 yield Sleep(delay)
                 delay = min(delay * 2, COMMIT_RETRY_MAX_DELAY)

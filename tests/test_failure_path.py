@@ -367,3 +367,21 @@ def test_an_outage_longer_than_the_lease_does_not_make_this_process_take_over_it
         run = engine.get(run_id)
         assert run is not None and run.status == "COMPLETED" and calls == [1], (run, calls)
         assert [e.type for e in engine.timeline(run_id) if e.type == "NODE_FAILED"] == []
+
+
+def test_a_ctrl_c_landing_in_a_key_function_is_a_stop_not_its_failure(make_engine: Any) -> None:
+    """The CLI's Ctrl-C (CtrlC) may land in any user code of a step, not only the handler."""
+    from flowrt.execution import CtrlC
+
+    f = Flow("keyed")
+
+    @f.node(entry=True, idempotency_key=lambda ctx: (_ for _ in ()).throw(CtrlC()))
+    def a(ctx: Any) -> Any:
+        return ok()
+
+    engine = make_engine(f)
+    run_id = engine.start("keyed").run_id
+    with pytest.raises(KeyboardInterrupt):
+        engine.run_until_blocked(run_id)
+    assert engine.get(run_id).status == "RUNNING"  # type: ignore[union-attr]
+    assert not [e for e in engine.timeline(run_id) if e.type == "NODE_FAILED"]

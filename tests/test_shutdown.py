@@ -120,3 +120,24 @@ def test_a_flows_module_that_does_not_import_is_a_usage_error_with_the_users_lin
             assert done.returncode == 2, done.stderr
             assert f"{tmp_path / module}.py, line {line}" in done.stderr, done.stderr
             assert what in done.stderr and "FLOW_LOAD_ERROR" in done.stderr and "internal error" not in done.stderr
+
+
+def test_a_stuck_sync_handler_of_an_http_tick_does_not_keep_the_server_from_exiting(tmp_path: Path) -> None:
+    (tmp_path / "stuck_flows.py").write_text(
+        "import time\nfrom flowrt import Flow, ok\n\nstuck = Flow('stuck')\n\n"
+        "@stuck.node(entry=True)\ndef hang(ctx):\n    time.sleep(300)\n    return ok()\n\nALL = [stuck]\n"
+    )
+    args = ["--flows", "stuck_flows:ALL", "--no-drive", "--db", f"sqlite:///{tmp_path / 'f.db'}", "--shutdown-grace", "1"]
+    server = ServeProcess(args, {"PYTHONPATH": str(tmp_path)}).wait_ready()
+    try:
+        run_id = httpx.post(server.url + "/v1/runs/start", json={"flowId": "stuck"}).json()["runId"]
+        import threading  # noqa: PLC0415
+
+        threading.Thread(target=lambda: httpx.post(f"{server.url}/v1/runs/{run_id}/tick", timeout=60), daemon=True).start()
+        wait_for(lambda: "stepsInFlight\":1" in httpx.get(server.url + "/health").text, 20, "the tick's handler to run")
+        began = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(30)
+        assert time.monotonic() - began < 15, "a stuck handler kept the process alive"
+    finally:
+        server.close()

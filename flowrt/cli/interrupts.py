@@ -21,7 +21,7 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from ..execution import Interrupted
+from ..execution import CtrlC, Interrupted
 from .errors import Stopped
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def finish_step_on_ctrl_c(engine: Engine, run_id: str) -> Iterator[Callable[[], 
             raise Interrupted
         running = engine.leases.in_flight(blocking=False)
         if not running:
-            raise KeyboardInterrupt
+            raise CtrlC  # nothing to wait for; wherever it lands (a key function too) it is a stop
         pressed["node"] = running[0].node_id
         # os.write, not print: a signal handler may interrupt a print in progress.
         os.write(2, (

@@ -6,6 +6,7 @@ engine, Peewee and the database drivers, which a remote command never needs.
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime
 from typing import Any
@@ -165,6 +166,16 @@ class LocalBackend:
         return found
 
     def recover(self, candidates: list[Json], *, concurrency: int, progress: OnProgress | None) -> None:
-        recover(self.engine, concurrency=concurrency, progress=progress)
+        """Ctrl-C stops claiming: the steps in hand finish (their runs are handed back), then it exits."""
+        stop = threading.Event()
+        try:
+            recover(self.engine, concurrency=concurrency, progress=progress, stop=stop)
+        except KeyboardInterrupt:
+            deadline = time.monotonic() + 30
+            while any(t.name.startswith("flowrt-recover-") and t.is_alive() for t in threading.enumerate()):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            raise
 
 

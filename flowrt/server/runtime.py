@@ -284,6 +284,7 @@ class FlowRuntime:
         tick/resume may move a run once the server is up, so recovery finishes first;
         otherwise a client's first tick could meet a recovery worker (RUN_BUSY).
         """
+        threading.Thread(target=self._report_shutdown, name="flowrt-shutdown", daemon=True).start()
         # Everything loaded so far (flows, Litestar, the app) lives as long as the server:
         # move it out of the collector's sight so full collections stay short (tail latency).
         gc.collect()
@@ -316,8 +317,7 @@ class FlowRuntime:
             return
         self._deadline = time.monotonic() + self.settings.shutdown_grace
         self.state.stopping = True
-        self._stop.set()
-        threading.Thread(target=self._report_shutdown, name="flowrt-shutdown", daemon=True).start()
+        self._stop.set()  # wakes _report_shutdown, started beforehand: no thread starts in a signal handler
 
     def abandon_now(self) -> None:
         """Signal-safe: the second signal. Steps still running are abandoned at once."""
@@ -326,6 +326,7 @@ class FlowRuntime:
 
     def _report_shutdown(self) -> None:
         """Say what shutdown is waiting for, and again every 10 s while it waits."""
+        self._stop.wait()
         assert self._deadline is not None
         first = True
         while not self._closed:
