@@ -504,11 +504,13 @@ class Engine:
     async def _run_async(self, gen: Step, run_id: str) -> RunRow:
         """Drive a step generator from an event loop (the HTTP server)."""
         value: Any = None
-        loop = asyncio.get_running_loop()
+        in_thread: concurrent.futures.Future[tuple[bool, Any]] | None = None
         try:
             while True:
                 if self._offload_db:
-                    done, request = await loop.run_in_executor(self._db_pool(), _send, gen, value)
+                    in_thread = self._db_pool().submit(_send, gen, value)
+                    done, request = await asyncio.wrap_future(in_thread)
+                    in_thread = None
                 else:
                     done, request = _send(gen, value)
                 if done:
@@ -522,7 +524,12 @@ class Engine:
         except LeaseLost:
             return self._after_lost_lease(run_id)
         finally:
-            gen.close()
+            if in_thread is not None and not in_thread.done():
+                # Cancelled while the generator runs in a database thread (a request cut off
+                # at shutdown): close it there once that call returns, so its lease is handed back.
+                in_thread.add_done_callback(lambda _: gen.close())
+            else:
+                gen.close()
 
     def _finished_step(self, row: RunRow) -> RunRow:
         if row.status == RunStatus.RUNNING and row.lease_owner is None:
