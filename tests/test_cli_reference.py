@@ -11,63 +11,22 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import httpx
 import pytest
 
-from http_helpers import free_port
+from reference_peer import running_reference
 
 REPO = Path(__file__).resolve().parent.parent
-START = Path(os.environ.get("FLOWRT_PEER_DIR", REPO.parent / "shared" / "peer")) / "start.sh"
-if not START.exists():
-    START = Path("/work/shared/peer/start.sh")
-#: One install for every run of this module (start.sh reinstalls only when package.json changes).
-PEER_HOME = Path(tempfile.gettempdir()) / "flowrt-peer-cli-tests"
-
-pytestmark = [
-    pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
-                       reason="the reference runtime needs node and npm, which are not installed"),
-    pytest.mark.skipif(not START.exists(), reason=f"the reference runtime's start.sh is not at {START}"),
-]
 
 
 @pytest.fixture(scope="module")
 def peer() -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "FLOWRT_PEER_HOME": str(PEER_HOME)}
-    log = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen(["bash", str(START)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180  # the first start runs npm install
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"the reference runtime exited with {proc.returncode}:\n{log.read()[-2000:]}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the reference runtime did not answer /health within 180 s")
-            time.sleep(0.2)
+    with running_reference() as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
 
 
 def flowrt(peer: str, *args: Any, columns: int = 80) -> subprocess.CompletedProcess[str]:

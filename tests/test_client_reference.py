@@ -8,56 +8,18 @@ Unsupported, and waiting ticks the run, as a caller of that API must.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
-import tempfile
-import time
-from pathlib import Path
 from typing import Iterator
 
-import httpx
 import pytest
 
 from flowrt import FlowNotFound, Run, RunNotFound
 from flowrt.client import AsyncClient, Client, Unsupported
-from http_helpers import free_port
-
-PEER = Path(os.environ.get("FLOWRT_PEER_DIR", "/work/shared/peer"))
-
+from reference_peer import running_reference
 
 @pytest.fixture(scope="module")
 def reference() -> Iterator[str]:
-    script = PEER / "start.sh"
-    if not script.exists():
-        pytest.skip(f"the reference runtime is not here ({script})")
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("the reference runtime needs node and npm on PATH")
-    port = free_port()
-    home = os.environ.get("FLOWRT_PEER_HOME", os.path.join(tempfile.gettempdir(), "flowrt-peer-test"))
-    log = tempfile.TemporaryFile()
-    env = {**os.environ, "PORT": str(port), "FLOWRT_PEER_HOME": home}
-    proc = subprocess.Popen(["bash", str(script)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120  # the first start installs its npm dependencies
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.skip(f"the reference runtime did not start: {log.read().decode(errors='replace')[-500:]}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.skip("the reference runtime did not answer /health within 120 s")
-            time.sleep(0.1)
+    with running_reference() as url:
         yield url
-    finally:
-        proc.kill()  # start.sh execs node: this pid is the server
-        proc.wait(10)
-        log.close()
 
 
 def test_a_run_from_start_to_end(reference: str) -> None:
