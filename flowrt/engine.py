@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Generator, Iterable
 
 from .clock import SYSTEM_CLOCK, Clock
 from .context import Context
@@ -45,7 +45,7 @@ from .leases import Leases
 from .runs import Event, EventType, Run, RunStatus, new_run_id, to_datetime
 from .repair import Repairs
 from .retention import Pruner, PruneReport, parse_age
-from .steps import Execute, Sleep, Step, StepCore
+from .steps import Commit, Execute, Sleep, Step, StepCore
 from .storage import DEFAULT_URL, LeaseLost, RunRow, Storage
 from .values import DEFAULT_MAX_VALUE_BYTES, dumps, dumps_user, loads, too_large
 
@@ -119,6 +119,7 @@ class Engine:
         self.pruner = Pruner(self.storage)
         self._db_threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._offload_db = self.storage.kind == "postgres"
+        self._in_flight = 0  # step generators being driven on the event loop: company for a group commit
         self._pool_size = pool_size
         self._listeners: list[Callable[[], None]] = []
         self.register(*flows)
@@ -279,6 +280,7 @@ class Engine:
         tenant_id: str | None = None,
         initial_state: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        keep_lease: bool = False,
     ) -> Run:
         """Create a run at the flow's entry node, RUNNING. Nothing executes yet.
 
@@ -286,8 +288,33 @@ class Engine:
         first start made (whatever it has done since) instead of a second one; the same
         key with a different flow, version, input, tenant or initial state raises
         :class:`IdempotencyConflict`. The key is stored in the run's own transaction.
+
+        ``keep_lease``: the run is created holding this process's lease, parked, so a
+        :meth:`tick`, :meth:`run_until_blocked` or driver that follows here needs no claim
+        (what the HTTP server does). Other processes wait for it until it is handed back,
+        within a second if nothing here continues the run.
         """
-        return self._start(flow_id, version, input, tenant_id, initial_state, idempotency_key)[0]
+        started: tuple[Run, bool] = self._drive_sync(
+            self._start(flow_id, version, input, tenant_id, initial_state, idempotency_key, keep_lease)
+        )
+        return started[0]
+
+    async def start_async(
+        self,
+        flow_id: str,
+        version: str | None = None,
+        input: Any = None,  # noqa: A002
+        *,
+        tenant_id: str | None = None,
+        initial_state: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        keep_lease: bool = False,
+    ) -> tuple[Run, bool]:
+        """:meth:`start` from an event loop; ``(run, replayed)``, replayed when an
+        idempotency key found an earlier start."""
+        gen = self._start(flow_id, version, input, tenant_id, initial_state, idempotency_key, keep_lease)
+        result: tuple[Run, bool] = await self._drive_async(gen)
+        return result
 
     def _start(
         self,
@@ -297,7 +324,8 @@ class Engine:
         tenant_id: str | None,
         initial_state: dict[str, Any] | None,
         idempotency_key: str | None,
-    ) -> tuple[Run, bool]:
+        keep_lease: bool,
+    ) -> Generator[Any, Any, tuple[Run, bool]]:
         """``(run, replayed)``: replayed is True when an idempotency key found an earlier start."""
         flow = self.flow(flow_id, version)
         if initial_state is not None and not isinstance(initial_state, dict):
@@ -338,8 +366,8 @@ class Engine:
             wake_at=None,
             resume_json=None,
             last_seq=1,
-            lease_owner=None,
-            lease_expires_at=None,
+            lease_owner=self.owner if keep_lease else None,
+            lease_expires_at=now + self.lease_ttl_ms if keep_lease else None,
             lease_epoch=0,
             stale_owner=None,
             created_at=now,
@@ -352,7 +380,9 @@ class Engine:
         # The first snapshot a rewind starts from (see flowrt.repair).
         snapshot = '{"state":' + state_json + ',"outputs":{}}'
         events = [(row.run_id, 1, now, EventType.RUN_STARTED, None, None, "{}", snapshot)]
-        existing = self.storage.insert_run(row, events, start_key)
+        existing = yield Commit(self.storage.run_insert(row, events, start_key))
+        if isinstance(existing, BaseException):
+            raise existing
         if existing is not None:
             assert start_key is not None
             earlier = self.storage.get_run(existing[0])
@@ -364,7 +394,10 @@ class Engine:
                     run_id=existing[0],
                 )
             return self._to_run(earlier), True
-        self._notify()
+        if keep_lease:
+            self.leases.park_new(row.run_id, row.lease_epoch)  # for this caller: no driver is woken
+        else:
+            self._notify()
         return self._to_run(row), False
 
     def tick(self, run_id: str) -> Run:
@@ -439,13 +472,14 @@ class Engine:
         ``should_stop`` is asked between steps: a shutting-down driver hands the run back
         after the step in hand commits, instead of finishing the whole run.
         """
+        sleep_limit = self.inline_backoff if max_sleep is None else max_sleep
+        row = self._steps.claim_parked()  # a run whose last step here kept its lease: no claim
         for timers in (False, True):
-            row = self.storage.claim_next(self.owner, self.lease_ttl_ms, self._flow_keys, timers=timers)
             if row is None:
-                continue
-            sleep_limit = self.inline_backoff if max_sleep is None else max_sleep
-            self._run_sync(self._steps.drive(row, sleep_limit, should_stop), row.run_id)
-            return True
+                row = self.storage.claim_next(self.owner, self.lease_ttl_ms, self._flow_keys, timers=timers)
+            if row is not None:
+                self._run_sync(self._steps.drive(row, sleep_limit, should_stop), row.run_id)
+                return True
         return False
 
     # the server's entry points: the same generators, another executor
@@ -476,6 +510,10 @@ class Engine:
         """Called (from any thread) when a run may have become runnable; drivers use it to wake."""
         self._listeners.append(callback)
 
+    def wake_drivers(self) -> None:
+        """Tell this process's drivers a run may be theirs to continue (one parked here, say)."""
+        self._notify()
+
     def _notify(self) -> None:
         for callback in self._listeners:
             callback()
@@ -484,45 +522,57 @@ class Engine:
 
     def _run_sync(self, gen: Step, run_id: str) -> RunRow:
         """Drive a step generator in this thread."""
+        try:
+            return self._finished_step(self._drive_sync(gen))
+        except LeaseLost:
+            return self._after_lost_lease(run_id)
+
+    async def _run_async(self, gen: Step, run_id: str) -> RunRow:
+        """Drive a step generator from an event loop (the HTTP server)."""
+        try:
+            return self._finished_step(await self._drive_async(gen))
+        except LeaseLost:
+            return self._after_lost_lease(run_id)
+
+    def _drive_sync(self, gen: Generator[Any, Any, Any]) -> Any:
+        """Perform a generator's requests in this thread; its return value."""
         value: Any = None
         try:
             while True:
                 done, request = _send(gen, value)
                 if done:
-                    return self._finished_step(request)
-                if isinstance(request, Sleep):
-                    self.clock.sleep(request.seconds)
-                    value = None
-                else:
-                    assert isinstance(request, Execute)
-                    value = self.executor.call(request.node, request.ctx)
-        except LeaseLost:
-            return self._after_lost_lease(run_id)
+                    return request
+                value = self._perform(request)
         finally:
             gen.close()
 
-    async def _run_async(self, gen: Step, run_id: str) -> RunRow:
-        """Drive a step generator from an event loop (the HTTP server)."""
+    async def _drive_async(self, gen: Generator[Any, Any, Any]) -> Any:
+        """Perform a generator's requests from an event loop.
+
+        On SQLite the generator runs on the loop (a thread hop costs more than a short
+        write) and its commits join the loop's group commit. On Postgres it runs in a
+        database thread, which also performs its commits, so a step costs one hop."""
         value: Any = None
         in_thread: concurrent.futures.Future[tuple[bool, Any]] | None = None
+        self._in_flight += 1
         try:
             while True:
                 if self._offload_db:
-                    in_thread = self._db_pool().submit(_send, gen, value)
+                    in_thread = self._db_pool().submit(self._advance, gen, value)
                     done, request = await asyncio.wrap_future(in_thread)
                     in_thread = None
                 else:
                     done, request = _send(gen, value)
                 if done:
-                    return self._finished_step(request)
-                if isinstance(request, Sleep):
+                    return request
+                if isinstance(request, Commit):
+                    value = await self._commit_async(request)
+                elif isinstance(request, Sleep):
                     await self.clock.asleep(request.seconds)
                     value = None
                 else:
                     assert isinstance(request, Execute)
                     value = await self.executor.acall(request.node, request.ctx)
-        except LeaseLost:
-            return self._after_lost_lease(run_id)
         finally:
             if in_thread is not None and not in_thread.done():
                 # Cancelled while the generator runs in a database thread (a request cut off
@@ -530,10 +580,43 @@ class Engine:
                 in_thread.add_done_callback(lambda _: gen.close())
             else:
                 gen.close()
+            self._in_flight -= 1
+
+    def _perform(self, request: Any) -> Any:
+        """Perform one request of a step generator in this thread."""
+        if isinstance(request, Commit):
+            return self._commit(request)
+        if isinstance(request, Sleep):
+            self.clock.sleep(request.seconds)
+            return None
+        assert isinstance(request, Execute)
+        return self.executor.call(request.node, request.ctx)
+
+    def _advance(self, gen: Generator[Any, Any, Any], value: Any) -> tuple[bool, Any]:
+        """In a database thread: send, performing commits here, until the generator needs the loop."""
+        done, request = _send(gen, value)
+        while not done and isinstance(request, Commit):
+            done, request = _send(gen, self._commit(request))
+        return done, request
+
+    def _commit(self, request: Commit) -> Any:
+        """A Commit's outcome: what its write returned, or the exception it failed with."""
+        try:
+            return self.storage.writer.write(request.apply)
+        except Exception as exc:  # noqa: BLE001 - the step core decides what a failure means
+            return exc
+
+    async def _commit_async(self, request: Commit) -> Any:
+        if self._in_flight <= 1:
+            return self._commit(request)  # alone on the loop: nobody to share a transaction with
+        try:
+            return await self.storage.writer.write_async(request.apply)
+        except Exception as exc:  # noqa: BLE001 - as in _commit
+            return exc
 
     def _finished_step(self, row: RunRow) -> RunRow:
-        if row.status == RunStatus.RUNNING and row.lease_owner is None:
-            self._notify()  # left runnable: wake the drivers
+        if row.status == RunStatus.RUNNING:
+            self._notify()  # left runnable (or parked here): wake the drivers
         return row
 
     def _after_lost_lease(self, run_id: str) -> RunRow:

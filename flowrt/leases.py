@@ -7,6 +7,14 @@ While the database is away, renewals and releases fail. That is not a lost worke
 holder keeps its leases in hand, the renewer keeps trying, and a release that could not
 be written is retried until it lands, so the run is not left to expire and be
 "recovered" from a process that never stopped.
+
+A lease can also be *parked*: a tick's commit kept it because the run goes on, so the next
+tick of the run here, or a driver here, continues with no claim (one write transaction per
+step instead of two). To the database a parked lease is held, like a driver's between two
+steps: other processes wait for it, and if this process dies the next claimer records the
+step it may have been running (``WORKER_LOST``). So a parked lease is kept briefly: after
+:attr:`Leases.park_seconds` without a next step it is handed back (many in one
+transaction), and at close all of them are.
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ class Lease:
     expired rather than released, so the next claimer records the interrupted attempt."""
     node_id: str | None = None
     executing_since: float = 0.0
+    park: bool = False
+    """At the end of the hold, still held: park it for this process's next step of the run
+    rather than handing it back."""
 
 
 class Leases:
@@ -47,8 +58,11 @@ class Leases:
         self._to_release: dict[str, int] = {}  # run_id -> epoch: releases the database missed
         self._to_expire: set[str] = set()
         self._renewer: threading.Thread | None = None
+        self._renewer_checked = 0.0
         self._stopping = threading.Event()
         self._failing_since: float | None = None
+        self._parked: dict[str, tuple[int, float]] = {}  # run_id -> (epoch, parked at, monotonic)
+        self.park_seconds = 1.0
 
     # -- holding
 
@@ -65,8 +79,54 @@ class Leases:
             with self._lock:
                 if self._held.get(row.run_id) is lease:
                     del self._held[row.run_id]
-            if lease.held:
+                parked = lease.held and lease.park and not lease.executing and not self._stopping.is_set()
+                if parked:
+                    self._parked[row.run_id] = (lease.epoch, time.monotonic())
+            if lease.held and not parked:
                 self._hand_back(lease)
+
+    # -- parking
+
+    def park_new(self, run_id: str, epoch: int) -> None:
+        """A run inserted holding this process's lease (a start whose first step follows here)."""
+        with self._lock:
+            self._parked[run_id] = (epoch, time.monotonic())
+        self._ensure_renewer()
+
+    def unpark(self, run_id: str) -> int | None:
+        """The epoch of this process's parked lease of ``run_id``, now taken out of the park."""
+        with self._lock:
+            found = self._parked.pop(run_id, None)
+        return None if found is None else found[0]
+
+    def take_parked(self) -> tuple[str, int] | None:
+        """The longest-parked lease ``(run_id, epoch)``, taken out of the park (for a driver)."""
+        with self._lock:
+            if not self._parked:
+                return None
+            run_id = next(iter(self._parked))
+            epoch, _ = self._parked.pop(run_id)
+        return run_id, epoch
+
+    def is_parked(self, run_id: str) -> bool:
+        return run_id in self._parked
+
+    def parked(self) -> int:
+        with self._lock:
+            return len(self._parked)
+
+    def _hand_back_idle(self, now: float) -> None:
+        """Release the parked leases nobody continued in :attr:`park_seconds`, in one transaction.
+
+        The lock is held while writing, so a tick of one of them waits and then claims it
+        afresh instead of finding it neither parked nor free."""
+        with self._lock:
+            idle = [(run_id, epoch) for run_id, (epoch, since) in self._parked.items() if now - since >= self.park_seconds]
+            if not idle:
+                return
+            self.storage.release_many(idle)  # raises while the database is away: kept, tried again
+            for run_id, _ in idle:
+                del self._parked[run_id]
 
     def _hand_back(self, lease: Lease) -> None:
         try:
@@ -89,6 +149,7 @@ class Leases:
         """The run was cancelled under us: its lease is gone already."""
         with self._lock:
             self._held.pop(run_id, None)
+            self._parked.pop(run_id, None)
 
     def in_flight(self, *, blocking: bool = True) -> list[Lease]:
         """Leases whose handler is running right now (for shutdown messages).
@@ -120,17 +181,25 @@ class Leases:
             self._to_expire.clear()
             releases = dict(self._to_release)
             self._to_release.clear()
+            releases.update((run_id, epoch) for run_id, (epoch, _) in self._parked.items())
+            self._parked.clear()
         if run_ids:
             with contextlib.suppress(Exception):
                 self.storage.expire(self.owner, run_ids)
-        for run_id, epoch in releases.items():
+        if releases:
             with contextlib.suppress(Exception):
-                self.storage.release(run_id, epoch)
+                self.storage.release_many(list(releases.items()))
         return run_ids
 
     # -- the renewer
 
     def _ensure_renewer(self) -> None:
+        # Called at every step: Thread.is_alive() is slow enough to show, so it is asked
+        # at most once a second (the loop only ends at close, or on a bug).
+        now = time.monotonic()
+        if self._renewer is not None and now < self._renewer_checked + 1.0:
+            return
+        self._renewer_checked = now
         if self._renewer is not None and self._renewer.is_alive():
             return
         with self._lock:
@@ -140,23 +209,32 @@ class Leases:
             self._renewer.start()
 
     def _renew_loop(self) -> None:
-        interval = max(self.ttl_ms / 3000, 0.05)
-        while not self._stopping.wait(interval):
-            with self._lock:
-                run_ids = list(self._held)
-                releases = dict(self._to_release)
-                expiries = list(self._to_expire)
+        renew_every = max(self.ttl_ms / 3000, 0.05)
+        wake_every = min(renew_every, max(self.park_seconds / 4, 0.05))
+        next_renewal = time.monotonic() + renew_every
+        while not self._stopping.wait(wake_every):
+            now = time.monotonic()
             try:
+                if self._parked:
+                    self._hand_back_idle(now)
+                if now < next_renewal:
+                    continue
+                next_renewal = now + renew_every
+                with self._lock:
+                    run_ids = [*self._held, *self._parked]
+                    releases = dict(self._to_release)
+                    expiries = list(self._to_expire)
                 if run_ids:
                     self.storage.renew(self.owner, run_ids, self.ttl_ms)
                 if expiries:
                     self.storage.expire(self.owner, expiries)
-                for run_id, epoch in releases.items():
-                    self.storage.release(run_id, epoch)
+                if releases:
+                    self.storage.release_many(list(releases.items()))
             except Exception as exc:  # noqa: BLE001 - retried next interval
                 if self._failing_since is None:
                     self._failing_since = time.monotonic()
-                    log.warning("lease renewal failed (%s); holding on to %d lease(s) and retrying", exc, len(run_ids))
+                    log.warning("lease renewal failed (%s); holding on to %d lease(s) and retrying", exc, self.count())
+                next_renewal = now  # try again at the next wake-up
                 continue
             with self._lock:
                 for run_id in releases:

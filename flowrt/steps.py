@@ -6,9 +6,16 @@ idempotency record in one transaction fenced by the lease epoch, so a step whose
 moved on (cancelled, or reclaimed after a crash) writes nothing.
 
 The logic is written once, as generators that *yield* the work they need done outside
-the database: :class:`Execute` (run a handler) and :class:`Sleep` (a short backoff, or a
-pause before committing again while the database is away). The engine performs those
-requests in the calling thread or on an event loop; nothing else differs between the two.
+the database: :class:`Execute` (run a handler), :class:`Commit` (write a step: the engine
+hands it to the group writer, :mod:`flowrt.writer`, which commits the steps of many runs
+in one transaction) and :class:`Sleep` (a short backoff, or a pause before committing
+again while the database is away). The engine performs those requests in the calling
+thread or on an event loop; nothing else differs between the two.
+
+A tick keeps the run's lease at its commit when the run goes on (RUNNING), and parks it in
+this process (:mod:`flowrt.leases`): the next tick or driver here continues from it with no
+claim of its own, so a step costs one write transaction. A parked lease nobody continues is
+handed back within a second.
 
 Two kinds of trouble are not the node's failure and never consume ``max_attempts``:
 
@@ -31,12 +38,14 @@ from typing import Any, Callable, Generator
 from .clock import Clock
 from .context import Context
 from .definitions import Fail, Flow, Node, Ok, Result, Wait
+from .database import DUPLICATE
 from .errors import InvalidInput, PayloadTooLarge, RunBusy, RunNotFound, RunNotWaiting, StorageUnavailable
 from .execution import is_interrupt
 from .leases import Lease, Leases
 from .runs import ACTIVE, FINISHED, EventType, RunStatus, to_datetime
 from .storage import DuplicateStep, EventRow, LeaseLost, RunRow, Storage
 from .values import deep_merge, dumps, dumps_user, loads, too_large
+from .writer import Apply
 
 log = logging.getLogger("flowrt.engine")
 
@@ -53,6 +62,14 @@ class Execute:
 
     node: Node
     ctx: Context
+
+
+@dataclass(slots=True)
+class Commit:
+    """A request from the step core: commit this write and send back its outcome (the
+    write's return value, or the exception it failed with)."""
+
+    apply: Apply
 
 
 @dataclass(slots=True)
@@ -100,7 +117,8 @@ class StepCore:
                 if delay > 0:
                     yield Sleep(delay)
             if row.status in ACTIVE:
-                row = yield from self._step(row, flow, lease, hold=False)
+                row = yield from self._step(row, flow, lease, hold=True)
+                lease.park = row.wake_at is None  # going on now: kept for the next tick here
         return row
 
     def resume(self, run_id: str, payload: Any, by: str) -> Step:
@@ -126,7 +144,8 @@ class StepCore:
                 raise RunNotWaiting(f"run {run_id} is {row.status}, not WAITING", run_id=run_id)
             flow = self.flow_of(row)
             row = yield from self._mark_resumed(row, lease, payload_json, by)
-            row = yield from self._step(row, flow, lease, hold=False)
+            row = yield from self._step(row, flow, lease, hold=True)
+            lease.park = row.wake_at is None
         return row
 
     def until_blocked(self, run_id: str, should_stop: Callable[[], bool] | None = None) -> Step:
@@ -156,7 +175,15 @@ class StepCore:
     # ------------------------------------------------------------------ claims and commits
 
     def _claim(self, run_id: str) -> tuple[RunRow, bool]:
-        """``(row, claimed)``; an ended run comes back unclaimed, a held one raises RunBusy."""
+        """``(row, claimed)``; an ended run comes back unclaimed, a held one raises RunBusy.
+
+        A lease parked here by the run's previous step needs no claim: one read confirms that
+        nothing moved it meanwhile (a cancel from another process)."""
+        epoch = self.leases.unpark(run_id)
+        if epoch is not None:
+            row = self._still_parked(run_id, epoch)
+            if row is not None:
+                return row, True
         row = self.storage.claim(run_id, self.owner, self.leases.ttl_ms)
         if row is not None:
             return row, True
@@ -166,6 +193,22 @@ class StepCore:
         if row.status in FINISHED:
             return row, False
         raise RunBusy(f"run {run_id} is being executed by {row.lease_owner}", run_id=run_id)
+
+    def claim_parked(self) -> RunRow | None:
+        """A run whose lease is parked here, taken for a driver of this process (no claim)."""
+        while True:
+            parked = self.leases.take_parked()
+            if parked is None:
+                return None
+            row = self._still_parked(*parked)
+            if row is not None:
+                return row
+
+    def _still_parked(self, run_id: str, epoch: int) -> RunRow | None:
+        row = self.storage.get_run(run_id)
+        if row is None or row.lease_owner != self.owner or row.lease_epoch != epoch or row.status not in ACTIVE:
+            return None
+        return row
 
     def _take_over(self, row: RunRow, lease: Lease) -> Generator[Any, Any, tuple[Flow, RunRow]]:
         """What every claim of a run to step starts with: its flow (or FlowNotRegistered),
@@ -182,33 +225,37 @@ class StepCore:
         Each try is fenced by the lease epoch, so trying again is safe: if the lease moved
         on meanwhile (cancelled, or reclaimed by a process that saw it expire), the commit
         raises LeaseLost and writes nothing. A try whose answer was lost may have landed:
-        the next one then collides with its own events (DuplicateStep) and the step is
-        known to be committed once.
+        the next one then finds its events (DuplicateStep) and the step is known to be
+        committed once.
         """
         delay, failing_since = 0.05, 0.0
         while True:
-            try:
-                self.storage.commit_step(new, lease.epoch, events, idem)
+            write = self.storage.step_write(new, lease.epoch, events, idem, again=bool(failing_since))
+            outcome = yield Commit(write)
+            if outcome is None:
                 break
-            except LeaseLost:
+            if isinstance(outcome, LeaseLost):
                 lease.held = False
-                raise
-            except DuplicateStep:
+                raise outcome
+            if isinstance(outcome, (DuplicateStep, *DUPLICATE)):
                 if not failing_since or not self._landed(new, lease):
-                    raise
+                    if isinstance(outcome, DuplicateStep):
+                        raise outcome
+                    raise DuplicateStep(str(outcome)) from outcome
                 break
-            except StorageUnavailable as exc:
-                if self.stopping.is_set():
-                    raise  # shutting down: the run is recovered from its lease
-                if not failing_since:
-                    failing_since = time.monotonic()
-                    log.warning(
-                        "run %s: committing a step of node %s failed (%s); keeping the result and trying again "
-                        "until the database is back",
-                        new.run_id, events[0][4] if events else None, exc.message,
-                    )  # fmt: skip
-                yield Sleep(delay)
-                delay = min(delay * 2, COMMIT_RETRY_MAX_DELAY)
+            if not isinstance(outcome, StorageUnavailable):
+                raise outcome
+            if self.stopping.is_set():
+                raise outcome  # shutting down: the run is recovered from its lease
+            if not failing_since:
+                failing_since = time.monotonic()
+                log.warning(
+                    "run %s: committing a step of node %s failed (%s); keeping the result and trying again "
+                    "until the database is back",
+                    new.run_id, events[0][4] if events else None, outcome.message,
+                )  # fmt: skip
+            yield Sleep(delay)
+            delay = min(delay * 2, COMMIT_RETRY_MAX_DELAY)
         if failing_since:
             log.warning(
                 "run %s: committed after %.1fs of database trouble", new.run_id, time.monotonic() - failing_since

@@ -27,13 +27,12 @@ import psycopg
 from .clock import SYSTEM_CLOCK, Clock
 from .database import DEFAULT_URL, DUPLICATE, UNAVAILABLE, describe_url, open_database, translated
 from .errors import StorageUnavailable
+from .statements import Statements
+from .writer import Apply, GroupWriter
 from .schema import (
-    EVENT_COLUMNS,
     MIGRATIONS,
     RUN_COLUMNS,
     SCHEMA_VERSION,
-    STEP_COLUMNS,
-    WIRE_EVENT_COLUMNS,
     EventRow,
     RunRow,
     build_models,
@@ -95,7 +94,8 @@ class Storage:
         self.checkpoint_interval = 1.0  # seconds; measured best of 0.25, 0.5, 1 (docs/performance.md)
         # Counted for `flowrt bench`; exact under SQLite's writer lock, near enough on Postgres.
         self.write_transactions = 0
-        self._sql = _Statements(self.db.param, self.kind)
+        self._sql = Statements(self.db.param, self.kind)
+        self.writer = GroupWriter(self)
         try:
             with translated(url), self.session():
                 self.ensure_schema()
@@ -299,23 +299,33 @@ class Storage:
 
     # -- runs: hot path
 
+    def run_insert(self, row: RunRow, events: list[EventRow], start_key: tuple[str, str] | None = None) -> Apply:
+        """The write that inserts a run with its first events, for :attr:`writer`.
+
+        With ``start_key`` (key, fingerprint), the key is stored in the same transaction; if
+        the key is taken, nothing is inserted and the write's outcome is the
+        ``(run_id, fingerprint)`` it was stored with (else None)."""
+        values = run_values(row)
+        sql = self._sql
+
+        def apply(cur: Any) -> tuple[str, str] | None:
+            if start_key is not None:
+                cur.execute(sql.insert_start_key, (start_key[0], row.run_id, start_key[1], row.created_at))
+                if cur.rowcount != 1:
+                    cur.execute(sql.get_start_key, (start_key[0],))
+                    found = cur.fetchone()
+                    return (found[0], found[1])
+            cur.execute(sql.insert_run, values)
+            self._insert_events(cur, events)
+            return None
+
+        return apply
+
     def insert_run(
         self, row: RunRow, events: list[EventRow], start_key: tuple[str, str] | None = None
     ) -> tuple[str, str] | None:
-        """Insert a run with its first events. With ``start_key`` (key, fingerprint), the key
-        is stored in the same transaction; if the key is taken, nothing is inserted and the
-        ``(run_id, fingerprint)`` it was stored with comes back instead."""
-        values = run_values(row)
-        with self._write() as cur:
-            if start_key is not None:
-                cur.execute(self._sql.insert_start_key, (start_key[0], row.run_id, start_key[1], row.created_at))
-                if cur.rowcount != 1:
-                    cur.execute(self._sql.get_start_key, (start_key[0],))
-                    found = cur.fetchone()
-                    return (found[0], found[1])
-            cur.execute(self._sql.insert_run, values)
-            self._insert_events(cur, events)
-        return None
+        """:meth:`run_insert`, committed now (batched with whatever else is being committed)."""
+        return self.writer.write(self.run_insert(row, events, start_key))  # type: ignore[no-any-return]
 
     def get_run(self, run_id: str) -> RunRow | None:
         rows = self._read(self._sql.get_run, (run_id,))
@@ -346,33 +356,57 @@ class Storage:
             row = cur.fetchone()
         return RunRow(*row) if row else None
 
-    def commit_step(
+    def step_write(
         self,
         row: RunRow,
         epoch: int,
         events: list[EventRow],
         idempotency: tuple[Any, ...] | None = None,
-    ) -> None:
-        """Write the step's run row, events and idempotency record in one transaction.
+        *,
+        again: bool = False,
+    ) -> Apply:
+        """The write of one step, for :attr:`writer`: the run row, events and idempotency record.
 
-        Raises :class:`LeaseLost` (and writes nothing) when the lease moved on
-        meanwhile: the run was cancelled, or reclaimed after our lease expired; and
-        :class:`DuplicateStep` when its events are stored already.
+        Its outcome is None when written; :class:`LeaseLost` (nothing written) when the lease
+        moved on meanwhile: the run was cancelled, or reclaimed after our lease expired; and,
+        when trying ``again`` after a failed try, :class:`DuplicateStep` (nothing written)
+        when that try landed after all: its first event is stored.
         """
-        with self._write() as cur:
-            cur.execute(self._sql.commit_step, (*step_values(row), row.run_id, epoch))
+        sql = self._sql
+        params = (*step_values(row), row.run_id, epoch)
+
+        def apply(cur: Any) -> LeaseLost | DuplicateStep | None:
+            if again and events:
+                cur.execute(sql.event_exists, (events[0][0], events[0][1]))
+                if cur.fetchone() is not None:
+                    return DuplicateStep(f"run {row.run_id}: event {events[0][1]} is stored already")
+            cur.execute(sql.commit_step, params)
             if cur.rowcount != 1:
-                raise LeaseLost
-            try:
-                self._insert_events(cur, events)
-            except DUPLICATE as exc:
-                raise DuplicateStep(str(exc)) from exc
+                return LeaseLost()
+            self._insert_events(cur, events)
             if idempotency is not None:
-                cur.execute(self._sql.insert_idempotency, idempotency)
+                cur.execute(sql.insert_idempotency, idempotency)
+            return None
+
+        return apply
+
+    def commit_step(
+        self, row: RunRow, epoch: int, events: list[EventRow], idempotency: tuple[Any, ...] | None = None
+    ) -> None:
+        """:meth:`step_write`, committed now; raises its LeaseLost or DuplicateStep."""
+        outcome = self.writer.write(self.step_write(row, epoch, events, idempotency, again=True))
+        if outcome is not None:
+            raise outcome
 
     def release(self, run_id: str, epoch: int) -> None:
         with self._write() as cur:
             cur.execute(self._sql.release, (run_id, epoch))
+
+    def release_many(self, leases: Sequence[tuple[str, int]]) -> None:
+        """Hand back many ``(run_id, epoch)`` leases in one transaction (parked ones, at close)."""
+        with self._write() as cur:
+            for run_id, epoch in leases:
+                cur.execute(self._sql.release, (run_id, epoch))
 
     def renew(self, owner: str, run_ids: Sequence[str], ttl_ms: int) -> None:
         expires = self.clock.now_ms() + ttl_ms
@@ -507,93 +541,3 @@ class LeaseLost(Exception):
 
 class DuplicateStep(Exception):
     """The step's events are stored already: an earlier try of this commit landed."""
-
-
-class _Statements:
-    """The hot-path SQL, rendered once per backend."""
-
-    def __init__(self, p: str, kind: str) -> None:
-        cols = ", ".join(RUN_COLUMNS)
-        self.p = p
-        # Free: nobody holds it, its holder expired it on purpose (0: an abandoned step), or
-        # another process's lease ran out. Never our own lease that merely ran out: this
-        # process is alive, and a step of it may be waiting for the database to commit.
-        # Parameters: (now, owner).
-        free = f"(lease_owner IS NULL OR lease_expires_at <= 0 OR (lease_expires_at < {p} AND lease_owner <> {p}))"
-        take = (
-            f"UPDATE flowrt_runs SET lease_owner = {p}, lease_expires_at = {p}, "
-            # A claim that finds a lease (expired: the holder died) remembers whose it was until a
-            # step commits, so the lost attempt is recorded even if this claimer backs off.
-            "lease_epoch = lease_epoch + 1, stale_owner = COALESCE(lease_owner, stale_owner)"
-        )
-        self.insert_run = f"INSERT INTO flowrt_runs ({cols}) VALUES ({', '.join([p] * len(RUN_COLUMNS))})"
-        self.get_run = f"SELECT {cols} FROM flowrt_runs WHERE run_id = {p}"
-        # (owner, expires, run_id, now, owner)
-        self.claim_by_id = (
-            f"{take} WHERE run_id = {p} AND status IN ('RUNNING', 'WAITING') AND {free} RETURNING {cols}"
-        )
-        self._lock = " FOR UPDATE SKIP LOCKED" if kind == "postgres" else ""
-        self._take, self._free, self._cols = take, free, cols
-        self._claim_next: dict[tuple[bool, int], tuple[str, str]] = {}
-        self.commit_step = (
-            "UPDATE flowrt_runs SET "
-            + ", ".join(f"{c} = {p}" for c in STEP_COLUMNS)
-            + f", stale_owner = NULL WHERE run_id = {p} AND lease_epoch = {p}"
-        )
-        self.release = (
-            f"UPDATE flowrt_runs SET lease_owner = NULL, lease_expires_at = NULL WHERE run_id = {p} AND lease_epoch = {p}"
-        )
-        self.cancel = (
-            "UPDATE flowrt_runs SET status = 'CANCELLED', lease_owner = NULL, lease_expires_at = NULL, "
-            "lease_epoch = lease_epoch + 1, stale_owner = NULL, wake_at = NULL, wait_reason = NULL, wait_until = NULL, "
-            f"last_seq = last_seq + 1, updated_at = {p} "
-            f"WHERE run_id = {p} AND status IN ('RUNNING', 'WAITING') RETURNING {cols}"
-        )
-        self.events_all = (
-            f"SELECT {', '.join(WIRE_EVENT_COLUMNS)} FROM flowrt_events WHERE run_id = {p} AND seq > {p} ORDER BY seq"
-        )
-        self.events_page = self.events_all + f" LIMIT {p}"
-        self.get_idempotency = (
-            f"SELECT output_json, patch_json FROM flowrt_idempotency WHERE flow_id = {p} AND node_id = {p} AND key = {p}"
-        )
-        self.insert_idempotency = (
-            "INSERT INTO flowrt_idempotency (flow_id, node_id, key, run_id, output_json, patch_json, created_at) "
-            f"VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING"
-        )
-        self.running_ids = f"SELECT run_id FROM flowrt_runs WHERE status = {p} ORDER BY run_id"
-        self.insert_start_key = (
-            f"INSERT INTO flowrt_start_keys (key, run_id, fingerprint, created_at) VALUES ({p}, {p}, {p}, {p}) "
-            "ON CONFLICT DO NOTHING"
-        )
-        self.get_start_key = f"SELECT run_id, fingerprint FROM flowrt_start_keys WHERE key = {p}"
-        self._events: dict[int, str] = {}
-
-    def claim_next(self, timers: bool, flows: int) -> tuple[str, str]:
-        """``(probe, claim)`` for the next runnable run of ``flows`` registered flow versions.
-
-        Parameters: probe ``(now, now, owner, *flows)``; claim ``(owner, expires, now, now, owner, *flows, now, owner)``.
-        """
-        key = (timers, flows)
-        found = self._claim_next.get(key)
-        if found is None:
-            p = self.p
-            if timers:
-                where, order = f"status = 'WAITING' AND wake_at <= {p}", "wake_at"
-            else:
-                where, order = f"status = 'RUNNING' AND (wake_at IS NULL OR wake_at <= {p})", "run_id"
-            where += f" AND {self._free} AND flow_id || '@' || flow_version IN ({', '.join([p] * flows)})"
-            probe = f"SELECT 1 FROM flowrt_runs WHERE {where} LIMIT 1"
-            claim = (
-                f"{self._take} WHERE run_id = (SELECT run_id FROM flowrt_runs WHERE {where} "
-                f"ORDER BY {order} LIMIT 1{self._lock}) AND {self._free} RETURNING {self._cols}"
-            )
-            found = self._claim_next[key] = (probe, claim)
-        return found
-
-    def insert_events(self, count: int) -> str:
-        sql = self._events.get(count)
-        if sql is None:
-            one = "(" + ", ".join([self.p] * len(EVENT_COLUMNS)) + ")"
-            sql = f"INSERT INTO flowrt_events ({', '.join(EVENT_COLUMNS)}) VALUES " + ", ".join([one] * count)
-            self._events[count] = sql
-        return sql

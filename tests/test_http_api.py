@@ -289,7 +289,7 @@ def test_error_messages_say_what_to_do(srv: ThreadServer) -> None:
 
 
 def test_busy_run_is_409_and_nothing_runs_twice(srv: ThreadServer) -> None:
-    run_id = start(srv.client, "demo-fraud", input={"amount": 5})
+    run_id = srv.engine.start("demo-fraud", input={"amount": 5}).run_id  # started elsewhere: no lease kept here
     row = srv.engine.storage.claim(run_id, "another-process", 30_000)  # as if a driver elsewhere held it
     assert row is not None
     assert_error(srv.client.post(f"/v1/runs/{run_id}/tick"), 409, "RUN_BUSY")

@@ -295,14 +295,17 @@ class ApiState:
     async def settle(self, run: Run, wait: float) -> Run:
         """The run once it has left RUNNING, or as it is when ``wait`` seconds are up.
 
-        With drivers, they move the run and this watches it (quickly at first: most
-        flows are short). Without (``--no-drive``), the request moves the run itself,
-        a step at a time on this event loop, so a step in flight always commits; the
-        deadline is checked between steps. If another client's tick holds the run
-        (RUN_BUSY), it watches for a moment and tries again.
+        The request moves the run itself, a step at a time on this event loop, so a step
+        in flight always commits; the deadline is checked between steps. It does so
+        without drivers (``--no-drive``), and with them when the run's lease is parked
+        here (a run this request started: its steps need no claim); then a step that
+        outlasts the deadline goes on in the background and the drivers continue the run.
+        Otherwise the drivers move the run and this watches it (quickly at first: most
+        flows are short). If another client's tick holds the run (RUN_BUSY), it watches
+        for a moment and tries again.
         """
         deadline = time.monotonic() + wait
-        watching = self.drivers is not None
+        watching = self.drivers is not None and not self.engine.leases.is_parked(run.run_id)
         interval = 0.001
         while run.status == RunStatus.RUNNING and not self.stopping:
             remaining = deadline - time.monotonic()
@@ -322,9 +325,18 @@ class ApiState:
                     await asyncio.sleep(min(delay, 0.25))  # short naps: shutdown stays prompt
                     continue
             try:
-                run = await self.engine.tick_async(run.run_id)
+                if self.drivers is None:
+                    run = await self.engine.tick_async(run.run_id)
+                    continue
+                step = asyncio.ensure_future(self.engine.tick_async(run.run_id))
+                if not (await asyncio.wait({step}, timeout=remaining))[0]:
+                    step.add_done_callback(_retrieved)  # commits later; the drivers go on from there
+                    break
+                run = step.result()
             except RunBusy:
                 watching = True
+        if self.drivers is not None and run.status == RunStatus.RUNNING:
+            self.engine.wake_drivers()  # its lease may be parked here: the drivers take it from there
         return run
 
     async def _get(self, run_id: str) -> Run:
@@ -332,6 +344,12 @@ class ApiState:
         if run is None:
             raise RunNotFound(f"run {run_id} not found", run_id=run_id)
         return run
+
+
+def _retrieved(step: asyncio.Future[Any]) -> None:
+    """A step left to finish in the background: its error is logged, not lost."""
+    if not step.cancelled() and step.exception() is not None and not isinstance(step.exception(), FlowrtError):
+        log.error("a step left running after a long-poll's deadline failed", exc_info=step.exception())
 
 
 _E = ResponseSpec(ErrorBody, description="Error", generate_examples=False)
@@ -406,9 +424,12 @@ def create_app(
         if idempotency_key and data.idempotency_key and idempotency_key != data.idempotency_key:
             raise InvalidInput("the Idempotency-Key header and body field idempotencyKey differ; send one key")
         try:
-            run, replayed = await offload(
-                engine._start, data.flow_id, data.version, data.input, data.tenant_id, data.initial_state, key
-            )
+            # The new run's lease stays here when this request or the client's next tick moves it;
+            # else it is left to the drivers.
+            run, replayed = await engine.start_async(
+                data.flow_id, data.version, data.input, tenant_id=data.tenant_id, initial_state=data.initial_state,
+                idempotency_key=key, keep_lease=wait is not None or state.drivers is None,
+            )  # fmt: skip
         except FlowNotFound as exc:
             raise _with_registered_flows(engine, exc) from None
         headers = {"Idempotent-Replayed": "true"} if replayed else None

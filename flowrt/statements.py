@@ -1,0 +1,97 @@
+"""The hot-path SQL, rendered once per backend: building statements through Peewee's model
+API on every step costs more than the commit itself (shared/spec/PERFORMANCE.md)."""
+
+from __future__ import annotations
+
+from .schema import EVENT_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, WIRE_EVENT_COLUMNS
+
+
+class Statements:
+    """The hot-path SQL of one backend (``p``: its parameter mark; ``kind``: sqlite, memory, postgres)."""
+
+    def __init__(self, p: str, kind: str) -> None:
+        cols = ", ".join(RUN_COLUMNS)
+        self.p = p
+        # Free: nobody holds it, its holder expired it on purpose (0: an abandoned step), or
+        # another process's lease ran out. Never our own lease that merely ran out: this
+        # process is alive, and a step of it may be waiting for the database to commit.
+        # Parameters: (now, owner).
+        free = f"(lease_owner IS NULL OR lease_expires_at <= 0 OR (lease_expires_at < {p} AND lease_owner <> {p}))"
+        take = (
+            f"UPDATE flowrt_runs SET lease_owner = {p}, lease_expires_at = {p}, "
+            # A claim that finds a lease (expired: the holder died) remembers whose it was until a
+            # step commits, so the lost attempt is recorded even if this claimer backs off.
+            "lease_epoch = lease_epoch + 1, stale_owner = COALESCE(lease_owner, stale_owner)"
+        )
+        self.insert_run = f"INSERT INTO flowrt_runs ({cols}) VALUES ({', '.join([p] * len(RUN_COLUMNS))})"
+        self.get_run = f"SELECT {cols} FROM flowrt_runs WHERE run_id = {p}"
+        # (owner, expires, run_id, now, owner)
+        self.claim_by_id = (
+            f"{take} WHERE run_id = {p} AND status IN ('RUNNING', 'WAITING') AND {free} RETURNING {cols}"
+        )
+        self._lock = " FOR UPDATE SKIP LOCKED" if kind == "postgres" else ""
+        self._take, self._free, self._cols = take, free, cols
+        self._claim_next: dict[tuple[bool, int], tuple[str, str]] = {}
+        self.commit_step = (
+            "UPDATE flowrt_runs SET "
+            + ", ".join(f"{c} = {p}" for c in STEP_COLUMNS)
+            + f", stale_owner = NULL WHERE run_id = {p} AND lease_epoch = {p}"
+        )
+        self.event_exists = f"SELECT 1 FROM flowrt_events WHERE run_id = {p} AND seq = {p}"
+        self.release = (
+            f"UPDATE flowrt_runs SET lease_owner = NULL, lease_expires_at = NULL WHERE run_id = {p} AND lease_epoch = {p}"
+        )
+        self.cancel = (
+            "UPDATE flowrt_runs SET status = 'CANCELLED', lease_owner = NULL, lease_expires_at = NULL, "
+            "lease_epoch = lease_epoch + 1, stale_owner = NULL, wake_at = NULL, wait_reason = NULL, wait_until = NULL, "
+            f"last_seq = last_seq + 1, updated_at = {p} "
+            f"WHERE run_id = {p} AND status IN ('RUNNING', 'WAITING') RETURNING {cols}"
+        )
+        self.events_all = (
+            f"SELECT {', '.join(WIRE_EVENT_COLUMNS)} FROM flowrt_events WHERE run_id = {p} AND seq > {p} ORDER BY seq"
+        )
+        self.events_page = self.events_all + f" LIMIT {p}"
+        self.get_idempotency = (
+            f"SELECT output_json, patch_json FROM flowrt_idempotency WHERE flow_id = {p} AND node_id = {p} AND key = {p}"
+        )
+        self.insert_idempotency = (
+            "INSERT INTO flowrt_idempotency (flow_id, node_id, key, run_id, output_json, patch_json, created_at) "
+            f"VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING"
+        )
+        self.running_ids = f"SELECT run_id FROM flowrt_runs WHERE status = {p} ORDER BY run_id"
+        self.insert_start_key = (
+            f"INSERT INTO flowrt_start_keys (key, run_id, fingerprint, created_at) VALUES ({p}, {p}, {p}, {p}) "
+            "ON CONFLICT DO NOTHING"
+        )
+        self.get_start_key = f"SELECT run_id, fingerprint FROM flowrt_start_keys WHERE key = {p}"
+        self._events: dict[int, str] = {}
+
+    def claim_next(self, timers: bool, flows: int) -> tuple[str, str]:
+        """``(probe, claim)`` for the next runnable run of ``flows`` registered flow versions.
+
+        Parameters: probe ``(now, now, owner, *flows)``; claim ``(owner, expires, now, now, owner, *flows, now, owner)``.
+        """
+        key = (timers, flows)
+        found = self._claim_next.get(key)
+        if found is None:
+            p = self.p
+            if timers:
+                where, order = f"status = 'WAITING' AND wake_at <= {p}", "wake_at"
+            else:
+                where, order = f"status = 'RUNNING' AND (wake_at IS NULL OR wake_at <= {p})", "run_id"
+            where += f" AND {self._free} AND flow_id || '@' || flow_version IN ({', '.join([p] * flows)})"
+            probe = f"SELECT 1 FROM flowrt_runs WHERE {where} LIMIT 1"
+            claim = (
+                f"{self._take} WHERE run_id = (SELECT run_id FROM flowrt_runs WHERE {where} "
+                f"ORDER BY {order} LIMIT 1{self._lock}) AND {self._free} RETURNING {self._cols}"
+            )
+            found = self._claim_next[key] = (probe, claim)
+        return found
+
+    def insert_events(self, count: int) -> str:
+        sql = self._events.get(count)
+        if sql is None:
+            one = "(" + ", ".join([self.p] * len(EVENT_COLUMNS)) + ")"
+            sql = f"INSERT INTO flowrt_events ({', '.join(EVENT_COLUMNS)}) VALUES " + ", ".join([one] * count)
+            self._events[count] = sql
+        return sql

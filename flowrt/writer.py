@@ -1,0 +1,172 @@
+"""Group commit: the writes of many steps, of many runs, committed in one transaction.
+
+A durable step costs one transaction, and on a busy server most of a transaction is its
+fixed part (BEGIN, COMMIT, the WAL write or round trips) rather than its statements. So
+the writes that are ready at the same moment share one transaction, and each caller is
+released when the transaction holding its write has committed -- never before: a step
+acknowledged to its caller is durable.
+
+There is no timer and no artificial delay. A caller that finds nobody committing commits
+its own write at once (a batch of one, as without batching). Callers that arrive while a
+transaction is being written queue up, and the next transaction takes all of them:
+
+- threads (drivers, the Python API, Postgres request threads) use :meth:`GroupWriter.write`,
+  the classic leader scheme: whoever holds the flush lock writes everything queued;
+- an event loop (the HTTP server on SQLite, where commits run on the loop because a thread
+  hop costs more than the commit) uses :meth:`GroupWriter.write_async`: the first write of a
+  loop iteration schedules one flush, and every request that reaches its commit before that
+  flush runs joins it.
+
+A write is a function of a cursor that runs inside the shared transaction and reports
+expected outcomes (a lost lease, an earlier try that landed) as its return value, writing
+nothing in that case. If a write raises anyway, the transaction is rolled back and each
+write of the batch is tried again in a transaction of its own, so one bad write never
+takes the others with it. If the database is away, every write of the batch gets the
+error, and their callers retry (see :meth:`flowrt.steps.StepCore.commit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import StorageUnavailable
+
+if TYPE_CHECKING:
+    from .storage import Storage
+
+Apply = Callable[[Any], Any]
+"""A write: given a cursor inside the shared transaction, do the statements, return the outcome."""
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    apply: Apply
+    result: Any = None
+    error: BaseException | None = None
+    done: bool = False
+    waiter: asyncio.Future[None] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class GroupWriter:
+    """Commits queued writes together; one per :class:`~flowrt.storage.Storage`."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._queue: list[_Pending] = []
+        self._queue_lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # one transaction of batched writes at a time
+        self._scheduled: set[asyncio.AbstractEventLoop] = set()
+        self.transactions = 0
+        """Batches committed (or tried): with ``writes``, what ``flowrt bench`` reports."""
+        self.writes = 0
+
+    def write(self, apply: Apply) -> Any:
+        """Commit ``apply`` (with whatever else is queued) and return its outcome; blocks."""
+        item = _Pending(apply)
+        with self._queue_lock:
+            self._queue.append(item)
+        with self._flush_lock:
+            if not item.done:  # else an earlier flush took it while this thread waited
+                self._flush()
+        return item.outcome()
+
+    async def write_async(self, apply: Apply) -> Any:
+        """Commit ``apply`` from an event loop, in the one flush of this loop iteration."""
+        loop = asyncio.get_running_loop()
+        item = _Pending(apply, waiter=loop.create_future(), loop=loop)
+        with self._queue_lock:
+            self._queue.append(item)
+            schedule = loop not in self._scheduled
+            self._scheduled.add(loop)
+        if schedule:
+            loop.call_soon(self._flush_on_loop, loop)
+        assert item.waiter is not None
+        # A caller cut off here (shutdown) may still have its write committed by the flush;
+        # its step's lease handling copes with either (see Engine._run_async).
+        await item.waiter
+        return item.outcome()
+
+    def _flush_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._queue_lock:
+            self._scheduled.discard(loop)
+        with self._flush_lock:
+            self._flush()
+
+    # ------------------------------------------------------------------ the flush
+
+    def _flush(self) -> None:
+        """Write everything queued in one transaction (the flush lock is held)."""
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        if not batch:
+            return
+        self.transactions += 1
+        self.writes += len(batch)
+        try:
+            with self.storage._write() as cursor:  # noqa: SLF001 - storage's one transaction path
+                results = [item.apply(cursor) for item in batch]
+        except StorageUnavailable as exc:
+            for item in batch:
+                item.error = exc
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:
+                self._one_by_one(batch)
+        except BaseException as exc:
+            # Interrupted (Ctrl-C in the flushing thread): rolled back, so nothing of it
+            # landed -- unless the interrupt hit COMMIT itself. Its callers try again, and a
+            # step that did land is recognised (DuplicateStep). The flusher's own caller
+            # gets the interrupt as it propagates from here.
+            for item in batch:
+                item.error = StorageUnavailable(f"the transaction was interrupted ({type(exc).__name__})")
+            self._release(batch)
+            raise
+        else:
+            for item, result in zip(batch, results):
+                item.result = result
+        self._release(batch)
+
+    def _one_by_one(self, batch: list[_Pending]) -> None:
+        """After a write raised: every write again, each in a transaction of its own."""
+        for item in batch:
+            self.transactions += 1
+            try:
+                with self.storage._write() as cursor:  # noqa: SLF001
+                    item.result = item.apply(cursor)
+            except Exception as exc:  # noqa: BLE001 - the write's own error, for its caller
+                item.error = exc
+
+    @staticmethod
+    def _release(batch: list[_Pending]) -> None:
+        for item in batch:
+            item.done = True
+            waiter, loop = item.waiter, item.loop
+            if waiter is None or loop is None:
+                continue  # a thread: it sees `done` when it gets the flush lock
+            if _running_loop() is loop:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                loop.call_soon_threadsafe(_wake, waiter)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

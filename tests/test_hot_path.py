@@ -1,0 +1,223 @@
+"""The hot path: one write transaction per step (parked leases) and group commit.
+
+Counted, not timed: transactions are counted by the storage, batches by the group writer,
+and batching is forced deterministically by holding the writer's flush lock while the
+writes queue up, so these tests mean the same on a slow, loaded machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, Callable
+
+import pytest
+
+from flowrt import Engine, Flow, ok
+from flowrt.errors import RunBusy
+from flowrt.storage import LeaseLost
+
+
+def linear(nodes: int = 3, calls: list[str] | None = None) -> Flow:
+    flow = Flow("lin")
+
+    def handler(ctx: Any) -> Any:
+        if calls is not None:
+            calls.append(f"{ctx.run_id}:{ctx.node_id}")
+        return ok({"n": ctx.node_id}, {"seen": {ctx.node_id: True}})
+
+    for i in range(nodes):
+        flow.add_node(f"n{i}", handler, entry=i == 0)
+        if i:
+            flow.edge(f"n{i - 1}", f"n{i}")
+    return flow
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+# --------------------------------------------------------------------------- one write per step
+
+
+def test_ticking_a_run_started_here_costs_one_write_transaction_per_step(make_engine: Any) -> None:
+    engine = make_engine(linear(5))
+    run = engine.start("lin", keep_lease=True)
+    before = engine.storage.write_transactions
+    steps = 0
+    while run.status == "RUNNING":
+        run = engine.tick(run.run_id)
+        steps += 1
+    assert run.status == "COMPLETED" and steps == 5
+    assert engine.storage.write_transactions - before == 5  # no claims: each commit kept the lease
+    assert engine.storage.get_run(run.run_id).lease_owner is None  # the last step handed it back
+    assert engine.leases.parked() == 0
+
+
+def test_a_tick_after_a_tick_needs_no_claim_but_a_tick_of_a_run_started_elsewhere_claims(make_engine: Any) -> None:
+    engine = make_engine(linear(3))
+    run_id = engine.start("lin").run_id  # not kept: the first tick claims
+    before = engine.storage.write_transactions
+    engine.tick(run_id)
+    assert engine.storage.write_transactions - before == 2  # claim + commit
+    engine.tick(run_id)
+    assert engine.storage.write_transactions - before == 3  # commit only
+
+
+def test_run_until_blocked_from_a_kept_lease_writes_only_its_steps(make_engine: Any) -> None:
+    engine = make_engine(linear(4))
+    run = engine.start("lin", keep_lease=True)
+    before = engine.storage.write_transactions
+    assert engine.run_until_blocked(run.run_id).status == "COMPLETED"
+    assert engine.storage.write_transactions - before == 4
+
+
+def test_a_parked_lease_is_handed_back_soon_and_another_process_may_then_step_the_run(sqlite_url: str) -> None:
+    with Engine(sqlite_url, flows=[linear(3)]) as here, Engine(sqlite_url, flows=[linear(3)]) as there:
+        here.leases.park_seconds = 0.3
+        run_id = here.start("lin", keep_lease=True).run_id
+        here.tick(run_id)  # parked here again after its step
+        with pytest.raises(RunBusy):
+            there.tick(run_id)  # held here: never two executors
+        wait_until(lambda: here.leases.parked() == 0)
+        assert here.storage.get_run(run_id).lease_owner is None
+        assert there.tick(run_id).current_node_id == "n2"
+        types = [e.type for e in there.timeline(run_id)]
+        assert "NODE_FAILED" not in types  # a handed-back lease is no lost worker
+
+
+def test_closing_hands_parked_leases_back_at_once(sqlite_url: str) -> None:
+    with Engine(sqlite_url, flows=[linear(2)]) as here:
+        run_id = here.start("lin", keep_lease=True).run_id
+        assert here.leases.parked() == 1
+    with Engine(sqlite_url, flows=[linear(2)]) as there:
+        assert there.run_until_blocked(run_id).status == "COMPLETED"
+        assert [e.type for e in there.timeline(run_id)].count("NODE_FAILED") == 0
+
+
+def test_a_cancel_from_another_process_is_seen_before_the_next_parked_step_runs(sqlite_url: str) -> None:
+    calls: list[str] = []
+    with Engine(sqlite_url, flows=[linear(3, calls)]) as here, Engine(sqlite_url, flows=[linear(3, calls)]) as there:
+        run_id = here.start("lin", keep_lease=True).run_id
+        here.tick(run_id)
+        there.cancel(run_id, "changed my mind")
+        run = here.tick(run_id)
+        assert run.status == "CANCELLED"
+        assert calls == [f"{run_id}:n0"]  # n1 never ran
+        assert here.leases.parked() == 0
+
+
+def test_drivers_here_continue_a_parked_run_without_a_claim(sqlite_url: str) -> None:
+    with Engine(sqlite_url, flows=[linear(3)]) as engine:
+        run_id = engine.start("lin", keep_lease=True).run_id
+        before = engine.storage.write_transactions
+        assert engine.drive_next() is True
+        assert engine.get(run_id).status == "COMPLETED"  # type: ignore[union-attr]
+        assert engine.storage.write_transactions - before == 3
+
+
+# --------------------------------------------------------------------------- group commit
+
+
+def test_steps_of_many_runs_that_queue_up_commit_in_one_transaction(make_engine: Any) -> None:
+    engine = make_engine(linear(2))
+    writer = engine.storage.writer
+    run_ids = [engine.start("lin", keep_lease=True).run_id for _ in range(6)]
+    results: dict[str, str] = {}
+    with writer._flush_lock:  # noqa: SLF001 - hold the one flush while every step queues behind it
+        threads = [
+            threading.Thread(target=lambda r=r: results.__setitem__(r, engine.tick(r).current_node_id))
+            for r in run_ids
+        ]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(writer._queue) == len(run_ids))  # noqa: SLF001
+        before = writer.transactions
+    for thread in threads:
+        thread.join(20)
+    assert writer.transactions - before == 1  # six steps, one transaction
+    assert results == {r: "n1" for r in run_ids}
+    for run_id in run_ids:
+        events = engine.timeline(run_id)
+        assert [e.type for e in events] == ["RUN_STARTED", "NODE_STARTED", "NODE_FINISHED"]
+
+
+def test_a_lost_lease_in_a_batch_writes_nothing_for_that_step_and_the_rest_commit(make_engine: Any) -> None:
+    engine = make_engine(linear(2))
+    storage = engine.storage
+    good, lost = (storage.get_run(engine.start("lin").run_id) for _ in range(2))
+    assert good is not None and lost is not None
+    writes = []
+    for row in (good, lost):
+        new = row.evolve(status="COMPLETED", last_seq=row.last_seq + 1, updated_at=row.updated_at + 1)
+        event = (row.run_id, new.last_seq, new.updated_at, "RUN_COMPLETED", None, None, "{}", None)
+        writes.append(storage.step_write(new, row.lease_epoch + (row is lost), [event]))
+    outcomes: list[Any] = [None, None]
+    with storage.writer._flush_lock:  # noqa: SLF001
+        threads = [
+            threading.Thread(target=lambda i=i: outcomes.__setitem__(i, storage.writer.write(writes[i])))
+            for i in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(storage.writer._queue) == 2)  # noqa: SLF001
+    for thread in threads:
+        thread.join(20)
+    assert outcomes[0] is None and isinstance(outcomes[1], LeaseLost)
+    assert storage.get_run(good.run_id).status == "COMPLETED"
+    assert storage.get_run(lost.run_id).status == "RUNNING"
+    assert [e[3] for e in storage.events(lost.run_id)] == ["RUN_STARTED"]
+
+
+def test_a_write_that_raises_in_a_batch_is_retried_alone_and_takes_no_other_with_it(make_engine: Any) -> None:
+    engine = make_engine(linear(2))
+    storage = engine.storage
+    row = storage.get_run(engine.start("lin").run_id)
+    assert row is not None
+    duplicate = (row.run_id, 1, 0, "RUN_STARTED", None, None, "{}", None)  # seq 1 is stored already
+    bad = storage.step_write(row, row.lease_epoch, [duplicate])
+    new = row.evolve(status="COMPLETED", last_seq=2)
+    good = storage.step_write(new, row.lease_epoch, [(row.run_id, 2, 0, "RUN_COMPLETED", None, None, "{}", None)])
+    outcomes: list[Any] = [None, None]
+
+    def write(i: int, apply: Any) -> None:
+        try:
+            outcomes[i] = storage.writer.write(apply)
+        except Exception as exc:  # noqa: BLE001 - the write's own error
+            outcomes[i] = exc
+
+    with storage.writer._flush_lock:  # noqa: SLF001
+        threads = [threading.Thread(target=write, args=(0, bad)), threading.Thread(target=write, args=(1, good))]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(storage.writer._queue) == 2)  # noqa: SLF001
+    for thread in threads:
+        thread.join(20)
+    assert isinstance(outcomes[0], Exception) and "UNIQUE" in str(outcomes[0]).upper() or "duplicate" in str(outcomes[0])
+    assert outcomes[1] is None
+    assert storage.get_run(row.run_id).status == "COMPLETED"
+    assert [e[3] for e in storage.events(row.run_id)] == ["RUN_STARTED", "RUN_COMPLETED"]
+
+
+def test_concurrent_requests_on_an_event_loop_share_transactions(make_engine: Any) -> None:
+    engine = make_engine(linear(3))
+
+    async def main() -> list[Any]:
+        started = await asyncio.gather(*(engine.start_async("lin", keep_lease=True) for _ in range(20)))
+        runs = [run for run, _ in started]
+        for _ in range(3):
+            runs = await asyncio.gather(*(engine.tick_async(run.run_id) for run in runs))
+        return runs
+
+    writer = engine.storage.writer
+    before = (writer.transactions, writer.writes)
+    runs = asyncio.run(main())
+    assert {run.status for run in runs} == {"COMPLETED"}
+    transactions, writes = writer.transactions - before[0], writer.writes - before[1]
+    assert writes == 20 * 4
+    if engine.storage.kind != "postgres":  # on the loop; Postgres commits from its database threads
+        assert transactions < writes / 2
