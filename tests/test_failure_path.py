@@ -7,10 +7,11 @@ are in test_shutdown.py, test_outage.py, test_disk_full.py and test_chaos.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 from http_helpers import thread_server
@@ -236,14 +237,29 @@ class FlakyStorage(Storage):
 
     fail_commits = 0
     landed_then_lost = False
+    _lose_answer = False
 
-    def commit_step(self, row: Any, epoch: int, events: Any, idempotency: Any = None) -> None:
-        if self.fail_commits > 0:
+    def step_write(self, row: Any, epoch: int, events: Any, idempotency: Any = None, *, again: bool = False) -> Any:
+        real = super().step_write(row, epoch, events, idempotency, again=again)
+
+        def apply(cursor: Any) -> Any:
+            if self.fail_commits <= 0:
+                return real(cursor)
             self.fail_commits -= 1
-            if self.landed_then_lost:
-                super().commit_step(row, epoch, events, idempotency)
-            raise StorageUnavailable("database unavailable: connection lost")
-        super().commit_step(row, epoch, events, idempotency)
+            if not self.landed_then_lost:
+                raise StorageUnavailable("database unavailable: connection lost")  # refused: rolled back
+            self._lose_answer = True  # written; the answer is lost after COMMIT (see _write)
+            return real(cursor)
+
+        return apply
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Any]:
+        with super()._write() as cursor:
+            yield cursor
+        if self._lose_answer:
+            self._lose_answer = False
+            raise StorageUnavailable("database unavailable: connection lost after COMMIT")
 
 
 @pytest.mark.parametrize("landed", [False, True], ids=["refused", "landed-answer-lost"])
@@ -330,9 +346,14 @@ class AwayStorage(Storage):
         if time.monotonic() < self.away_until:
             raise StorageUnavailable("database unavailable: connection lost")
 
-    def commit_step(self, row: Any, epoch: int, events: Any, idempotency: Any = None) -> None:
-        self._check()
-        super().commit_step(row, epoch, events, idempotency)
+    def step_write(self, row: Any, epoch: int, events: Any, idempotency: Any = None, *, again: bool = False) -> Any:
+        real = super().step_write(row, epoch, events, idempotency, again=again)
+
+        def apply(cursor: Any) -> Any:
+            self._check()
+            return real(cursor)
+
+        return apply
 
     def renew(self, owner: str, run_ids: Any, ttl_ms: int) -> None:
         self._check()
