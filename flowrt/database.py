@@ -95,9 +95,14 @@ UNAVAILABLE = (
 DUPLICATE = (pw.IntegrityError, sqlite3.IntegrityError, psycopg.IntegrityError)
 
 
+def unavailable(url: str, exc: BaseException) -> StorageUnavailable:
+    """What a driver's connection error means to flowrt: the database is away."""
+    return StorageUnavailable(f"database {describe_url(url)} unavailable: {exc}".strip())
+
+
 @contextlib.contextmanager
 def translated(url: str) -> Iterator[None]:
     try:
         yield
     except UNAVAILABLE as exc:
-        raise StorageUnavailable(f"database {describe_url(url)} unavailable: {exc}".strip()) from exc
+        raise unavailable(url, exc) from exc

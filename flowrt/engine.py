@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import logging
 import os
@@ -473,14 +474,29 @@ class Engine:
         after the step in hand commits, instead of finishing the whole run.
         """
         sleep_limit = self.inline_backoff if max_sleep is None else max_sleep
-        row = self._steps.claim_parked()  # a run whose last step here kept its lease: no claim
+        row = self._steps.claim_parked()  # a run whose lease is parked here: no claim
         for timers in (False, True):
             if row is None:
                 row = self.storage.claim_next(self.owner, self.lease_ttl_ms, self._flow_keys, timers=timers)
             if row is not None:
+                if not timers and self._flow_keys:
+                    self._claim_ahead()
                 self._run_sync(self._steps.drive(row, sleep_limit, should_stop), row.run_id)
                 return True
         return False
+
+    def _claim_ahead(self) -> None:
+        """Claim the next runnable run inside this run's first commit, and park it for the
+        next driver here: in steady state a driver's claims cost no transaction of their own."""
+        write = self.storage.claim_next_write(self.owner, self.lease_ttl_ms, self._flow_keys)
+        self.storage.writer.enqueue(write, self._park_claimed)
+
+    def _park_claimed(self, row: RunRow | None, error: BaseException | None) -> None:
+        if row is not None and error is None and not self._stopping.is_set():
+            self.leases.park_new(row.run_id, row.lease_epoch)
+        elif row is not None and error is None:
+            with contextlib.suppress(Exception):  # closing: nobody here will step it
+                self.storage.release(row.run_id, row.lease_epoch)
 
     # the server's entry points: the same generators, another executor
 

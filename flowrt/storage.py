@@ -25,7 +25,7 @@ import peewee as pw
 import psycopg
 
 from .clock import SYSTEM_CLOCK, Clock
-from .database import DEFAULT_URL, DUPLICATE, UNAVAILABLE, describe_url, open_database, translated
+from .database import DEFAULT_URL, DUPLICATE, UNAVAILABLE, describe_url, open_database, translated, unavailable
 from .errors import StorageUnavailable
 from .statements import Statements
 from .writer import Apply, GroupWriter
@@ -54,6 +54,7 @@ __all__ = [
 
 log = logging.getLogger("flowrt.storage")
 _monotonic = time.monotonic
+_NOTHING = contextlib.nullcontext()
 
 
 def _first_id_at(ms: int) -> str:
@@ -182,33 +183,42 @@ class Storage:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Any]:
-        """One write transaction; yields a cursor. Never held across user code."""
+        """One write transaction; yields a cursor. Never held across user code.
+
+        One context manager, not a stack of them: this runs once per committed batch of
+        steps, and each layer of ``contextlib`` costs microseconds on the hot path."""
         if self._checkpointer is None:
             self._start_checkpointer()
-        with self._noting_write_errors(), translated(self.url), self.session(), self._write_lock:
-            self.write_transactions += 1
-            cursor = self.db.cursor()
-            cursor.execute(self._begin)
-            try:
-                yield cursor
-                cursor.execute("COMMIT")
-            except BaseException:
-                self._rollback(cursor)
-                raise
+        try:
+            with self._connection(), self._write_lock:
+                self.write_transactions += 1
+                cursor = self.db.cursor()
+                cursor.execute(self._begin)
+                try:
+                    yield cursor
+                    cursor.execute("COMMIT")
+                except BaseException:
+                    self._rollback(cursor)
+                    raise
+        except UNAVAILABLE as exc:
+            raise self._write_failed(unavailable(self.url, exc)) from exc
+        except StorageUnavailable as exc:
+            self._write_failed(exc)
+            raise
         if self.write_error is not None:
             log.warning("database writes work again after %.1fs", _monotonic() - self.write_error[1])
             self.write_error = None
 
-    @contextlib.contextmanager
-    def _noting_write_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except StorageUnavailable as exc:
-            self.last_write_failure = _monotonic()
-            self._truncate_wal = True
-            if self.write_error is None:
-                self.write_error = (exc.message, self.last_write_failure)
-            raise
+    def _connection(self) -> Any:
+        """A pooled connection held for the block on Postgres; SQLite's are per thread, at hand."""
+        return self.session() if self.kind == "postgres" else _NOTHING
+
+    def _write_failed(self, exc: StorageUnavailable) -> StorageUnavailable:
+        self.last_write_failure = _monotonic()
+        self._truncate_wal = True
+        if self.write_error is None:
+            self.write_error = (exc.message, self.last_write_failure)
+        return exc
 
     def _rollback(self, cursor: Any) -> None:
         """Roll back; a connection that cannot (its transaction still open) is dropped, or
@@ -224,11 +234,14 @@ class Storage:
                 self.db.close()
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        with translated(self.url), self.session(), self._read_lock:
-            cursor = self.db.cursor()
-            cursor.execute(sql, params)
-            rows: list[tuple[Any, ...]] = cursor.fetchall()
-            return rows
+        try:
+            with self._connection(), self._read_lock:
+                cursor = self.db.cursor()
+                cursor.execute(sql, params)
+                rows: list[tuple[Any, ...]] = cursor.fetchall()
+                return rows
+        except UNAVAILABLE as exc:
+            raise unavailable(self.url, exc) from exc
 
     # -- schema
 
@@ -355,6 +368,20 @@ class Storage:
             cur.execute(claim, (owner, now + ttl_ms, now, now, owner, *flows, now, owner))
             row = cur.fetchone()
         return RunRow(*row) if row else None
+
+    def claim_next_write(self, owner: str, ttl_ms: int, flows: Sequence[str]) -> Apply:
+        """:meth:`claim_next` (RUNNING runs) as a write for :attr:`writer`: its outcome is the
+        claimed row or None. No probe first: it rides in a transaction being written anyway."""
+        now = self.clock.now_ms()
+        _, claim = self._sql.claim_next(False, len(flows))
+        params = (owner, now + ttl_ms, now, now, owner, *flows, now, owner)
+
+        def apply(cur: Any) -> RunRow | None:
+            cur.execute(claim, params)
+            row = cur.fetchone()
+            return RunRow(*row) if row else None
+
+        return apply
 
     def step_write(
         self,

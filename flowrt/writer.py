@@ -49,6 +49,7 @@ class _Pending:
     done: bool = False
     waiter: asyncio.Future[None] | None = None
     loop: asyncio.AbstractEventLoop | None = None
+    on_done: Callable[[Any, BaseException | None], None] | None = None
 
     def outcome(self) -> Any:
         if self.error is not None:
@@ -78,6 +79,14 @@ class GroupWriter:
             if not item.done:  # else an earlier flush took it while this thread waited
                 self._flush()
         return item.outcome()
+
+    def enqueue(self, apply: Apply, on_done: Callable[[Any, BaseException | None], None]) -> None:
+        """Queue ``apply`` to ride along with the next transaction, whoever commits it; no wait.
+
+        ``on_done(result, error)`` is called in the committing thread once it is written (a
+        driver's claim of its next run travels this way, inside its current run's commit)."""
+        with self._queue_lock:
+            self._queue.append(_Pending(apply, on_done=on_done))
 
     async def write_async(self, apply: Apply) -> Any:
         """Commit ``apply`` from an event loop, in the one flush of this loop iteration."""
@@ -150,6 +159,9 @@ class GroupWriter:
     def _release(batch: list[_Pending]) -> None:
         for item in batch:
             item.done = True
+            if item.on_done is not None:
+                item.on_done(item.result, item.error)
+                continue
             waiter, loop = item.waiter, item.loop
             if waiter is None or loop is None:
                 continue  # a thread: it sees `done` when it gets the flush lock
