@@ -71,7 +71,8 @@ def open_database(url: str, *, pool_size: int = 16) -> tuple[str, pw.Database]:
         conninfo = urllib.parse.urlunsplit(parts._replace(scheme="postgresql"))
         db = PooledPostgresqlDatabase(
             conninfo,
-            max_connections=pool_size,
+            # the server's database threads keep one each; drivers and others share the rest
+            max_connections=2 * pool_size + 4,
             stale_timeout=300,
             timeout=30,
             connect_timeout=5,

@@ -89,7 +89,8 @@ class Drivers:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                worked = self.engine.drive_next(should_stop=self._stop.is_set)
+                with self.engine.storage.session():  # one pooled connection for the whole run
+                    worked = self.engine.drive_next(should_stop=self._stop.is_set)
             except StorageUnavailable as exc:
                 # The database is away: back off instead of spinning on failed claims.
                 log.warning("driver: %s; retrying in 1 s", exc)
@@ -138,8 +139,9 @@ def recover(
         nonlocal driven
         while stop is None or not stop.is_set():
             try:
-                if not engine.drive_next(max_sleep=0, should_stop=None if stop is None else stop.is_set):
-                    return
+                with engine.storage.session():
+                    if not engine.drive_next(max_sleep=0, should_stop=None if stop is None else stop.is_set):
+                        return
             except StorageUnavailable as exc:
                 log.error("recovery stopped: %s", exc)  # drivers or a later recover continue
                 return

@@ -644,7 +644,9 @@ class Engine:
 
     def _db_pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._db_threads is None:
-            self._db_threads = concurrent.futures.ThreadPoolExecutor(self._pool_size, thread_name_prefix="flowrt-db")
+            self._db_threads = concurrent.futures.ThreadPoolExecutor(
+                self._pool_size, thread_name_prefix="flowrt-db", initializer=self.storage.keep_connection
+            )
         return self._db_threads
 
 

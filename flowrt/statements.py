@@ -65,6 +65,12 @@ class Statements:
         )
         self.get_start_key = f"SELECT run_id, fingerprint FROM flowrt_start_keys WHERE key = {p}"
         self._events: dict[int, str] = {}
+        self.one_statement = kind == "postgres"
+        """Whether a step's (and a start's) writes are one statement here: Postgres can update
+        a run and insert its events together (a data-modifying WITH), so a write alone costs
+        one round trip, with no BEGIN and COMMIT around it."""
+        self._step_with_events: dict[int, str] = {}
+        self._run_with_events: dict[int, str] = {}
 
     def claim_next(self, timers: bool, flows: int) -> tuple[str, str]:
         """``(probe, claim)`` for the next runnable run of ``flows`` registered flow versions.
@@ -95,3 +101,32 @@ class Statements:
             sql = f"INSERT INTO flowrt_events ({', '.join(EVENT_COLUMNS)}) VALUES " + ", ".join([one] * count)
             self._events[count] = sql
         return sql
+
+    # Postgres only (see one_statement). The events' values carry their column types: in a
+    # SELECT over VALUES nothing else tells Postgres what a NULL parameter is.
+    _EVENT_TYPES = ("varchar", "integer", "bigint", "varchar", "varchar", "integer", "text", "text")
+
+    def step_with_events(self, count: int) -> str:
+        """A step's run update and its ``count`` events, the events written only if the
+        update was (lease epoch unchanged); its rowcount is the events written.
+        Parameters: the step's columns, run_id, epoch, then the events' values."""
+        sql = self._step_with_events.get(count)
+        if sql is None:
+            p = self.p
+            one = "(" + ", ".join(f"{p}::{t}" for t in self._EVENT_TYPES) + ")"
+            sql = (
+                f"WITH moved AS ({self.commit_step} RETURNING 1) "
+                f"INSERT INTO flowrt_events ({', '.join(EVENT_COLUMNS)}) "
+                f"SELECT * FROM (VALUES {', '.join([one] * count)}) AS e WHERE EXISTS (SELECT 1 FROM moved)"
+            )
+            self._step_with_events[count] = sql
+        return sql
+
+    def run_with_events(self, count: int) -> str:
+        """A new run and its first ``count`` events, in one statement."""
+        sql = self._run_with_events.get(count)
+        if sql is None:
+            sql = f"WITH run AS ({self.insert_run} RETURNING 1) {self.insert_events(count)}"
+            self._run_with_events[count] = sql
+        return sql
+

@@ -28,14 +28,18 @@ error, and their callers retry (see :meth:`flowrt.steps.StepCore.commit`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .errors import StorageUnavailable
 
 if TYPE_CHECKING:
     from .storage import Storage
+
+POSTGRES_FLUSHERS = 8
+"""Transactions of batched writes in flight at once on Postgres (one connection each)."""
 
 Apply = Callable[[Any], Any]
 """A write: given a cursor inside the shared transaction, do the statements, return the outcome."""
@@ -64,11 +68,33 @@ class GroupWriter:
         self.storage = storage
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
-        self._flush_lock = threading.Lock()  # one transaction of batched writes at a time
+        # SQLite has one writer: one transaction of batched writes at a time. Postgres takes
+        # many at once, each on its own connection: writes batch up only once all are busy.
+        self._flush_lock: Any = (
+            threading.BoundedSemaphore(POSTGRES_FLUSHERS) if storage.kind == "postgres" else threading.Lock()
+        )
         self._scheduled: set[asyncio.AbstractEventLoop] = set()
+        self._written = threading.Condition()  # several flushes at once: a waiter's write may be in another
         self.transactions = 0
         """Batches committed (or tried): with ``writes``, what ``flowrt bench`` reports."""
         self.writes = 0
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No transaction of batched writes starts in the block; writes queue up (for tests:
+        what a busy writer looks like, made deterministic)."""
+        slots = POSTGRES_FLUSHERS if isinstance(self._flush_lock, threading.BoundedSemaphore) else 1
+        for _ in range(slots):
+            self._flush_lock.acquire()
+        try:
+            yield
+        finally:
+            for _ in range(slots):
+                self._flush_lock.release()
+
+    def queued(self) -> int:
+        with self._queue_lock:
+            return len(self._queue)
 
     def write(self, apply: Apply) -> Any:
         """Commit ``apply`` (with whatever else is queued) and return its outcome; blocks."""
@@ -78,6 +104,9 @@ class GroupWriter:
         with self._flush_lock:
             if not item.done:  # else an earlier flush took it while this thread waited
                 self._flush()
+        if not item.done:  # taken by a flush still writing in another thread (Postgres)
+            with self._written:
+                self._written.wait_for(lambda: item.done)
         return item.outcome()
 
     def enqueue(self, apply: Apply, on_done: Callable[[Any, BaseException | None], None]) -> None:
@@ -120,8 +149,9 @@ class GroupWriter:
             return
         self.transactions += 1
         self.writes += len(batch)
+        alone = len(batch) == 1 and getattr(batch[0].apply, "one_statement", False)
         try:
-            with self.storage._write() as cursor:  # noqa: SLF001 - storage's one transaction path
+            with self.storage._write(one_statement=alone) as cursor:  # noqa: SLF001 - storage's one transaction path
                 results = [item.apply(cursor) for item in batch]
         except StorageUnavailable as exc:
             for item in batch:
@@ -155,10 +185,12 @@ class GroupWriter:
             except Exception as exc:  # noqa: BLE001 - the write's own error, for its caller
                 item.error = exc
 
-    @staticmethod
-    def _release(batch: list[_Pending]) -> None:
+    def _release(self, batch: list[_Pending]) -> None:
+        with self._written:
+            for item in batch:
+                item.done = True
+            self._written.notify_all()
         for item in batch:
-            item.done = True
             if item.on_done is not None:
                 item.on_done(item.result, item.error)
                 continue

@@ -128,14 +128,14 @@ def test_steps_of_many_runs_that_queue_up_commit_in_one_transaction(make_engine:
     writer = engine.storage.writer
     run_ids = [engine.start("lin", keep_lease=True).run_id for _ in range(6)]
     results: dict[str, str] = {}
-    with writer._flush_lock:  # noqa: SLF001 - hold the one flush while every step queues behind it
+    with writer.paused():  # every step queues behind the held flush
         threads = [
             threading.Thread(target=lambda r=r: results.__setitem__(r, engine.tick(r).current_node_id))
             for r in run_ids
         ]
         for thread in threads:
             thread.start()
-        wait_until(lambda: len(writer._queue) == len(run_ids))  # noqa: SLF001
+        wait_until(lambda: writer.queued() == len(run_ids))
         before = writer.transactions
     for thread in threads:
         thread.join(20)
@@ -157,17 +157,17 @@ def test_a_lost_lease_in_a_batch_writes_nothing_for_that_step_and_the_rest_commi
         event = (row.run_id, new.last_seq, new.updated_at, "RUN_COMPLETED", None, None, "{}", None)
         writes.append(storage.step_write(new, row.lease_epoch + (row is lost), [event]))
     outcomes: list[Any] = [None, None]
-    with storage.writer._flush_lock:  # noqa: SLF001
+    with storage.writer.paused():
         threads = [
             threading.Thread(target=lambda i=i: outcomes.__setitem__(i, storage.writer.write(writes[i])))
             for i in range(2)
         ]
         for thread in threads:
             thread.start()
-        wait_until(lambda: len(storage.writer._queue) == 2)  # noqa: SLF001
+        wait_until(lambda: storage.writer.queued() == 2)
     for thread in threads:
         thread.join(20)
-    assert outcomes[0] is None and isinstance(outcomes[1], LeaseLost)
+    assert outcomes[0] is None and isinstance(outcomes[1], LeaseLost), outcomes
     assert storage.get_run(good.run_id).status == "COMPLETED"
     assert storage.get_run(lost.run_id).status == "RUNNING"
     assert [e[3] for e in storage.events(lost.run_id)] == ["RUN_STARTED"]
@@ -190,11 +190,11 @@ def test_a_write_that_raises_in_a_batch_is_retried_alone_and_takes_no_other_with
         except Exception as exc:  # noqa: BLE001 - the write's own error
             outcomes[i] = exc
 
-    with storage.writer._flush_lock:  # noqa: SLF001
+    with storage.writer.paused():
         threads = [threading.Thread(target=write, args=(0, bad)), threading.Thread(target=write, args=(1, good))]
         for thread in threads:
             thread.start()
-        wait_until(lambda: len(storage.writer._queue) == 2)  # noqa: SLF001
+        wait_until(lambda: storage.writer.queued() == 2)
     for thread in threads:
         thread.join(20)
     assert isinstance(outcomes[0], Exception) and "UNIQUE" in str(outcomes[0]).upper() or "duplicate" in str(outcomes[0])
