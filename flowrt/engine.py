@@ -104,7 +104,7 @@ class Engine:
         self._flow_keys: list[str] = []  # "flow_id@version": what this process's drivers may claim
         self._latest: dict[str, Flow] = {}
         self._stopping = threading.Event()
-        self.leases = Leases(self.storage, self.owner, self.lease_ttl_ms)
+        self.leases = Leases(self.storage, self.owner, self.lease_ttl_ms, on_handed_back=self._notify)
         self.executor = Executor(max_abandoned=max_abandoned_threads)
         self._steps = StepCore(
             self.storage,
@@ -493,7 +493,7 @@ class Engine:
 
     def _park_claimed(self, row: RunRow | None, error: BaseException | None) -> None:
         if row is not None and error is None and not self._stopping.is_set():
-            self.leases.park_new(row.run_id, row.lease_epoch)
+            self.leases.park_new(row.run_id, row.lease_epoch, for_drivers=True)
         elif row is not None and error is None:
             with contextlib.suppress(Exception):  # closing: nobody here will step it
                 self.storage.release(row.run_id, row.lease_epoch)
@@ -631,8 +631,8 @@ class Engine:
             return exc
 
     def _finished_step(self, row: RunRow) -> RunRow:
-        if row.status == RunStatus.RUNNING:
-            self._notify()  # left runnable (or parked here): wake the drivers
+        if row.status == RunStatus.RUNNING and not self.leases.is_parked(row.run_id):
+            self._notify()  # left runnable: wake the drivers (a parked lease is its caller's next step)
         return row
 
     def _after_lost_lease(self, run_id: str) -> RunRow:

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .storage import RunRow, Storage
 
@@ -49,7 +49,9 @@ class Lease:
 class Leases:
     """Tracks, renews and hands back this process's leases (one per engine)."""
 
-    def __init__(self, storage: Storage, owner: str, ttl_ms: int) -> None:
+    def __init__(
+        self, storage: Storage, owner: str, ttl_ms: int, on_handed_back: Callable[[], None] | None = None
+    ) -> None:
         self.storage = storage
         self.owner = owner
         self.ttl_ms = ttl_ms
@@ -61,8 +63,10 @@ class Leases:
         self._renewer_checked = 0.0
         self._stopping = threading.Event()
         self._failing_since: float | None = None
-        self._parked: dict[str, tuple[int, float]] = {}  # run_id -> (epoch, parked at, monotonic)
+        # run_id -> (epoch, parked at (monotonic), offered to this process's drivers)
+        self._parked: dict[str, tuple[int, float, bool]] = {}
         self.park_seconds = 1.0
+        self._on_handed_back = on_handed_back  # parked leases went back: their runs are anyone's now
 
     # -- holding
 
@@ -81,17 +85,25 @@ class Leases:
                     del self._held[row.run_id]
                 parked = lease.held and lease.park and not lease.executing and not self._stopping.is_set()
                 if parked:
-                    self._parked[row.run_id] = (lease.epoch, time.monotonic())
+                    self._parked[row.run_id] = (lease.epoch, time.monotonic(), False)
             if lease.held and not parked:
                 self._hand_back(lease)
 
     # -- parking
 
-    def park_new(self, run_id: str, epoch: int) -> None:
-        """A run inserted holding this process's lease (a start whose first step follows here)."""
+    def park_new(self, run_id: str, epoch: int, *, for_drivers: bool = False) -> None:
+        """Park a lease this process just took: a run inserted holding it (a start whose first
+        step follows here), or a driver's claim ahead (``for_drivers``)."""
         with self._lock:
-            self._parked[run_id] = (epoch, time.monotonic())
+            self._parked[run_id] = (epoch, time.monotonic(), for_drivers)
         self._ensure_renewer()
+
+    def offer_to_drivers(self, run_id: str) -> None:
+        """The caller that parked ``run_id`` will not continue it: this process's drivers may."""
+        with self._lock:
+            found = self._parked.get(run_id)
+            if found is not None:
+                self._parked[run_id] = (found[0], found[1], True)
 
     def unpark(self, run_id: str) -> int | None:
         """The epoch of this process's parked lease of ``run_id``, now taken out of the park."""
@@ -100,13 +112,16 @@ class Leases:
         return None if found is None else found[0]
 
     def take_parked(self) -> tuple[str, int] | None:
-        """The longest-parked lease ``(run_id, epoch)``, taken out of the park (for a driver)."""
+        """A parked lease offered to the drivers ``(run_id, epoch)``, taken out of the park.
+
+        Leases parked for their caller's next step (a tick, a long-polled start) are not
+        offered: a driver taking one would turn that step into RUN_BUSY."""
         with self._lock:
-            if not self._parked:
-                return None
-            run_id = next(iter(self._parked))
-            epoch, _ = self._parked.pop(run_id)
-        return run_id, epoch
+            for run_id, (epoch, _, offered) in self._parked.items():
+                if offered:
+                    del self._parked[run_id]
+                    return run_id, epoch
+        return None
 
     def is_parked(self, run_id: str) -> bool:
         return run_id in self._parked
@@ -121,12 +136,14 @@ class Leases:
         The lock is held while writing, so a tick of one of them waits and then claims it
         afresh instead of finding it neither parked nor free."""
         with self._lock:
-            idle = [(run_id, epoch) for run_id, (epoch, since) in self._parked.items() if now - since >= self.park_seconds]
+            idle = [(run_id, epoch) for run_id, (epoch, since, _) in self._parked.items() if now - since >= self.park_seconds]
             if not idle:
                 return
             self.storage.release_many(idle)  # raises while the database is away: kept, tried again
             for run_id, _ in idle:
                 del self._parked[run_id]
+        if self._on_handed_back is not None:
+            self._on_handed_back()
 
     def _hand_back(self, lease: Lease) -> None:
         try:
@@ -181,7 +198,7 @@ class Leases:
             self._to_expire.clear()
             releases = dict(self._to_release)
             self._to_release.clear()
-            releases.update((run_id, epoch) for run_id, (epoch, _) in self._parked.items())
+            releases.update((run_id, epoch) for run_id, (epoch, _, _) in self._parked.items())
             self._parked.clear()
         if run_ids:
             with contextlib.suppress(Exception):

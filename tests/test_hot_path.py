@@ -111,13 +111,26 @@ def test_a_cancel_from_another_process_is_seen_before_the_next_parked_step_runs(
         assert here.leases.parked() == 0
 
 
-def test_drivers_here_continue_a_parked_run_without_a_claim(sqlite_url: str) -> None:
+def test_drivers_take_parked_leases_only_when_offered(sqlite_url: str) -> None:
     with Engine(sqlite_url, flows=[linear(3)]) as engine:
         run_id = engine.start("lin", keep_lease=True).run_id
+        assert engine.drive_next() is False  # parked for its caller's next step, not for a driver
+        engine.leases.offer_to_drivers(run_id)
         before = engine.storage.write_transactions
         assert engine.drive_next() is True
         assert engine.get(run_id).status == "COMPLETED"  # type: ignore[union-attr]
-        assert engine.storage.write_transactions - before == 3
+        assert engine.storage.write_transactions - before == 3  # no claim
+
+
+def test_a_driver_claims_its_next_run_inside_the_current_runs_commit(sqlite_url: str) -> None:
+    with Engine(sqlite_url, flows=[linear(5)]) as engine:
+        for _ in range(10):
+            engine.start("lin")
+        before = engine.storage.write_transactions
+        while engine.drive_next():
+            pass
+        assert engine.storage.count_runs() == {"COMPLETED": 10}
+        assert engine.storage.write_transactions - before == 1 + 50  # the first claim, then one per step
 
 
 # --------------------------------------------------------------------------- group commit

@@ -336,7 +336,8 @@ class ApiState:
             except RunBusy:
                 watching = True
         if self.drivers is not None and run.status == RunStatus.RUNNING:
-            self.engine.wake_drivers()  # its lease may be parked here: the drivers take it from there
+            self.engine.leases.offer_to_drivers(run.run_id)  # parked here for this request: theirs now
+            self.engine.wake_drivers()
         return run
 
     async def _get(self, run_id: str) -> Run:
