@@ -254,8 +254,8 @@ class FlakyStorage(Storage):
         return apply
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[Any]:
-        with super()._write() as cursor:
+    def _write(self, **kwargs: Any) -> Iterator[Any]:
+        with super()._write(**kwargs) as cursor:
             yield cursor
         if self._lose_answer:
             self._lose_answer = False

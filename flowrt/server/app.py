@@ -5,21 +5,25 @@ codes. Every error is ``{"error", "code"}`` with a meaningful status; no client
 mistake becomes a 500, and a 500 never carries a traceback (it is logged here).
 
 Responses are encoded once with msgspec straight from ``Run.to_json()`` /
-``Event.to_json()``; the msgspec structs below describe them for the OpenAPI
+``Event.to_json()``; the msgspec structs of :mod:`.wire` describe them for the OpenAPI
 document and decode request bodies. On SQLite the engine's calls run inline on the
 event loop (``Engine.offload``): a thread hop per request costs more than the commit.
+
+The hot routes (start, tick, get, resume) are served by :mod:`.fastpath` in front of
+this app whenever a request is ordinary; both ask :mod:`.answers` for the answer, and
+everything else -- every unusual request, every client error of the HTTP layer, the
+OpenAPI schema -- is this app's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response, Router, get, post
@@ -35,116 +39,39 @@ from litestar.static_files import create_static_files_router
 from .. import __version__
 from ..driver import Drivers
 from ..engine import Engine
-from ..errors import FlowNotFound, FlowrtError, InvalidInput, RunBusy, RunNotFound
+from ..errors import FlowrtError, RunBusy, RunNotFound
 from ..runs import Run, RunStatus
-from . import middleware, outages
+from . import answers, fastpath, middleware
+from .answers import Answer, ErrorAnswers, check_run_id
 from .auth import Token, TokenTable, identity, load_tokens
 from .counts import counts_handler
 from .operate import operate_handlers
 from .probes import probe_handlers
 from .stream import stream_handlers
 from .ui import ui_handlers
+from .wire import (
+    MAX_ID,
+    MAX_NAME,
+    MAX_WAIT,
+    NO_NUL,
+    CancelRequest,
+    ErrorBody,
+    EventOut,
+    FlowOut,
+    RunOut,
+    RunPage,
+    StartRequest,
+    StartResponse,
+)
 
 log = logging.getLogger("flowrt.server")
 
 DEFAULT_MAX_BODY = 1 << 20
-MAX_WAIT = 300.0
-"""Upper bound of ``?wait=`` in seconds: a long-poll must not pin a connection forever."""
-
-# Stored in VARCHAR columns on Postgres: longer or NUL-carrying values would be a
-# database error (a 500), so they are refused (or known absent) at the door.
-_MAX_ID = 64
-_MAX_NAME = 200
-_MAX_VERSION = 100
-_NO_NUL = "^[^\x00]*$"
-_RUN_ID = re.compile(r"[\x21-\x7e]{1,64}\Z")
-Name = Annotated[str, msgspec.Meta(max_length=_MAX_NAME, pattern=_NO_NUL)]
-StartKey = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_NAME, pattern=_NO_NUL)]
-
 _encode = msgspec.json.Encoder().encode
 
 SWAGGER_UI_VERSION = "5.18.2"
 _SWAGGER_DIR = Path(__file__).parent / "static" / "swagger-ui"
 _SWAGGER_URL = "/schema/assets/swagger-ui"
-
-
-# --------------------------------------------------------------------------- wire types
-
-
-class StartRequest(msgspec.Struct, rename="camel"):
-    """Body of ``POST /v1/runs/start``; ``version`` defaults to the highest registered."""
-
-    flow_id: Name
-    version: Annotated[str, msgspec.Meta(max_length=_MAX_VERSION, pattern=_NO_NUL)] | None = None
-    input: Any = None
-    tenant_id: Name | None = None
-    initial_state: dict[str, Any] | None = None
-    idempotency_key: StartKey | None = None
-    """The same as the ``Idempotency-Key`` header (either may be used, not two different ones)."""
-
-
-class CancelRequest(msgspec.Struct, rename="camel"):
-    """Body of ``POST /v1/runs/{runId}/cancel`` (optional)."""
-
-    reason: str | None = None
-
-
-class StartResponse(msgspec.Struct, rename="camel"):
-    run_id: str
-    status: Literal["RUNNING", "WAITING", "COMPLETED", "FAILED", "CANCELLED"]
-
-
-class RunError(msgspec.Struct):
-    code: str
-    message: str
-    retryable: bool
-
-
-class RunOut(msgspec.Struct, rename="camel"):
-    """The run object: the reference's fields plus attempts, waitReason, waitUntil, wakeAt, error."""
-
-    run_id: str
-    flow_id: str
-    flow_version: str
-    tenant_id: str | None
-    status: Literal["RUNNING", "WAITING", "COMPLETED", "FAILED", "CANCELLED"]
-    current_node_id: str | None
-    input_json: Any
-    state_json: dict[str, Any]
-    outputs_json: dict[str, Any]
-    attempts: dict[str, int]
-    wait_reason: str | None
-    wait_until: str | None
-    wake_at: str | None
-    error: RunError | None
-    created_at: str
-    updated_at: str
-
-
-class EventOut(msgspec.Struct, rename="camel"):
-    run_id: str
-    seq: int
-    at: str
-    type: str
-    node_id: str | None
-    attempt: int | None
-    payload_json: dict[str, Any]
-
-
-class RunPage(msgspec.Struct, rename="camel"):
-    runs: list[RunOut]
-    next_cursor: str | None
-
-
-class FlowOut(msgspec.Struct, rename="camel"):
-    flow_id: str
-    version: str
-    definition_json: dict[str, Any]
-
-
-class ErrorBody(msgspec.Struct):
-    error: str
-    code: str
 
 
 # --------------------------------------------------------------------------- helpers
@@ -158,6 +85,22 @@ def error_response(status_code: int, code: str, message: str, headers: dict[str,
     return json_response({"error": message, "code": code}, status_code, headers)
 
 
+def as_response(answer: Answer) -> Response[bytes]:
+    """An :class:`~.answers.Answer` as Litestar sends it (the fast path sends the same bytes)."""
+    return Response(
+        answer.body, status_code=answer.status, media_type="application/json", headers=dict(answer.headers) or None
+    )
+
+
+def _error_handler(errors: ErrorAnswers) -> Any:
+    """Litestar's handler for flowrt errors, outages, deep JSON and the unexpected: :mod:`.answers` decides."""
+
+    def on_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+        return as_response(errors.for_exception(exc, request.method, request.url.path))
+
+    return on_error
+
+
 _HTTP_CODES = {
     400: "BAD_REQUEST",
     401: "UNAUTHORIZED",
@@ -169,26 +112,6 @@ _HTTP_CODES = {
     429: "TOO_MANY_REQUESTS",
     503: "SERVICE_UNAVAILABLE",
 }
-
-
-# What an HTTP client can do next, after the engine's statement of what is wrong.
-_HINTS = {
-    "RUN_NOT_WAITING": "only a WAITING run can be resumed (a resume is never dropped silently)",
-    "RUN_FINISHED": "only a RUNNING or WAITING run can be cancelled",
-    "RUN_BUSY": "another executor is stepping it; retry in a moment",
-    "RUN_NOT_REPAIRABLE": "see docs/concepts.md, 'Repairing runs'",
-}
-
-
-def _on_flowrt_error(_: Request[Any, Any, Any], exc: FlowrtError) -> Response[bytes]:
-    # StorageUnavailable has a handler of its own (outages.py): its message names the database.
-    if exc.http_status >= 500:
-        log.error("%s: %s", exc.code, exc.message)
-    body = exc.to_json()
-    hint = _HINTS.get(exc.code)
-    if hint is not None:
-        body["error"] = f"{exc.message}; {hint}"
-    return json_response(body, exc.http_status)
 
 
 def _on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
@@ -235,47 +158,6 @@ def _http_exception_handler(max_body_bytes: int) -> Any:
         return error_response(status, _HTTP_CODES.get(status, "HTTP_ERROR"), detail, headers)
 
     return on_http_exception
-
-
-def _with_registered_flows(engine: Engine, exc: FlowNotFound) -> FlowNotFound:
-    """FLOW_NOT_FOUND naming what the client could start instead."""
-    flows = [f"{f.flow_id}@{f.version}" for f in engine.flows]
-    if not flows:
-        known = "none are registered (start the server with --flows module:NAME)"
-    else:
-        more = f" and {len(flows) - 20} more" if len(flows) > 20 else ""
-        known = f"registered here: {', '.join(flows[:20])}{more} (GET /v1/flows)"
-    return FlowNotFound(f"{exc.message}; {known}", **exc.details)
-
-
-def _on_recursion(_: Request[Any, Any, Any], exc: RecursionError) -> Response[bytes]:
-    # Only client JSON nests deep enough to get here (msgspec caps decoding depth a
-    # little below what the engine's encoder can re-encode under a deep stack).
-    return error_response(400, "BAD_REQUEST", "JSON value is nested too deeply")
-
-
-def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "INTERNAL_ERROR", "internal server error")
-
-
-def _check_run_id(run_id: str) -> None:
-    """An id that could never have been issued is simply not found (and never reaches SQL)."""
-    if _RUN_ID.match(run_id) is None:
-        raise RunNotFound(f"run {run_id[:80]!r} not found")
-
-
-def _unwrap_payload(body: Any) -> Any:
-    """The resume payload of a request body: the reference's rule, and its docs' form too.
-
-    The reference's code reads ``body.payload``, so an object with a ``payload`` key is
-    unwrapped whatever else it carries (``{"payload": {...}, "note": "x"}`` moves its
-    demo-support on); its docs send the payload itself, so any other body (an object
-    without ``payload``, a list, a scalar, nothing) is the payload.
-    """
-    if isinstance(body, dict) and "payload" in body:
-        return body["payload"]
-    return body
 
 
 # --------------------------------------------------------------------------- app
@@ -372,7 +254,7 @@ WaitParam = Parameter(
 )
 RunIdParam = Parameter(
     description="A run id as issued by start: printable ASCII, at most 64 characters (any other is 404).",
-    schema_extra={"maxLength": _MAX_ID, "pattern": "^[!-~]{1,64}$"},
+    schema_extra={"maxLength": MAX_ID, "pattern": "^[!-~]{1,64}$"},
 )
 
 
@@ -390,6 +272,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY,
     drivers: Drivers | None = None,
     fallback_reason: str | None = None,
+    fast_path: bool = True,
 ) -> Litestar:
     """The Litestar application serving ``engine``.
 
@@ -397,9 +280,12 @@ def create_app(
     otherwise (``--no-drive``) long-polls drive the run inline. ``fallback_reason``:
     why the configured database was replaced by memory (shown in ``/health`` and ``/ready``).
     ``api_token`` (an unnamed admin) and ``tokens`` (named, scoped: :mod:`.auth`) guard /v1.
+    ``fast_path``: serve ordinary requests to the hot routes in front of Litestar (:mod:`.fastpath`).
     """
     state = ApiState(engine, drivers, fallback_reason)
     table = TokenTable([*load_tokens(api_token=api_token), *(tokens or [])])
+    errors = ErrorAnswers()
+    on_error = _error_handler(errors)
     offload = engine.offload
 
     @post(
@@ -415,33 +301,17 @@ def create_app(
             header="Idempotency-Key",
             required=False,
             min_length=1,
-            max_length=_MAX_NAME,
-            pattern=_NO_NUL,
+            max_length=MAX_NAME,
+            pattern=NO_NUL,
             description="A retry with the same key returns the run the first request made (200, same runId); "
             "the same key with a different flow, version, input, tenant or initial state is a 409.",
         ),
     ) -> Response[bytes]:
-        key = idempotency_key or data.idempotency_key
-        if idempotency_key and data.idempotency_key and idempotency_key != data.idempotency_key:
-            raise InvalidInput("the Idempotency-Key header and body field idempotencyKey differ; send one key")
-        try:
-            # The new run's lease stays here when this request or the client's next tick moves it;
-            # else it is left to the drivers.
-            run, replayed = await engine.start_async(
-                data.flow_id, data.version, data.input, tenant_id=data.tenant_id, initial_state=data.initial_state,
-                idempotency_key=key, keep_lease=wait is not None or state.drivers is None,
-            )  # fmt: skip
-        except FlowNotFound as exc:
-            raise _with_registered_flows(engine, exc) from None
-        headers = {"Idempotent-Replayed": "true"} if replayed else None
-        if wait is None:
-            return json_response({"runId": run.run_id, "status": run.status.value}, headers=headers)
-        return json_response((await state.settle(run, wait)).to_json(), headers=headers)
+        return as_response(await answers.start(state, data, idempotency_key, wait))
 
     @post("/runs/{run_id:str}/tick", status_code=200, summary="Execute one step", responses=_docs(RunOut, 404, 409, 422))
     async def tick_run(run_id: str = RunIdParam) -> Response[bytes]:
-        _check_run_id(run_id)
-        return json_response((await engine.tick_async(run_id)).to_json())
+        return as_response(await answers.tick(state, run_id))
 
     @post(
         "/runs/{run_id:str}/resume",
@@ -457,11 +327,7 @@ def create_app(
         data: Any = _body_doc(max_body_bytes, "The resume payload: any JSON, or empty for null.", default=None),
         wait: float | None = WaitParam,
     ) -> Response[bytes]:
-        _check_run_id(run_id)
-        run = await engine.resume_async(run_id, _unwrap_payload(data), by=identity(request))
-        if wait is not None:
-            run = await state.settle(run, wait)
-        return json_response(run.to_json())
+        return as_response(await answers.resume(state, run_id, data, wait, identity(request)))
 
     @post("/runs/{run_id:str}/cancel", status_code=200, summary="Cancel a run", responses=_docs(RunOut, 404, 409, 413))
     async def cancel_run(
@@ -469,21 +335,14 @@ def create_app(
         run_id: str = RunIdParam,
         data: CancelRequest | None = _body_doc(max_body_bytes, "Optional, the reason.", default=None),
     ) -> Response[bytes]:
-        _check_run_id(run_id)
+        check_run_id(run_id)
         reason = data.reason if data is not None else None
         return json_response((await offload(engine.cancel, run_id, reason, by=identity(request))).to_json())
 
     @get("/runs/{run_id:str}", summary="Get a run", responses=_docs(RunOut, 404),
          description="With ?wait= and drivers, once the run has left RUNNING; without drivers, at once.")
     async def get_run(run_id: str = RunIdParam, wait: float | None = WaitParam) -> Response[bytes]:
-        _check_run_id(run_id)
-        run = await offload(engine.get, run_id)
-        if run is None:
-            raise RunNotFound(f"run {run_id} not found", run_id=run_id)
-        if wait is not None and state.drivers is not None:
-            # Only watches: a GET never moves a run (on --no-drive, tick it).
-            run = await state.settle(run, wait)
-        return json_response(run.to_json())
+        return as_response(await answers.get(state, run_id, wait))
 
     @get("/runs/{run_id:str}/timeline", summary="A run's events, in order", responses=_docs(list[EventOut], 404))
     async def get_timeline(
@@ -491,7 +350,7 @@ def create_app(
         after: int = Parameter(ge=0, le=2**62, default=0, description="only events with seq > after"),
         limit: int | None = Parameter(ge=1, le=10_000, required=False),
     ) -> Response[bytes]:
-        _check_run_id(run_id)
+        check_run_id(run_id)
         events = await offload(engine.timeline, run_id, after, limit)
         return json_response([event.to_json() for event in events])
 
@@ -499,10 +358,10 @@ def create_app(
     async def list_runs(
         # Named as on the wire, so a 400 names the parameter the client sent.
         status: RunStatus | None = Parameter(required=False),
-        flowId: str | None = Parameter(required=False, max_length=_MAX_NAME, pattern=_NO_NUL),  # noqa: N803
-        tenantId: str | None = Parameter(required=False, max_length=_MAX_NAME, pattern=_NO_NUL),  # noqa: N803
+        flowId: str | None = Parameter(required=False, max_length=MAX_NAME, pattern=NO_NUL),  # noqa: N803
+        tenantId: str | None = Parameter(required=False, max_length=MAX_NAME, pattern=NO_NUL),  # noqa: N803
         limit: int = Parameter(ge=1, le=1000, default=50),
-        cursor: str | None = Parameter(required=False, max_length=_MAX_ID, pattern=_NO_NUL),
+        cursor: str | None = Parameter(required=False, max_length=MAX_ID, pattern=NO_NUL),
         # When the runs were started: ISO 8601 (a time without an offset is UTC); until is exclusive.
         since: datetime | None = Parameter(required=False, description="Only runs started at or after this ISO 8601 time."),
         until: datetime | None = Parameter(required=False, description="Only runs started before this ISO 8601 time."),
@@ -533,7 +392,7 @@ def create_app(
         "/v1",
         route_handlers=[
             start_run, tick_run, resume_run, cancel_run, get_run, get_timeline, list_runs, list_flows,
-            *stream_handlers(state, _check_run_id),  # SSE: /v1/runs/{runId}/events, /v1/runs/changes
+            *stream_handlers(state, check_run_id),  # SSE: /v1/runs/{runId}/events, /v1/runs/changes
             counts_handler(state),  # /v1/runs/counts, for the dashboard
             *operate_handlers(state, max_body_bytes),  # retry, rewind, admin/prune
         ],
@@ -560,12 +419,13 @@ def create_app(
     app = Litestar(
         route_handlers=[v1, *probe_handlers(state), swagger_assets, *ui_handlers()],  # ui: GET /, /ui, /ui/static
         exception_handlers={
-            FlowrtError: _on_flowrt_error,
+            # Flowrt errors (a 503 without connection details for an outage: those are logged),
+            # too-deep JSON and the unexpected 500: the same answers as on the fast path.
+            FlowrtError: on_error,
+            RecursionError: on_error,
+            Exception: on_error,
             ValidationException: _on_validation_error,
             HTTPException: _http_exception_handler(max_body_bytes),
-            RecursionError: _on_recursion,
-            Exception: _on_unexpected,
-            **outages.exception_handlers(),  # 503 without connection details; those are logged
         },
         openapi_config=OpenAPIConfig(
             title="flowrt",
@@ -582,6 +442,8 @@ def create_app(
     )
     app.state["flowrt"] = state
     middleware.install(app)  # HEAD wherever GET works; invalid UTF-8 in a body is a 400
+    if fast_path:  # outermost: an ordinary start/tick/get/resume never enters Litestar
+        fastpath.install(app, state, table=table, errors=errors, max_body_bytes=max_body_bytes)
     return app
 
 

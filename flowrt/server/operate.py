@@ -14,7 +14,9 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.handlers import HTTPRouteHandler
 
+from .answers import check_run_id
 from .auth import identity
+from .wire import RunOut
 
 if TYPE_CHECKING:
     from .app import ApiState
@@ -51,7 +53,7 @@ class PruneOut(msgspec.Struct, rename="camel"):
 
 def operate_handlers(state: ApiState, max_body_bytes: int) -> list[HTTPRouteHandler]:
     """The routes, bound to the app's state (imported late: app.py imports this module)."""
-    from .app import RunIdParam, RunOut, WaitParam, _body_doc, _check_run_id, _docs, json_response
+    from .app import RunIdParam, WaitParam, _body_doc, _docs, json_response
 
     engine = state.engine
 
@@ -68,7 +70,7 @@ def operate_handlers(state: ApiState, max_body_bytes: int) -> list[HTTPRouteHand
     async def retry_run(
         request: Request[Any, Any, Any], run_id: str = RunIdParam, wait: float | None = WaitParam
     ) -> Response[bytes]:
-        _check_run_id(run_id)
+        check_run_id(run_id)
         run = await engine.retry_async(run_id, by=identity(request))
         if wait is not None:
             run = await state.settle(run, wait)
@@ -91,7 +93,7 @@ def operate_handlers(state: ApiState, max_body_bytes: int) -> list[HTTPRouteHand
         run_id: str = RunIdParam,
         wait: float | None = WaitParam,
     ) -> Response[bytes]:
-        _check_run_id(run_id)
+        check_run_id(run_id)
         run = await engine.rewind_async(run_id, data.to_node, by=identity(request))
         if wait is not None:
             run = await state.settle(run, wait)

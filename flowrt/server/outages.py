@@ -8,6 +8,9 @@ go to the server log. During an outage every request fails the same way, so the 
 gets the first failure at once and then one line per :data:`LOG_INTERVAL` while it
 lasts, with the count of requests answered 503 meanwhile.
 
+The answer itself is :meth:`.answers.ErrorAnswers.storage_unavailable`, one per app
+(for Litestar's handlers and the fast path alike), so both count into one log.
+
 The CLI in local mode shows the full message: there the operator is the client.
 """
 
@@ -16,11 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
-
-import msgspec
-from litestar import Request, Response
-from litestar.types import ExceptionHandlersMap
+from typing import Callable
 
 from ..errors import StorageUnavailable
 
@@ -63,22 +62,3 @@ class OutageLog:
                 return
             count, self._suppressed, self._last_logged = self._suppressed + 1, 0, now
         log.error("storage still unavailable: %d more request(s) answered 503; latest: %s", count, message)
-
-
-def storage_unavailable_handler(outages: OutageLog | None = None) -> Callable[[Request[Any, Any, Any], StorageUnavailable], Response[bytes]]:
-    """A Litestar exception handler: details to :class:`OutageLog`, a generic 503 to the client."""
-    outages = outages or OutageLog()
-    body = msgspec.json.encode({"error": CLIENT_MESSAGE, "code": StorageUnavailable.code})
-
-    def on_storage_unavailable(request: Request[Any, Any, Any], exc: StorageUnavailable) -> Response[bytes]:
-        outages.failed(request.method, request.url.path, " ".join(exc.message.split()))
-        return Response(
-            body, status_code=StorageUnavailable.http_status, media_type="application/json", headers={"Retry-After": "1"}
-        )
-
-    return on_storage_unavailable
-
-
-def exception_handlers() -> ExceptionHandlersMap:
-    """For ``Litestar(exception_handlers=...)``: one outage log per app."""
-    return {StorageUnavailable: storage_unavailable_handler()}

@@ -108,6 +108,8 @@ class Settings:
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     max_connections: int = connections.DEFAULT_MAX_CONNECTIONS
     keep_alive: float = connections.DEFAULT_KEEP_ALIVE
+    fast_path: bool = True
+    """Serve ordinary start/tick/get/resume requests in front of Litestar (FLOWRT_FAST_PATH=0: off)."""
 
     @classmethod
     def resolve(
@@ -132,6 +134,7 @@ class Settings:
         max_value_bytes: int | None = None,
         max_connections: int | None = None,
         keep_alive: float | None = None,
+        fast_path: bool | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """Apply SPEC 4's environment (PORT, HOST, DATABASE_URL, FLOWRT_*) under explicit arguments.
@@ -194,6 +197,8 @@ class Settings:
             tokens=api_tokens or env.get("FLOWRT_API_TOKENS") or None,
             tokens_file=tokens_file or env.get("FLOWRT_TOKENS_FILE") or None,
         )
+        if fast_path is None:
+            fast_path = _env_bool(env, "FLOWRT_FAST_PATH")
         if retention is None or retention == "":
             retention = env.get("FLOWRT_RETENTION") or None
         return cls(
@@ -215,6 +220,7 @@ class Settings:
             max_value_bytes=max_value_bytes or DEFAULT_MAX_VALUE_BYTES,
             max_connections=max_connections or connections.DEFAULT_MAX_CONNECTIONS,
             keep_alive=keep_alive or connections.DEFAULT_KEEP_ALIVE,
+            fast_path=True if fast_path is None else fast_path,
         )
 
 
@@ -259,6 +265,7 @@ class FlowRuntime:
             max_body_bytes=settings.max_body_bytes,
             drivers=self.drivers,
             fallback_reason=self.fallback_reason,
+            fast_path=settings.fast_path,
         )
         self._stop = threading.Event()
         self._lock = threading.Lock()

@@ -336,6 +336,6 @@ def stream_handlers(api: Any, check_run_id: Any) -> list[HTTPRouteHandler]:
 def _error_spec() -> Any:
     from litestar.openapi.datastructures import ResponseSpec
 
-    from .app import ErrorBody
+    from .wire import ErrorBody
 
     return ResponseSpec(ErrorBody, description="Error", generate_examples=False)
