@@ -15,7 +15,9 @@ transaction is being written queue up, and the next transaction takes all of the
 - an event loop (the HTTP server on SQLite, where commits run on the loop because a thread
   hop costs more than the commit) uses :meth:`GroupWriter.write_async`: the first write of a
   loop iteration schedules one flush, and every request that reaches its commit before that
-  flush runs joins it.
+  flush runs joins it. A request's handler rarely yields to the loop before its commit, so
+  the commit itself yields: the requests queued behind it run up to their own commits and
+  all of them share one transaction.
 
 A write is a function of a cursor that runs inside the shared transaction and reports
 expected outcomes (a lost lease, an earlier try that landed) as its return value, writing
