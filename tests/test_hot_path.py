@@ -234,3 +234,55 @@ def test_concurrent_requests_on_an_event_loop_share_transactions(make_engine: An
     assert writes == 20 * 4
     if engine.storage.kind != "postgres":  # on the loop; Postgres commits from its database threads
         assert transactions < writes / 2
+
+
+# --------------------------------------------------------------------------- real servers
+
+
+def _ticked_once(url: str) -> str:
+    import httpx
+
+    run_id = httpx.post(f"{url}/v1/runs/start", json={"flowId": "demo-fraud", "input": {"amount": 5}}).json()["runId"]
+    assert httpx.post(f"{url}/v1/runs/{run_id}/tick").json()["currentNodeId"] == "approve"  # kept here now
+    return run_id
+
+
+def test_a_server_stopped_with_kept_leases_hands_them_back_and_another_continues_at_once(tmp_path: Any) -> None:
+    from http_helpers import ServeProcess
+
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    server = ServeProcess(["--flows", "examples.demo:ALL", "--db", db, "--no-drive"]).wait_ready()
+    try:
+        run_id = _ticked_once(server.url)
+        assert server.terminate(30) == 0
+    finally:
+        server.close()
+    with Engine(db, flows=_demo()) as engine:
+        assert engine.storage.get_run(run_id).lease_owner is None  # type: ignore[union-attr]
+        run = engine.tick(run_id)  # no RUN_BUSY, no lease to wait for
+        assert run.status == "COMPLETED"
+        assert "NODE_FAILED" not in [e.type for e in engine.timeline(run_id)]
+
+
+def test_a_server_killed_with_kept_leases_leaves_them_to_expire_and_the_node_runs_again(tmp_path: Any) -> None:
+    from http_helpers import ServeProcess
+
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    server = ServeProcess(["--flows", "examples.demo:ALL", "--db", db, "--no-drive", "--lease-ttl", "1"]).wait_ready()
+    try:
+        run_id = _ticked_once(server.url)
+        server.kill()
+    finally:
+        server.close()
+    with Engine(db, flows=_demo()) as engine:
+        wait_until(lambda: (engine.storage.get_run(run_id).lease_expires_at or 0) < time.time() * 1000)  # type: ignore[union-attr]
+        run = engine.tick(run_id)
+        assert run.status == "COMPLETED" and run.attempts == {"score": 1, "approve": 2}
+        failed = [e.payload["error"]["code"] for e in engine.timeline(run_id) if e.type == "NODE_FAILED"]
+        assert failed == ["WORKER_LOST"]  # it cannot tell a kept lease from a step in flight
+
+
+def _demo() -> Any:
+    from examples.demo import ALL
+
+    return ALL
