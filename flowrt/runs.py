@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -51,7 +52,14 @@ def iso(ms: int | None) -> str | None:
     """Epoch milliseconds as ISO-8601 UTC with a ``Z``, as the reference's JSON dates."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return f"{_iso_second(ms // 1000)}{ms % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(seconds: int) -> str:
+    # Every run object carries two or three dates, mostly of the same few seconds; strftime
+    # showed in the server's profile.
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def to_datetime(ms: int | None) -> datetime | None:
