@@ -345,3 +345,14 @@ def test_a_database_outage_is_the_same_503_and_one_log(pg_url: str, caplog: pyte
             assert len(lines) == 2 and all("answered 503" in line for line in lines), lines
     finally:
         proxy.cut()
+
+
+def test_flowrt_fast_path_0_turns_it_off() -> None:
+    from flowrt.errors import InvalidInput
+    from flowrt.server.runtime import Settings
+
+    assert Settings.resolve(env={}).fast_path is True
+    assert Settings.resolve(env={"FLOWRT_FAST_PATH": "0"}).fast_path is False
+    assert Settings.resolve(env={"FLOWRT_FAST_PATH": "0"}, fast_path=True).fast_path is True
+    with pytest.raises(InvalidInput, match="FLOWRT_FAST_PATH"):
+        Settings.resolve(env={"FLOWRT_FAST_PATH": "maybe"})

@@ -1,8 +1,9 @@
 """A thin ASGI path for the hot routes, in front of the Litestar app.
 
 Why: at one client, a request's cost is the durable commit plus the framework.
-Litestar's routing, parameter parsing, guards and exception layers cost around
-70-100 us a request here, as much as the step itself, so ``POST /v1/runs/start``,
+Litestar's routing, parameter parsing, guards and exception layers cost some
+35-55 us a request here (this wrapper: 5-7 us), about as much as the step itself
+(docs/performance.md, "The fast path for the hot routes"), so ``POST /v1/runs/start``,
 ``POST /v1/runs/{runId}/tick``, ``POST /v1/runs/{runId}/resume`` and
 ``GET /v1/runs/{runId}`` -- what a client driving runs sends again and again -- are
 served by this wrapper without entering Litestar.
