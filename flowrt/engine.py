@@ -511,8 +511,13 @@ class Engine:
     async def rewind_async(self, run_id: str, to_node: str, *, by: str = "api") -> Run:
         return self._to_run(await self._run_async(self._repairs.rewind(run_id, to_node, by), run_id))
 
-    async def run_until_blocked_async(self, run_id: str) -> Run:
-        return self._to_run(await self._run_async(self._steps.until_blocked(run_id), run_id))
+    async def run_until_blocked_async(
+        self, run_id: str, *, should_stop: Callable[[], bool] | None = None, max_sleep: float | None = None
+    ) -> Run:
+        """:meth:`run_until_blocked` from an event loop; ``max_sleep``: hand the run back
+        (RUNNING) rather than sleep through a backoff longer than this (seconds)."""
+        gen = self._steps.until_blocked(run_id, should_stop, max_sleep)
+        return self._to_run(await self._run_async(gen, run_id))
 
     async def offload(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a storage-bound call from async code: inline for SQLite (cheaper than a thread hop), in a thread for Postgres."""

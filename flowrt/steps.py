@@ -148,11 +148,13 @@ class StepCore:
             lease.park = row.wake_at is None
         return row
 
-    def until_blocked(self, run_id: str, should_stop: Callable[[], bool] | None = None) -> Step:
+    def until_blocked(
+        self, run_id: str, should_stop: Callable[[], bool] | None = None, max_sleep: float | None = None
+    ) -> Step:
         row, claimed = self._claim(run_id)
         if not claimed:
             return row
-        return (yield from self.drive(row, None, should_stop))
+        return (yield from self.drive(row, max_sleep, should_stop))
 
     def drive(self, row: RunRow, max_sleep: float | None, should_stop: Callable[[], bool] | None = None) -> Step:
         """Step a claimed run until it waits, ends, or parks for longer than ``max_sleep``."""

@@ -177,11 +177,13 @@ class ApiState:
     async def settle(self, run: Run, wait: float) -> Run:
         """The run once it has left RUNNING, or as it is when ``wait`` seconds are up.
 
-        The request moves the run itself, a step at a time on this event loop, so a step
-        in flight always commits; the deadline is checked between steps. It does so
-        without drivers (``--no-drive``), and with them when the run's lease is parked
-        here (a run this request started: its steps need no claim); then a step that
-        outlasts the deadline goes on in the background and the drivers continue the run.
+        The request moves the run itself on this event loop, so a step in flight always
+        commits; the deadline is checked between steps. It does so without drivers
+        (``--no-drive``), and with them when the run's lease is parked here (a run this
+        request started: its steps need no claim); then a step that outlasts the deadline
+        goes on in the background and the drivers continue the run. A run whose lease is
+        parked here is stepped as ``run_until_blocked`` does, holding the lease from step
+        to step; others a tick at a time.
         Otherwise the drivers move the run and this watches it (quickly at first: most
         flows are short). If another client's tick holds the run (RUN_BUSY), it watches
         for a moment and tries again.
@@ -207,10 +209,17 @@ class ApiState:
                     await asyncio.sleep(min(delay, 0.25))  # short naps: shutdown stays prompt
                     continue
             try:
+                if self.engine.leases.is_parked(run.run_id):
+                    moving = self.engine.run_until_blocked_async(
+                        run.run_id, should_stop=lambda: self.stopping or time.monotonic() >= deadline,
+                        max_sleep=min(remaining, 0.25),  # longer backoffs: the naps above, shutdown stays prompt
+                    )  # fmt: skip
+                else:
+                    moving = self.engine.tick_async(run.run_id)
                 if self.drivers is None:
-                    run = await self.engine.tick_async(run.run_id)
+                    run = await moving
                     continue
-                step = asyncio.ensure_future(self.engine.tick_async(run.run_id))
+                step = asyncio.ensure_future(moving)
                 if not (await asyncio.wait({step}, timeout=remaining))[0]:
                     step.add_done_callback(_retrieved)  # commits later; the drivers go on from there
                     break
