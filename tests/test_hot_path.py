@@ -286,3 +286,18 @@ def _demo() -> Any:
     from examples.demo import ALL
 
     return ALL
+
+
+def test_a_get_that_long_polls_never_moves_a_run_parked_for_a_clients_next_tick(tmp_path: Any) -> None:
+    from http_helpers import thread_server
+
+    with thread_server(f"sqlite:///{tmp_path / 'g.db'}", drive=True) as srv:
+        srv.engine.leases.park_seconds = 30.0  # nothing is handed back to the drivers during the test
+        run_id = srv.engine.start("demo-fraud", input={"amount": 5}, keep_lease=True).run_id  # the caller's
+        ticked = srv.client.post(f"/v1/runs/{run_id}/tick").json()
+        assert ticked["currentNodeId"] == "approve" and srv.engine.leases.is_parked(run_id)
+        began = time.monotonic()
+        polled = srv.client.get(f"/v1/runs/{run_id}", params={"wait": 0.3}).json()
+        assert time.monotonic() - began >= 0.3  # it watched for the whole wait
+        assert (polled["status"], polled["currentNodeId"]) == ("RUNNING", "approve")  # and moved nothing
+        assert srv.client.post(f"/v1/runs/{run_id}/tick").json()["status"] == "COMPLETED"  # the client's step

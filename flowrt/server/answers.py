@@ -181,7 +181,7 @@ async def get(state: ApiState, run_id: str, wait: float | None) -> Answer:
         raise RunNotFound(f"run {run_id} not found", run_id=run_id)
     if wait is not None and state.drivers is not None:
         # Only watches: a GET never moves a run (on --no-drive, tick it).
-        run = await state.settle(run, wait)
+        run = await state.settle(run, wait, move=False)
     return json_answer(run.to_json())
 
 

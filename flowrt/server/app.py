@@ -174,7 +174,7 @@ class ApiState:
     stopping: bool = False
     """Set on SIGTERM/SIGINT so long-polls answer at once instead of holding shutdown."""
 
-    async def settle(self, run: Run, wait: float) -> Run:
+    async def settle(self, run: Run, wait: float, *, move: bool = True) -> Run:
         """The run once it has left RUNNING, or as it is when ``wait`` seconds are up.
 
         The request moves the run itself on this event loop, so a step in flight always
@@ -186,10 +186,10 @@ class ApiState:
         to step; others a tick at a time.
         Otherwise the drivers move the run and this watches it (quickly at first: most
         flows are short). If another client's tick holds the run (RUN_BUSY), it watches
-        for a moment and tries again.
+        for a moment and tries again. ``move=False`` (a GET) only ever watches.
         """
         deadline = time.monotonic() + wait
-        watching = self.drivers is not None and not self.engine.leases.is_parked(run.run_id)
+        watching = not move or (self.drivers is not None and not self.engine.leases.is_parked(run.run_id))
         interval = 0.001
         while run.status == RunStatus.RUNNING and not self.stopping:
             remaining = deadline - time.monotonic()
@@ -226,7 +226,7 @@ class ApiState:
                 run = step.result()
             except RunBusy:
                 watching = True
-        if self.drivers is not None and run.status == RunStatus.RUNNING:
+        if move and self.drivers is not None and run.status == RunStatus.RUNNING:
             self.engine.leases.offer_to_drivers(run.run_id)  # parked here for this request: theirs now
             self.engine.wake_drivers()
         return run
