@@ -5,18 +5,20 @@ This module is the public face; the work is done by parts with one job each:
 - :mod:`flowrt.steps`: the step core, the one place results become state (claims,
   commits, retries, interruptions), written once as generators;
 - :mod:`flowrt.execution`: calling handlers and containing whatever they do;
-- :mod:`flowrt.leases`: the leases this process holds, renewed and handed back;
+- :mod:`flowrt.leases`: the leases this process holds, renewed, parked and handed back;
+- :mod:`flowrt.runner`: performing the step core's requests;
+- :mod:`flowrt.writer`: group commit, the steps of many runs in one transaction;
 - :mod:`flowrt.storage`: the database.
 
-The engine performs the step core's requests (run a handler, sleep) in the calling
-thread for the Python API and the drivers (:meth:`Engine._run_sync`), or on an event
-loop for the HTTP server (:meth:`Engine._run_async`). Nothing else differs between the two.
+The engine hands the step core's generators to its :class:`~flowrt.runner.Runner`, which
+performs their requests (run a handler, commit, sleep) in the calling thread for the Python
+API and the drivers, or from an event loop for the HTTP server. Nothing else differs
+between the two.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import hashlib
 import logging
@@ -46,7 +48,8 @@ from .leases import Leases
 from .runs import Event, EventType, Run, RunStatus, new_run_id, to_datetime
 from .repair import Repairs
 from .retention import Pruner, PruneReport, parse_age
-from .steps import Commit, Execute, Sleep, Step, StepCore
+from .runner import Runner
+from .steps import Commit, Step, StepCore
 from .storage import DEFAULT_URL, LeaseLost, RunRow, Storage
 from .values import DEFAULT_MAX_VALUE_BYTES, dumps, dumps_user, loads, too_large
 
@@ -118,9 +121,7 @@ class Engine:
         )
         self._repairs = Repairs(self._steps)
         self.pruner = Pruner(self.storage)
-        self._db_threads: concurrent.futures.ThreadPoolExecutor | None = None
-        self._offload_db = self.storage.kind == "postgres"
-        self._pool_size = pool_size
+        self.runner = Runner(self.storage, self.executor, clock, pool_size=pool_size)
         self._listeners: list[Callable[[], None]] = []
         self.register(*flows)
 
@@ -149,8 +150,7 @@ class Engine:
                 len(abandoned), ", ".join(abandoned[:5]) + (" ..." if len(abandoned) > 5 else ""),
             )  # fmt: skip
         self.executor.close()
-        if self._db_threads is not None:
-            self._db_threads.shutdown(wait=False, cancel_futures=True)
+        self.runner.close()
         self.storage.close()
 
     def steps_in_flight(self) -> list[tuple[str, str | None, float]]:
@@ -294,7 +294,7 @@ class Engine:
         (what the HTTP server does). Other processes wait for it until it is handed back,
         within a second if nothing here continues the run.
         """
-        started: tuple[Run, bool] = self._drive_sync(
+        started: tuple[Run, bool] = self.runner.drive_sync(
             self._start(flow_id, version, input, tenant_id, initial_state, idempotency_key, keep_lease)
         )
         return started[0]
@@ -313,7 +313,7 @@ class Engine:
         """:meth:`start` from an event loop; ``(run, replayed)``, replayed when an
         idempotency key found an earlier start."""
         gen = self._start(flow_id, version, input, tenant_id, initial_state, idempotency_key, keep_lease)
-        result: tuple[Run, bool] = await self._drive_async(gen)
+        result: tuple[Run, bool] = await self.runner.drive_async(gen)
         return result
 
     def _start(
@@ -521,10 +521,10 @@ class Engine:
 
     async def offload(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a storage-bound call from async code: inline for SQLite (cheaper than a thread hop), in a thread for Postgres."""
-        if not self._offload_db:
+        if not self.runner.offload_db:
             return fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._db_pool(), lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(self.runner.db_pool(), lambda: fn(*args, **kwargs))
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Called (from any thread) when a run may have become runnable; drivers use it to wake."""
@@ -543,96 +543,16 @@ class Engine:
     def _run_sync(self, gen: Step, run_id: str) -> RunRow:
         """Drive a step generator in this thread."""
         try:
-            return self._finished_step(self._drive_sync(gen))
+            return self._finished_step(self.runner.drive_sync(gen))
         except LeaseLost:
             return self._after_lost_lease(run_id)
 
     async def _run_async(self, gen: Step, run_id: str) -> RunRow:
         """Drive a step generator from an event loop (the HTTP server)."""
         try:
-            return self._finished_step(await self._drive_async(gen))
+            return self._finished_step(await self.runner.drive_async(gen))
         except LeaseLost:
             return self._after_lost_lease(run_id)
-
-    def _drive_sync(self, gen: Generator[Any, Any, Any]) -> Any:
-        """Perform a generator's requests in this thread; its return value."""
-        value: Any = None
-        try:
-            while True:
-                done, request = _send(gen, value)
-                if done:
-                    return request
-                value = self._perform(request)
-        finally:
-            gen.close()
-
-    async def _drive_async(self, gen: Generator[Any, Any, Any]) -> Any:
-        """Perform a generator's requests from an event loop.
-
-        On SQLite the generator runs on the loop (a thread hop costs more than a short
-        write) and its commits join the loop's group commit. On Postgres it runs in a
-        database thread, which also performs its commits, so a step costs one hop."""
-        value: Any = None
-        in_thread: concurrent.futures.Future[tuple[bool, Any]] | None = None
-        try:
-            while True:
-                if self._offload_db:
-                    in_thread = self._db_pool().submit(self._advance, gen, value)
-                    done, request = await asyncio.wrap_future(in_thread)
-                    in_thread = None
-                else:
-                    done, request = _send(gen, value)
-                if done:
-                    return request
-                if isinstance(request, Commit):
-                    value = await self._commit_async(request)
-                elif isinstance(request, Sleep):
-                    await self.clock.asleep(request.seconds)
-                    value = None
-                else:
-                    assert isinstance(request, Execute)
-                    value = await self.executor.acall(request.node, request.ctx)
-        finally:
-            if in_thread is not None and not in_thread.done():
-                # Cancelled while the generator runs in a database thread (a request cut off
-                # at shutdown): close it there once that call returns, so its lease is handed back.
-                in_thread.add_done_callback(lambda _: gen.close())
-            else:
-                gen.close()
-
-    def _perform(self, request: Any) -> Any:
-        """Perform one request of a step generator in this thread."""
-        if isinstance(request, Commit):
-            return self._commit(request)
-        if isinstance(request, Sleep):
-            self.clock.sleep(request.seconds)
-            return None
-        assert isinstance(request, Execute)
-        return self.executor.call(request.node, request.ctx)
-
-    def _advance(self, gen: Generator[Any, Any, Any], value: Any) -> tuple[bool, Any]:
-        """In a database thread: send, performing commits here, until the generator needs the loop."""
-        done, request = _send(gen, value)
-        while not done and isinstance(request, Commit):
-            done, request = _send(gen, self._commit(request))
-        return done, request
-
-    def _commit(self, request: Commit) -> Any:
-        """A Commit's outcome: what its write returned, or the exception it failed with."""
-        try:
-            return self.storage.writer.write(request.apply)
-        except Exception as exc:  # noqa: BLE001 - the step core decides what a failure means
-            return exc
-
-    async def _commit_async(self, request: Commit) -> Any:
-        """Always through the loop's group commit, even when this step seems alone: the
-        requests behind it are waiting in the loop's queue, not yet in the engine, and
-        reach their commits in time for this one only if this step lets them run (measured:
-        1.4-2.2x the requests/s at 16 clients, the same at one)."""
-        try:
-            return await self.storage.writer.write_async(request.apply)
-        except Exception as exc:  # noqa: BLE001 - as in _commit
-            return exc
 
     def _finished_step(self, row: RunRow) -> RunRow:
         if row.status == RunStatus.RUNNING and not self.leases.is_parked(row.run_id):
@@ -645,18 +565,3 @@ class Engine:
         if current is None:
             raise RunNotFound(f"run {run_id} not found", run_id=run_id)
         return current
-
-    def _db_pool(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._db_threads is None:
-            self._db_threads = concurrent.futures.ThreadPoolExecutor(
-                self._pool_size, thread_name_prefix="flowrt-db", initializer=self.storage.keep_connection
-            )
-        return self._db_threads
-
-
-def _send(gen: Step, value: Any) -> tuple[bool, Any]:
-    """``gen.send`` as a plain result, so it can cross a thread pool (StopIteration cannot)."""
-    try:
-        return False, gen.send(value)
-    except StopIteration as stop:
-        return True, stop.value

@@ -203,7 +203,8 @@ class GroupWriter:
                 if not waiter.done():
                     waiter.set_result(None)
             else:
-                loop.call_soon_threadsafe(_wake, waiter)
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+                    loop.call_soon_threadsafe(_wake, waiter)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
