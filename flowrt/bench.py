@@ -323,18 +323,22 @@ def bench_recovery(
     flow = bench_flow(nodes, probe) if own else None
     registered: list[Any] = [flow] if own else list(flows or [])
 
+    errors: list[str] = []
     with Engine(database_url, flows=registered) as setup:
         target = flow or setup.flow(flow_id or "")
         left = [runs]
         lock = threading.Lock()
 
         def start_backlog(_: int) -> None:
-            while True:
-                with lock:
-                    if left[0] <= 0:
-                        return
-                    left[0] -= 1
-                setup.start(target.flow_id, target.version, input_value)  # RUNNING, never driven
+            try:
+                while True:
+                    with lock:
+                        if left[0] <= 0:
+                            return
+                        left[0] -= 1
+                    setup.start(target.flow_id, target.version, input_value)  # RUNNING, never driven
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                errors.append(f"starting the backlog: {type(exc).__name__}: {exc}")
 
         timed_in_threads(start_backlog, max(1, concurrency))
     engine = Engine(database_url, flows=registered)  # a new engine, as a restarted process would have
@@ -343,7 +347,6 @@ def bench_recovery(
         tally = WriteTally(engine.storage)
         before = _not_running(engine, target)
         probe.reset()
-        errors: list[str] = []
         started = time.perf_counter()
         try:
             report = recover(engine, concurrency=concurrency)
