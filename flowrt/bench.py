@@ -1,83 +1,143 @@
-"""`flowrt bench`: measure what durability costs on *your* database and machine.
+"""`flowrt bench` in process: what durability costs on *your* database and machine.
 
-In-process mode drives N runs of a K-node flow of trivial nodes and, on the same
-database in the same session, measures the raw step-commit rate (one transaction
-that updates a ~200-byte row and inserts two event rows: the physical limit of a
-durable step), so the engine's figure comes with its ceiling beside it.
+Each engine mode is one way a caller moves runs, all through the same step core, and each
+worker thread does what that caller does -- start a run, then step it to its end:
 
-HTTP mode replays what a client of the reference runtime does (start, then tick
-until the run leaves RUNNING; or one long-polled start when the server drives) over
-keep-alive connections, and reports requests/s and latency percentiles.
+- ``tick``: ``start(keep_lease=True)``, then :meth:`Engine.tick` until the run leaves
+  RUNNING (an API client's start + ticks; the kept lease means no tick needs a claim);
+- ``until``: ``start(keep_lease=True)``, then :meth:`Engine.run_until_blocked`;
+- ``drive``: ``start(keep_lease=True)``, then :meth:`Engine.drive_next`, what a driver
+  thread runs (it takes the parked run with no claim): a server's steady state;
+- ``recover`` (:func:`bench_recovery`): N RUNNING runs nobody drives, as after a crash,
+  continued by :func:`flowrt.driver.recover` on a fresh engine, with the drive mode of the
+  same flow measured beside it.
+
+Every figure comes with its ceiling beside it: the raw step-commit rate (one transaction
+that updates a ~200-byte row and inserts two event rows, the physical limit of a durable
+step, one commit each), measured in the same call on the same database, by one thread
+and by as many threads as the engine had, half before and half after the engine.
+
+Write transactions are counted by kind (:class:`WriteTally`): the group writer commits a
+start and steps of other runs in one transaction when they are ready together, so "per
+step" counts every write transaction except those that held only starts (claims, lease
+releases and renewals count against the steps), and "per run" counts them all.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import statistics
 import threading
 import time
-import urllib.parse
 from typing import Any, Callable
 
 from .definitions import Flow, ok
+from .driver import recover
 from .engine import Engine
-from .errors import FlowNotFound, FlowrtError
+from .http_bench import ServerUnreachable, Unauthorized, bench_http, compare_http, percentile, preflight, timed_in_threads
+from .runs import RunStatus
 from .storage import Storage
 
+ENGINE_MODES = ("drive", "tick", "until")
+MODES = (*ENGINE_MODES, "recover")
 
-class ServerUnreachable(ConnectionError):
-    """The server to benchmark does not answer."""
-
-
-class Unauthorized(FlowrtError):
-    """The server rejected the token."""
-
-    code = "UNAUTHORIZED"
-    http_status = 401
+__all__ = [
+    "ENGINE_MODES", "MODES", "ServerUnreachable", "Unauthorized", "WriteTally", "bench_engine", "bench_flow",
+    "bench_http", "bench_recovery", "compare_http", "percentile", "preflight", "raw_commit_rate", "timed_in_threads",
+]
 
 
-def percentile(values: list[float], pct: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
-    return ordered[index]
+class _Probe:
+    """Step latency as the handlers see it: from one node's start to the next node's start
+    in the same run (the commit, any claim, and the engine's own work in between)."""
 
+    def __init__(self) -> None:
+        self.last_seen: dict[str, float] = {}
+        self.latencies: list[float] = []
 
-def timed_in_threads(work: Callable[[int], None], count: int) -> float:
-    """Seconds for ``count`` threads running ``work(index)`` to all finish."""
-    started = time.perf_counter()
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started
+    def reset(self) -> None:
+        self.last_seen.clear()
+        self.latencies = []
 
-
-def _bench_flow(nodes: int, last_seen: dict[str, float], latencies: list[float]) -> Flow:
-    # A version of its own, so the figures count only this session's runs.
-    flow = Flow("flowrt-bench", f"{nodes}.{os.getpid()}.{time.time_ns()}")
-
-    def handler(ctx: Any) -> Any:
+    def handler(self, ctx: Any) -> Any:
         now = time.perf_counter()
-        previous = last_seen.get(ctx.run_id)
+        previous = self.last_seen.get(ctx.run_id)
         if previous is not None:
-            latencies.append(now - previous)
-        last_seen[ctx.run_id] = now
+            self.latencies.append(now - previous)
+        self.last_seen[ctx.run_id] = now
         return ok()
 
+
+def bench_flow(nodes: int, probe: _Probe) -> Flow:
+    """A linear flow of ``nodes`` trivial nodes, with a version of its own, so the figures
+    count (and the clean-up deletes) only this session's runs."""
+    flow = Flow("flowrt-bench", f"{nodes}.{os.getpid()}.{time.time_ns()}")
     for i in range(nodes):
-        flow.add_node(f"n{i}", handler, entry=(i == 0))
+        flow.add_node(f"n{i}", probe.handler, entry=(i == 0))
         if i:
             flow.edge(f"n{i - 1}", f"n{i}")
     return flow
 
 
+class WriteTally:
+    """Counts write transactions, and which of the group writer's batches held starts or steps.
+
+    It wraps this storage instance's ``run_insert`` and ``step_write`` (instance attributes
+    shadow the methods; nothing else is touched), so each write notes the batch it lands in:
+    the writer numbers batches under its flush lock, and a write runs inside its batch.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._lock = threading.Lock()
+        run_insert, step_write = storage.run_insert, storage.step_write
+        storage.run_insert = lambda *a, **k: self._tagged(run_insert(*a, **k), step=False)  # type: ignore[method-assign]
+        storage.step_write = lambda *a, **k: self._tagged(step_write(*a, **k), step=True)  # type: ignore[method-assign]
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._base = (self.storage.write_transactions, self.storage.writer.transactions, self.storage.writer.writes)
+            self.start_batches: set[int] = set()
+            self.step_batches: set[int] = set()
+            self.step_writes = 0
+
+    def _tagged(self, apply: Callable[[Any], Any], *, step: bool) -> Callable[[Any], Any]:
+        writer = self.storage.writer
+
+        def tagged(cursor: Any) -> Any:
+            outcome = apply(cursor)
+            with self._lock:
+                (self.step_batches if step else self.start_batches).add(writer.transactions)
+                if step and outcome is None:  # written (not a lost lease, not a duplicate)
+                    self.step_writes += 1
+            return outcome
+
+        return tagged
+
+    def figures(self, *, steps: int, runs: int) -> dict[str, Any]:
+        with self._lock:
+            total = self.storage.write_transactions - self._base[0]
+            batches = self.storage.writer.transactions - self._base[1]
+            batched_writes = self.storage.writer.writes - self._base[2]
+            start_only = len(self.start_batches - self.step_batches)
+            step_batches = len(self.step_batches)
+            step_writes = self.step_writes
+        step_transactions = total - start_only
+        return {
+            "writeTransactions": total,
+            "stepTransactions": step_transactions,
+            "startOnlyTransactions": start_only,
+            "writeTransactionsPerStep": round(step_transactions / steps, 3) if steps else None,
+            "writeTransactionsPerRun": round(total / runs, 3) if runs else None,
+            "stepCommits": step_writes,
+            "stepsPerTransaction": round(step_writes / step_batches, 2) if step_batches else None,
+            "groupCommit": {"transactions": batches, "writes": batched_writes},
+        }
+
+
 def raw_commit_rate(storage: Storage, *, commits: int = 3000, concurrency: int = 1) -> float:
-    """Commits/s of the bare step transaction, through the same connection machinery."""
+    """Commits/s of the bare step transaction, one commit each, through the same connection machinery."""
     p = storage.db.param
     doc = json.dumps({"state": {"k": "v" * 120}, "outputs": {"n": 1}, "attempts": {"n": 1}})
     with storage._write() as cur:  # noqa: SLF001 - the benchmark measures storage's own transaction path
@@ -108,6 +168,105 @@ def raw_commit_rate(storage: Storage, *, commits: int = 3000, concurrency: int =
     return per_worker * concurrency / elapsed
 
 
+def _step_to_end(engine: Engine, mode: str, flow: Flow, input_value: Any) -> None:
+    """One run the way ``mode``'s caller moves it: start holding the lease, then step it."""
+    run = engine.start(flow.flow_id, flow.version, input_value, keep_lease=True)
+    if mode == "tick":
+        while engine.tick(run.run_id).status == RunStatus.RUNNING:
+            pass
+    elif mode == "until":
+        engine.run_until_blocked(run.run_id)
+    else:  # drive: a driver's entry point takes the oldest run parked here (perhaps another worker's)
+        engine.drive_next()
+
+
+def _measure(
+    engine: Engine, flow: Flow, tally: WriteTally, probe: _Probe, *, mode: str, runs: int, concurrency: int,
+    input_value: Any,
+) -> dict[str, Any]:
+    """Timed: ``concurrency`` threads each start and step runs until ``runs`` have been started."""
+    remaining = [runs]
+    lock = threading.Lock()
+    errors: list[str] = []
+    before = _not_running(engine, flow)
+    probe.reset()
+    tally.reset()
+
+    def work(_: int) -> None:
+        try:
+            while True:
+                with lock:
+                    if remaining[0] <= 0:
+                        return
+                    remaining[0] -= 1
+                _step_to_end(engine, mode, flow, input_value)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    elapsed = timed_in_threads(work, concurrency) if runs else 0.0
+    finished = _not_running(engine, flow) - before
+    return _figures(f"engine/{mode}", engine, flow, tally, probe, elapsed, runs, finished, concurrency, errors)
+
+
+def _not_running(engine: Engine, flow: Flow) -> int:
+    counts = engine.storage.count_runs(flow_version=flow.version)
+    return sum(n for status, n in counts.items() if status != RunStatus.RUNNING)
+
+
+def _figures(
+    mode: str, engine: Engine, flow: Flow, tally: WriteTally, probe: _Probe, elapsed: float, runs: int,
+    finished: int, concurrency: int, errors: list[str],
+) -> dict[str, Any]:
+    steps = tally.step_writes
+    return {
+        "mode": mode,
+        "database": engine.storage.kind,
+        "runs": runs,
+        "completed": finished,
+        "nodes": len(flow.nodes),
+        "concurrency": concurrency,
+        "seconds": round(elapsed, 3),
+        "steps": steps,
+        "stepsPerSecond": round(steps / elapsed, 1) if elapsed else 0.0,
+        "runsPerSecond": round(finished / elapsed, 1) if elapsed else 0.0,
+        "stepP50Ms": round(percentile(probe.latencies, 50) * 1000, 3),
+        "stepP99Ms": round(percentile(probe.latencies, 99) * 1000, 3),
+        **tally.figures(steps=steps, runs=finished),
+        "errors": errors[:5],
+    }
+
+
+class _RawRates:
+    """The raw commit rate by one thread and by ``concurrency`` threads, measured half before
+    and half after the engine's figure and combined (commits over seconds), so a machine
+    that speeds up or slows down meanwhile moves both sides of the ratio alike."""
+
+    def __init__(self, storage: Storage, commits: int, concurrency: int) -> None:
+        self.storage, self.commits, self.concurrency = storage, max(2, commits // 2), concurrency
+        self.seconds: dict[int, float] = {1: 0.0, concurrency: 0.0}
+        self.done: dict[int, int] = {1: 0, concurrency: 0}
+
+    def measure(self) -> None:
+        for threads in self.seconds:
+            rate = raw_commit_rate(self.storage, commits=self.commits, concurrency=threads)
+            done = max(1, self.commits // threads) * threads
+            self.seconds[threads] += done / rate
+            self.done[threads] += done
+
+    def add_to(self, result: dict[str, Any]) -> dict[str, Any]:
+        single = self.done[1] / self.seconds[1]
+        same = self.done[self.concurrency] / self.seconds[self.concurrency]
+        steps_per_second = result["stepsPerSecond"]
+        result.update(
+            rawCommitsPerSecond=round(same, 1),
+            rawCommitsPerSecondAtC1=round(single, 1),
+            engineVsRaw=round(steps_per_second / same, 3),
+            engineVsRawAtC1=round(steps_per_second / single, 3),
+            engineVsRawPercent=round(100 * steps_per_second / same, 1),
+        )
+        return result
+
+
 def bench_engine(
     database_url: str,
     *,
@@ -117,225 +276,102 @@ def bench_engine(
     mode: str = "drive",
     raw: bool = True,
 ) -> dict[str, Any]:
-    """Durable steps/s of the in-process engine, with the database's raw commit rate beside it."""
-    if mode not in ("drive", "tick"):
-        raise ValueError("mode must be 'drive' or 'tick'")
-    last_seen: dict[str, float] = {}
-    latencies: list[float] = []
-    flow = _bench_flow(nodes, last_seen, latencies)
+    """Durable steps/s of one engine mode, with the database's raw commit rate beside it."""
+    if mode not in ENGINE_MODES:
+        raise ValueError(f"mode must be one of {', '.join(ENGINE_MODES)}")
+    probe = _Probe()
+    flow = bench_flow(nodes, probe)
     engine = Engine(database_url, flows=[flow])
     try:
-        run_ids = [engine.start("flowrt-bench").run_id for _ in range(runs)]
-        writes_before = engine.storage.write_transactions
-        queue = list(reversed(run_ids))
-        lock = threading.Lock()
-        errors: list[str] = []
-
-        def work(_: int) -> None:
-            try:
-                if mode == "drive":
-                    while engine.drive_next():
-                        pass
-                    return
-                while True:
-                    with lock:
-                        if not queue:
-                            return
-                        run_id = queue.pop()
-                    while not engine.tick(run_id).finished:
-                        pass
-            except Exception as exc:  # noqa: BLE001 - reported, not raised
-                errors.append(f"{type(exc).__name__}: {exc}")
-
-        elapsed = timed_in_threads(work, concurrency)
-        writes = engine.storage.write_transactions - writes_before
-        completed = engine.storage.count_runs(flow_version=flow.version).get("COMPLETED", 0)
-        raw_rate = raw_commit_rate(engine.storage, concurrency=concurrency) if raw else None
-        steps = completed * nodes
+        tally = WriteTally(engine.storage)
+        # Untimed first: a new database file grows its WAL, and caches are cold.
+        warm = _measure(engine, flow, tally, probe, mode=mode, runs=min(200, runs // 10), concurrency=concurrency, input_value=None)
+        rates = _RawRates(engine.storage, max(300, runs * nodes), concurrency) if raw else None
+        if rates:
+            rates.measure()
+        result = _measure(engine, flow, tally, probe, mode=mode, runs=runs, concurrency=concurrency, input_value=None)
+        result["errors"] = (warm["errors"] + result["errors"])[:5]
+        if rates:
+            rates.measure()
+            result = rates.add_to(result)
         engine.storage.delete_runs(flow.flow_id, flow.version)  # leave the database as we found it
-        result: dict[str, Any] = {
-            "mode": f"engine/{mode}",
-            "database": engine.storage.kind,
-            "runs": runs,
-            "completed": completed,
-            "nodes": nodes,
-            "concurrency": concurrency,
-            "seconds": round(elapsed, 3),
-            "stepsPerSecond": round(steps / elapsed, 1),
-            "runsPerSecond": round(completed / elapsed, 1),
-            "stepP50Ms": round(percentile(latencies, 50) * 1000, 3),
-            "stepP99Ms": round(percentile(latencies, 99) * 1000, 3),
-            "writeTransactionsPerStep": round(writes / steps, 3) if steps else None,
-            "rawCommitsPerSecond": round(raw_rate, 1) if raw_rate else None,
-            "engineVsRawPercent": round(100 * steps / elapsed / raw_rate, 1) if raw_rate else None,
-            "errors": errors[:5],
-        }
         return result
     finally:
         engine.close()
 
 
-# ---------------------------------------------------------------------- HTTP
-
-
-class _Client:
-    """A minimal keep-alive HTTP/1.1 client: the load generator must cost less than the server."""
-
-    def __init__(self, base_url: str, token: str | None) -> None:
-        parts = urllib.parse.urlsplit(base_url)
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
-        self.prefix = parts.path.rstrip("/")
-        self.auth = f"Authorization: Bearer {token}\r\n" if token else ""
-        self.sock = socket.create_connection((self.host, self.port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buffer = b""
-
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        payload = b"" if body is None else json.dumps(body).encode()
-        head = (
-            f"{method} {self.prefix}{path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n{self.auth}\r\n"
-        )
-        self.sock.sendall(head.encode() + payload)
-        while b"\r\n\r\n" not in self.buffer:
-            self._fill()
-        header, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-        lines = header.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        length = 0
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            if name.lower() == "content-length":
-                length = int(value)
-            elif name.lower() == "transfer-encoding":
-                raise RuntimeError("chunked responses are not supported by the bench client")
-        while len(self.buffer) < length:
-            self._fill()
-        data, self.buffer = self.buffer[:length], self.buffer[length:]
-        return status, json.loads(data) if data else None
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("server closed the connection")
-        self.buffer += chunk
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def preflight(url: str, token: str | None, flow_id: str) -> dict[str, Any]:
-    """Check the server answers, accepts the token and has the flow; returns its /health."""
-    try:
-        client = _Client(url, token)
-        try:
-            _, health = client.request("GET", "/health")
-            status, flows = client.request("GET", "/v1/flows")
-        finally:
-            client.close()
-    except OSError as exc:
-        raise ServerUnreachable(f"cannot reach {url}: {exc}") from exc
-    if status == 401:
-        raise Unauthorized(f"{url} rejected the token: pass --token or FLOWRT_API_TOKEN")
-    if status != 200 or not isinstance(flows, list):
-        raise ServerUnreachable(f"{url}/v1/flows answered HTTP {status}; is this a flowrt server?")
-    if flow_id not in {f.get("flowId") for f in flows}:
-        raise FlowNotFound(f"the server at {url} does not serve flow {flow_id!r} (see --flow)")
-    return health if isinstance(health, dict) else {}
-
-
-def bench_http(
-    url: str,
+def bench_recovery(
+    database_url: str,
     *,
     runs: int = 2000,
-    concurrency: int = 1,
-    flow_id: str = "demo-fraud",
+    nodes: int = 5,
+    concurrency: int = 8,
+    flows: list[Any] | None = None,
+    flow_id: str | None = None,
     input_value: Any = None,
-    driven: bool | None = None,
-    token: str | None = None,
-    wait_seconds: float = 30.0,
+    drive: bool = True,
 ) -> dict[str, Any]:
-    """Start + tick-to-completion (or one long-polled start) per run, at a fixed concurrency.
+    """Startup recovery: ``runs`` RUNNING runs nobody drives, continued by ``recover()`` on a
+    fresh engine (a restarted process); then, on the same database, drive mode of the same
+    flow at the same concurrency, and recovery/drive.
 
-    ``driven=None`` picks what fits the server: long-polled starts when its drivers move
-    runs (ticks would race them for the lease), ticks when it runs ``--no-drive``.
+    By default the flow is :func:`bench_flow` (its runs are deleted afterwards). With
+    ``flows`` and ``flow_id`` (e.g. the demo flows), its runs stay: use a scratch database.
     """
-    health = preflight(url, token, flow_id)
-    if driven is None:
-        driven = bool(health.get("driving", False))
-    input_value = {"amount": 50, "userId": "bench"} if input_value is None else input_value
-    latencies: list[float] = []
-    statuses: dict[str, int] = {}
+    probe = _Probe()
+    own = flows is None
+    flow = bench_flow(nodes, probe) if own else None
+    registered: list[Any] = [flow] if own else list(flows or [])
+
     errors: list[str] = []
-    lock = threading.Lock()
-    remaining = [runs]
+    with Engine(database_url, flows=registered) as setup:
+        target = flow or setup.flow(flow_id or "")
+        left = [runs]
+        lock = threading.Lock()
 
-    def one_run(client: _Client, mine: list[float]) -> str:
-        body = {"flowId": flow_id, "input": input_value}
-        t0 = time.perf_counter()
-        if driven:
-            code, run = client.request("POST", f"/v1/runs/start?wait={wait_seconds}", body)
-            mine.append(time.perf_counter() - t0)
-            if code != 200:
-                raise RuntimeError(f"start?wait: HTTP {code} {run}")
-            return str(run["status"])
-        code, started = client.request("POST", "/v1/runs/start", body)
-        mine.append(time.perf_counter() - t0)
-        if code != 200:
-            raise RuntimeError(f"start: HTTP {code} {started}")
-        status, run_id = started["status"], started["runId"]
-        for _ in range(1000):
-            if status != "RUNNING":
-                break
-            t0 = time.perf_counter()
-            code, run = client.request("POST", f"/v1/runs/{run_id}/tick")
-            mine.append(time.perf_counter() - t0)
-            if code == 409 and run.get("code") == "RUN_BUSY":  # a driver has it: look instead
-                code, run = client.request("GET", f"/v1/runs/{run_id}")
-            if code != 200:
-                raise RuntimeError(f"tick: HTTP {code} {run}")
-            status = run["status"]
-        return str(status)
+        def start_backlog(_: int) -> None:
+            try:
+                while True:
+                    with lock:
+                        if left[0] <= 0:
+                            return
+                        left[0] -= 1
+                    setup.start(target.flow_id, target.version, input_value)  # RUNNING, never driven
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                errors.append(f"starting the backlog: {type(exc).__name__}: {exc}")
 
-    def work(_: int) -> None:
-        client = _Client(url, token)
-        mine: list[float] = []
+        timed_in_threads(start_backlog, max(1, concurrency))
+    engine = Engine(database_url, flows=registered)  # a new engine, as a restarted process would have
+    try:
+        target = flow or engine.flow(flow_id or "")
+        tally = WriteTally(engine.storage)
+        before = _not_running(engine, target)
+        probe.reset()
+        started = time.perf_counter()
         try:
-            while True:
-                with lock:
-                    if remaining[0] <= 0:
-                        break
-                    remaining[0] -= 1
-                status = one_run(client, mine)
-                with lock:
-                    statuses[status] = statuses.get(status, 0) + 1
+            report = recover(engine, concurrency=concurrency)
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             errors.append(f"{type(exc).__name__}: {exc}")
-        finally:
-            client.close()
-            with lock:
-                latencies.extend(mine)
-
-    elapsed = timed_in_threads(work, concurrency)
-    finished = sum(statuses.values())
-    return {
-        "mode": "http/driven" if driven else "http/tick",
-        "url": url,
-        "flowId": flow_id,
-        "runs": runs,
-        "finished": finished,
-        "statuses": statuses,
-        "concurrency": concurrency,
-        "seconds": round(elapsed, 3),
-        "requests": len(latencies),
-        "requestsPerSecond": round(len(latencies) / elapsed, 1),
-        "runsPerSecond": round(finished / elapsed, 1),
-        "p50Ms": round(percentile(latencies, 50) * 1000, 3),
-        "p90Ms": round(percentile(latencies, 90) * 1000, 3),
-        "p99Ms": round(percentile(latencies, 99) * 1000, 3),
-        "maxMs": round(max(latencies) * 1000, 3) if latencies else 0.0,
-        "meanMs": round(statistics.fmean(latencies) * 1000, 3) if latencies else 0.0,
-        "errors": errors[:5],
-        "clientPid": os.getpid(),
-    }
+            report = None
+        elapsed = time.perf_counter() - started
+        finished = _not_running(engine, target) - before
+        result = _figures("recover", engine, target, tally, probe, elapsed, runs, finished, concurrency, errors)
+        result.update(flowId=target.flow_id, found=report.found if report else None, driven=report.driven if report else None)
+        if drive:
+            steady = _measure(
+                engine, target, tally, probe, mode="drive", runs=runs, concurrency=concurrency, input_value=input_value
+            )
+            result.update(
+                driveRunsPerSecond=steady["runsPerSecond"],
+                driveStepsPerSecond=steady["stepsPerSecond"],
+                driveWriteTransactionsPerStep=steady["writeTransactionsPerStep"],
+                recoveryVsDrive=round(result["runsPerSecond"] / steady["runsPerSecond"], 3)
+                if steady["runsPerSecond"]
+                else None,
+            )
+            result["errors"] = (errors + steady["errors"])[:5]
+        if own:
+            engine.storage.delete_runs(target.flow_id, target.version)
+        return result
+    finally:
+        engine.close()
