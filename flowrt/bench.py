@@ -6,8 +6,9 @@ worker thread does what that caller does -- start a run, then step it to its end
 - ``tick``: ``start(keep_lease=True)``, then :meth:`Engine.tick` until the run leaves
   RUNNING (an API client's start + ticks; the kept lease means no tick needs a claim);
 - ``until``: ``start(keep_lease=True)``, then :meth:`Engine.run_until_blocked`;
-- ``drive``: ``start(keep_lease=True)``, then :meth:`Engine.drive_next`, what a driver
-  thread runs (it takes the parked run with no claim): a server's steady state;
+- ``drive``: ``start(keep_lease="drivers")`` (what the server does with a start its drivers
+  will move), then :meth:`Engine.drive_next`, what a driver thread runs (it takes the
+  parked run with no claim): a server's steady state;
 - ``recover`` (:func:`bench_recovery`): N RUNNING runs nobody drives, as after a crash,
   continued by :func:`flowrt.driver.recover` on a fresh engine, with the drive mode of the
   same flow measured beside it.
@@ -113,6 +114,7 @@ class WriteTally:
                     self.step_writes += 1
             return outcome
 
+        tagged.one_statement = getattr(apply, "one_statement", False)  # type: ignore[attr-defined]
         return tagged
 
     def figures(self, *, steps: int, runs: int) -> dict[str, Any]:
@@ -170,7 +172,7 @@ def raw_commit_rate(storage: Storage, *, commits: int = 3000, concurrency: int =
 
 def _step_to_end(engine: Engine, mode: str, flow: Flow, input_value: Any) -> None:
     """One run the way ``mode``'s caller moves it: start holding the lease, then step it."""
-    run = engine.start(flow.flow_id, flow.version, input_value, keep_lease=True)
+    run = engine.start(flow.flow_id, flow.version, input_value, keep_lease="drivers" if mode == "drive" else True)
     if mode == "tick":
         while engine.tick(run.run_id).status == RunStatus.RUNNING:
             pass

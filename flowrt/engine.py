@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from datetime import datetime, timedelta
-from typing import Any, Callable, Generator, Iterable
+from typing import Any, Callable, Generator, Iterable, Literal
 
 from .clock import SYSTEM_CLOCK, Clock
 from .context import Context
@@ -122,6 +122,7 @@ class Engine:
         self._repairs = Repairs(self._steps)
         self.pruner = Pruner(self.storage)
         self.runner = Runner(self.storage, self.executor, clock, pool_size=pool_size)
+        self._backlog = False  # the last claim ahead found a run: drivers go on claiming ahead
         self._listeners: list[Callable[[], None]] = []
         self.register(*flows)
 
@@ -280,7 +281,7 @@ class Engine:
         tenant_id: str | None = None,
         initial_state: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
-        keep_lease: bool = False,
+        keep_lease: bool | Literal["drivers"] = False,
     ) -> Run:
         """Create a run at the flow's entry node, RUNNING. Nothing executes yet.
 
@@ -289,10 +290,11 @@ class Engine:
         key with a different flow, version, input, tenant or initial state raises
         :class:`IdempotencyConflict`. The key is stored in the run's own transaction.
 
-        ``keep_lease``: the run is created holding this process's lease, parked, so a
-        :meth:`tick`, :meth:`run_until_blocked` or driver that follows here needs no claim
-        (what the HTTP server does). Other processes wait for it until it is handed back,
-        within a second if nothing here continues the run.
+        ``keep_lease``: the run is created holding this process's lease, parked, so the
+        :meth:`tick` or :meth:`run_until_blocked` of this caller that follows needs no claim;
+        ``"drivers"``: parked for this process's drivers, which are woken (what the HTTP
+        server does with a start its drivers will move). Other processes wait for it until
+        it is handed back, within a second if nothing here continues the run.
         """
         started: tuple[Run, bool] = self.runner.drive_sync(
             self._start(flow_id, version, input, tenant_id, initial_state, idempotency_key, keep_lease)
@@ -308,7 +310,7 @@ class Engine:
         tenant_id: str | None = None,
         initial_state: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
-        keep_lease: bool = False,
+        keep_lease: bool | Literal["drivers"] = False,
     ) -> tuple[Run, bool]:
         """:meth:`start` from an event loop; ``(run, replayed)``, replayed when an
         idempotency key found an earlier start."""
@@ -324,7 +326,7 @@ class Engine:
         tenant_id: str | None,
         initial_state: dict[str, Any] | None,
         idempotency_key: str | None,
-        keep_lease: bool,
+        keep_lease: bool | Literal["drivers"],
     ) -> Generator[Any, Any, tuple[Run, bool]]:
         """``(run, replayed)``: replayed is True when an idempotency key found an earlier start."""
         flow = self.flow(flow_id, version)
@@ -395,8 +397,8 @@ class Engine:
                 )
             return self._to_run(earlier), True
         if keep_lease:
-            self.leases.park_new(row.run_id, row.lease_epoch)  # for this caller: no driver is woken
-        else:
+            self.leases.park_new(row.run_id, row.lease_epoch, for_drivers=keep_lease == "drivers")
+        if keep_lease != True:  # noqa: E712 - False, or "drivers": wake them (a caller's own lease: don't)
             self._notify()
         return self._to_run(row), False
 
@@ -474,11 +476,13 @@ class Engine:
         """
         sleep_limit = self.inline_backoff if max_sleep is None else max_sleep
         row = self._steps.claim_parked()  # a run whose lease is parked here: no claim
+        backlog = self._backlog
         for timers in (False, True):
             if row is None:
                 row = self.storage.claim_next(self.owner, self.lease_ttl_ms, self._flow_keys, timers=timers)
+                backlog = row is not None
             if row is not None:
-                if not timers and self._flow_keys:
+                if not timers and backlog:  # runs were waiting in the database: likely more
                     self._claim_ahead()
                 self._run_sync(self._steps.drive(row, sleep_limit, should_stop), row.run_id)
                 return True
@@ -491,6 +495,7 @@ class Engine:
         self.storage.writer.enqueue(write, self._park_claimed)
 
     def _park_claimed(self, row: RunRow | None, error: BaseException | None) -> None:
+        self._backlog = row is not None
         if row is not None and error is None and not self._stopping.is_set():
             self.leases.park_new(row.run_id, row.lease_epoch, for_drivers=True)
         elif row is not None and error is None:

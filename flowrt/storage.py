@@ -462,12 +462,13 @@ class Storage:
         for start in range(0, len(run_ids), 500):
             chunk = list(run_ids[start : start + 500])
             marks = ", ".join([self.db.param] * len(chunk))
+            where = f"lease_owner = {self.db.param} AND run_id IN ({marks})"
+            if self.kind == "postgres":
+                # A row a step's commit has locked is being written with a fresh lease anyway;
+                # waiting for it while holding others could deadlock with a batch of commits.
+                where = f"run_id IN (SELECT run_id FROM flowrt_runs WHERE {where} FOR UPDATE SKIP LOCKED)"
             with self._write() as cur:
-                cur.execute(
-                    f"UPDATE flowrt_runs SET lease_expires_at = {self.db.param} "
-                    f"WHERE lease_owner = {self.db.param} AND run_id IN ({marks})",
-                    [expires, owner, *chunk],
-                )
+                cur.execute(f"UPDATE flowrt_runs SET lease_expires_at = {self.db.param} WHERE {where}", [expires, owner, *chunk])
 
     def expire(self, owner: str, run_ids: Sequence[str]) -> None:
         """End ``owner``'s leases now without releasing them: the next claimer, this process

@@ -153,11 +153,12 @@ async def start(state: ApiState, data: StartRequest, header_key: str | None, wai
         raise InvalidInput("the Idempotency-Key header and body field idempotencyKey differ; send one key")
     engine = state.engine
     try:
-        # The new run's lease stays here when this request or the client's next tick moves it;
-        # else it is left to the drivers.
+        # The new run is created holding its lease, parked for whoever moves it next here: this
+        # request (?wait=), the client's ticks (--no-drive), or else this server's drivers.
         run, replayed = await engine.start_async(
             data.flow_id, data.version, data.input, tenant_id=data.tenant_id, initial_state=data.initial_state,
-            idempotency_key=header_key or data.idempotency_key, keep_lease=wait is not None or state.drivers is None,
+            idempotency_key=header_key or data.idempotency_key,
+            keep_lease=True if wait is not None or state.drivers is None else "drivers",
         )  # fmt: skip
     except FlowNotFound as exc:
         raise with_registered_flows(engine, exc) from None
