@@ -16,7 +16,7 @@ from typing import Iterator
 
 import peewee as pw
 import psycopg
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 from .errors import InvalidInput, StorageUnavailable
 
@@ -84,6 +84,7 @@ def open_database(url: str, *, pool_size: int = 16) -> tuple[str, pw.Database]:
 
 
 UNAVAILABLE = (
+    MaxConnectionsExceeded,  # every pooled connection in use for `timeout` seconds: wait and try again
     pw.OperationalError,
     pw.InterfaceError,
     sqlite3.OperationalError,

@@ -384,6 +384,8 @@ class Engine:
         events = [(row.run_id, 1, now, EventType.RUN_STARTED, None, None, "{}", snapshot)]
         existing = yield Commit(self.storage.run_insert(row, events, start_key))
         if isinstance(existing, BaseException):
+            if keep_lease:  # it may have landed holding our lease: the park hands it back
+                self.leases.park_new(row.run_id, row.lease_epoch, for_drivers=keep_lease == "drivers")
             raise existing
         if existing is not None:
             assert start_key is not None

@@ -95,7 +95,15 @@ class Leases:
         """Park a lease this process just took: a run inserted holding it (a start whose first
         step follows here), or a driver's claim ahead (``for_drivers``)."""
         with self._lock:
-            self._parked[run_id] = (epoch, time.monotonic(), for_drivers)
+            if not self._stopping.is_set():
+                self._parked[run_id] = (epoch, time.monotonic(), for_drivers)
+                release = False
+            else:
+                release = True  # closing: nothing here will step it, and the park is emptied already
+        if release:
+            with contextlib.suppress(Exception):
+                self.storage.release(run_id, epoch)
+            return
         self._ensure_renewer()
 
     def offer_to_drivers(self, run_id: str) -> None:
@@ -243,6 +251,13 @@ class Leases:
                     expiries = list(self._to_expire)
                 if run_ids:
                     self.storage.renew(self.owner, run_ids, self.ttl_ms)
+                tracked = [*run_ids, *releases, *expiries]
+                if len(tracked) <= 500:
+                    # A lease of ours that ran out although it is tracked nowhere was lost track
+                    # of (a park whose check read failed at the wrong moment, a claim ahead whose
+                    # answer was lost): nothing here can step it, and this process's claims never
+                    # take its own lease, so it is handed back rather than left stuck.
+                    self.storage.release_lapsed(self.owner, tracked)
                 if expiries:
                     self.storage.expire(self.owner, expiries)
                 if releases:

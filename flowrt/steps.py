@@ -32,7 +32,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any, Callable, Generator
 
 from .clock import Clock
@@ -42,6 +41,7 @@ from .database import DUPLICATE
 from .errors import InvalidInput, PayloadTooLarge, RunBusy, RunNotFound, RunNotWaiting, StorageUnavailable
 from .execution import is_interrupt
 from .leases import Lease, Leases
+from .routing import EdgeError, parse_until, select_edge
 from .runs import ACTIVE, FINISHED, EventType, RunStatus, to_datetime
 from .storage import DuplicateStep, EventRow, LeaseLost, RunRow, Storage
 from .values import deep_merge, dumps, dumps_user, loads, too_large
@@ -183,7 +183,7 @@ class StepCore:
         nothing moved it meanwhile (a cancel from another process)."""
         epoch = self.leases.unpark(run_id)
         if epoch is not None:
-            row = self._still_parked(run_id, epoch)
+            row = self._still_parked(run_id, epoch, for_drivers=False)
             if row is not None:
                 return row, True
         row = self.storage.claim(run_id, self.owner, self.leases.ttl_ms)
@@ -202,14 +202,29 @@ class StepCore:
             parked = self.leases.take_parked()
             if parked is None:
                 return None
-            row = self._still_parked(*parked)
+            row = self._still_parked(*parked, for_drivers=True)
             if row is not None:
                 return row
 
-    def _still_parked(self, run_id: str, epoch: int) -> RunRow | None:
-        row = self.storage.get_run(run_id)
+    def _still_parked(self, run_id: str, epoch: int, *, for_drivers: bool) -> RunRow | None:
+        """The run if the lease taken out of the park is still ours as parked, else None.
+
+        If the read fails (the database away) the lease goes back to the park: it is ours
+        in the database, and only the park hands it back. A lease that ran out meanwhile
+        (a commit retried through a long outage) is extended first, fenced by its epoch:
+        another process may take an expired lease, and two executors must never run."""
+        try:
+            row = self.storage.get_run(run_id)
+        except BaseException:
+            self.leases.park_new(run_id, epoch, for_drivers=for_drivers)
+            raise
         if row is None or row.lease_owner != self.owner or row.lease_epoch != epoch or row.status not in ACTIVE:
             return None
+        now = self.clock.now_ms()
+        if (row.lease_expires_at or 0) < now + self.leases.ttl_ms // 2:
+            if not self.storage.extend(run_id, self.owner, epoch, now, now + self.leases.ttl_ms):
+                return None  # taken by another process as it ran out: theirs now
+            row.lease_expires_at = now + self.leases.ttl_ms
         return row
 
     def _take_over(self, row: RunRow, lease: Lease) -> Generator[Any, Any, tuple[Flow, RunRow]]:
@@ -232,6 +247,8 @@ class StepCore:
         """
         delay, failing_since = 0.05, 0.0
         while True:
+            if new.lease_owner is not None:  # a kept lease runs from this try, not from the first
+                new.lease_expires_at = self.clock.now_ms() + self.leases.ttl_ms
             write = self.storage.step_write(new, lease.epoch, events, idem, again=bool(failing_since))
             outcome = yield Commit(write)
             if outcome is None:
@@ -399,7 +416,7 @@ class StepCore:
         output_json = patch_json = None
         if isinstance(result, (Ok, Wait)):
             try:
-                wake_at, wait_until = _parse_until(result.until, now) if isinstance(result, Wait) else (None, None)
+                wake_at, wait_until = parse_until(result.until, now) if isinstance(result, Wait) else (None, None)
             except (TypeError, ValueError, OverflowError) as exc:
                 result = Fail("INVALID_RESULT", f"node {node_id} returned an invalid wait: {exc}", False)
         if isinstance(result, (Ok, Wait)):
@@ -447,8 +464,8 @@ class StepCore:
             if idem_key is not None and not cached:
                 idem = (flow.flow_id, node_id, idem_key, run_id, output_json, patch_json, now)
             try:
-                target = _select_edge(flow, node_id, ctx, state, outputs)  # type: ignore[arg-type]
-            except _EdgeError as exc:
+                target = select_edge(flow, node_id, ctx, state, outputs)  # type: ignore[arg-type]
+            except EdgeError as exc:
                 error: dict[str, Any] = {"code": exc.code, "message": str(exc), "retryable": False}
                 new.status, new.error_json = RunStatus.FAILED, dumps(error)
                 event(EventType.RUN_ABORTED, {"error": error}, now)
@@ -525,61 +542,3 @@ def _apply_failure(
         new.status, new.error_json, new.wake_at = RunStatus.FAILED, dumps(error), None
         event(EventType.NODE_FAILED, {"error": error}, now)
         event(EventType.RUN_ABORTED, {"error": error}, now)
-
-
-class _EdgeError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _select_edge(
-    flow: Flow, node_id: str, ctx: Context, state: dict[str, Any], outputs: dict[str, Any]
-) -> str | None:
-    """The single highest-priority edge whose condition holds; None completes the run."""
-    best = None
-    view: Context | None = None
-    for edge in flow.outgoing(node_id):
-        if best is not None and edge.priority < best.priority:
-            break
-        if view is None and edge.when is not None:
-            view = ctx._with(state, outputs)
-        try:
-            matches = edge.when is None or bool(edge.when(view))
-        except BaseException as exc:  # noqa: BLE001 - user code
-            if is_interrupt(exc):
-                raise
-            raise _EdgeError(
-                "EDGE_CONDITION_ERROR",
-                f"condition of edge {edge.source}->{edge.target} raised {type(exc).__name__}: {exc}",
-            ) from exc
-        if matches:
-            if best is not None:
-                raise _EdgeError(
-                    "AMBIGUOUS_EDGE",
-                    f"edges {best.source}->{best.target} and {edge.source}->{edge.target} both match at priority {edge.priority}",
-                )
-            best = edge
-    return None if best is None else best.target
-
-
-def _parse_until(until: Any, now_ms: int) -> tuple[int | None, str | None]:
-    """``(wake_at_ms, until_as_text)``: an instant becomes a durable timer; other text is a label."""
-    if until is None:
-        return None, None
-    if isinstance(until, timedelta):
-        moment = datetime.fromtimestamp(now_ms / 1000, UTC) + until
-    elif isinstance(until, datetime):
-        moment = until if until.tzinfo else until.replace(tzinfo=UTC)
-    elif isinstance(until, str):
-        try:
-            moment = datetime.fromisoformat(until.replace("Z", "+00:00"))
-        except ValueError:
-            return None, until  # e.g. the reference's until: "manual"
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-    else:
-        raise TypeError(f"until must be an ISO-8601 string, datetime or timedelta, not {type(until).__name__}")
-    ms = int(moment.timestamp() * 1000)
-    text = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return ms, text

@@ -27,6 +27,7 @@ import psycopg
 from .clock import SYSTEM_CLOCK, Clock
 from .database import DEFAULT_URL, DUPLICATE, UNAVAILABLE, describe_url, open_database, translated, unavailable
 from .errors import StorageUnavailable
+from .listings import Listings
 from .statements import Statements
 from .writer import Apply, GroupWriter
 from .schema import (
@@ -57,13 +58,7 @@ _monotonic = time.monotonic
 _NOTHING = contextlib.nullcontext()
 
 
-def _first_id_at(ms: int) -> str:
-    """The smallest UUIDv7 of millisecond ``ms``: ids of runs started at or after it sort at or above."""
-    h = f"{max(0, min(ms, (1 << 48) - 1)):012x}"
-    return f"{h[:8]}-{h[8:12]}-0000-0000-000000000000"
-
-
-class Storage:
+class Storage(Listings):
     """All of flowrt's reads and writes. One instance per engine."""
 
     def __init__(self, url: str = DEFAULT_URL, *, pool_size: int = 16, clock: Clock = SYSTEM_CLOCK) -> None:
@@ -387,12 +382,11 @@ class Storage:
     def claim_next_write(self, owner: str, ttl_ms: int, flows: Sequence[str]) -> Apply:
         """:meth:`claim_next` (RUNNING runs) as a write for :attr:`writer`: its outcome is the
         claimed row or None. No probe first: it rides in a transaction being written anyway."""
-        now = self.clock.now_ms()
         _, claim = self._sql.claim_next(False, len(flows))
-        params = (owner, now + ttl_ms, now, now, owner, *flows, now, owner)
 
         def apply(cur: Any) -> RunRow | None:
-            cur.execute(claim, params)
+            now = self.clock.now_ms()  # when it lands, which may be a handler's time after it was queued
+            cur.execute(claim, (owner, now + ttl_ms, now, now, owner, *flows, now, owner))
             row = cur.fetchone()
             return RunRow(*row) if row else None
 
@@ -451,6 +445,37 @@ class Storage:
         with self._write() as cur:
             cur.execute(self._sql.release, (run_id, epoch))
 
+    def extend(self, run_id: str, owner: str, epoch: int, now: int, expires: int) -> bool:
+        """Extend ``owner``'s lease of epoch ``epoch``, unless another process took it (its
+        expiry passed and a claim bumped the epoch); True when extended."""
+        p = self.db.param
+        with self._write() as cur:
+            cur.execute(
+                f"UPDATE flowrt_runs SET lease_expires_at = {p} WHERE run_id = {p} AND lease_owner = {p} "
+                f"AND lease_epoch = {p}",
+                (expires, run_id, owner, epoch),
+            )
+            return bool(cur.rowcount == 1)
+
+    def release_lapsed(self, owner: str, keep: Sequence[str]) -> None:
+        """Release ``owner``'s leases that ran out, but those of ``keep`` (at most 500)."""
+        p = self.db.param
+        sql = (
+            "UPDATE flowrt_runs SET lease_owner = NULL, lease_expires_at = NULL "
+            f"WHERE status IN ('RUNNING', 'WAITING') AND lease_owner = {p} AND lease_expires_at > 0 "
+            f"AND lease_expires_at < {p}"
+        )
+        if keep:
+            sql += f" AND run_id NOT IN ({', '.join([p] * len(keep))})"
+        if not self._read(
+            "SELECT 1 FROM flowrt_runs WHERE status IN ('RUNNING', 'WAITING') AND lease_owner = "
+            f"{p} AND lease_expires_at > 0 AND lease_expires_at < {p} LIMIT 1",
+            (owner, self.clock.now_ms()),
+        ):
+            return  # the usual case: a read, no write
+        with self._write() as cur:
+            cur.execute(sql, (owner, self.clock.now_ms(), *keep))
+
     def release_many(self, leases: Sequence[tuple[str, int]]) -> None:
         """Hand back many ``(run_id, epoch)`` leases in one transaction (parked ones, at close)."""
         with self._write() as cur:
@@ -503,86 +528,6 @@ class Storage:
         if not events:
             return
         cur.execute(self._sql.insert_events(len(events)), [v for e in events for v in e])
-
-    # -- cold path: reads and listings
-
-    def events(self, run_id: str, after: int = 0, limit: int | None = None) -> list[EventRow]:
-        if limit is None:
-            return self._read(self._sql.events_all, (run_id, after))
-        return self._read(self._sql.events_page, (run_id, after, limit))
-
-    def list_runs(
-        self,
-        *,
-        status: str | None = None,
-        flow_id: str | None = None,
-        tenant_id: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        since: int | None = None,
-        until: int | None = None,
-    ) -> list[RunRow]:
-        """Newest first; ``cursor`` is the last run id of the previous page (keyset, O(page)).
-
-        ``since`` / ``until`` (epoch ms) bound when runs were started: run ids are UUIDv7,
-        whose first 48 bits are the creation millisecond, so the bounds are run-id bounds
-        on the primary key (no index on created_at needed). ``until`` is exclusive.
-        """
-        p = self.db.param
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (("status", status), ("flow_id", flow_id), ("tenant_id", tenant_id)):
-            if value is not None:
-                where.append(f"{column} = {p}")
-                params.append(value)
-        if cursor:
-            where.append(f"run_id < {p}")
-            params.append(cursor)
-        if since is not None:
-            where.append(f"run_id >= {p}")
-            params.append(_first_id_at(since))
-        if until is not None:
-            where.append(f"run_id < {p}")
-            params.append(_first_id_at(until))
-        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM flowrt_runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY run_id DESC LIMIT {p}"
-        params.append(limit)
-        return [RunRow(*r) for r in self._read(sql, params)]
-
-    def delete_runs(self, flow_id: str, flow_version: str) -> None:
-        """Delete every run of one flow version with its events (``flowrt bench`` cleans up with it)."""
-        p = self.db.param
-        with self._write() as cur:
-            cur.execute(
-                "DELETE FROM flowrt_events WHERE run_id IN "
-                f"(SELECT run_id FROM flowrt_runs WHERE flow_id = {p} AND flow_version = {p})",
-                (flow_id, flow_version),
-            )
-            cur.execute(f"DELETE FROM flowrt_runs WHERE flow_id = {p} AND flow_version = {p}", (flow_id, flow_version))
-
-    def runnable_ids(self) -> list[tuple[str, str, str | None, int | None]]:
-        """``(run_id, status, lease_owner, wake_at)`` of every RUNNING run and WAITING timer."""
-        p = self.db.param
-        return self._read(
-            "SELECT run_id, status, lease_owner, wake_at FROM flowrt_runs "
-            f"WHERE status = {p} OR (status = {p} AND wake_at IS NOT NULL) ORDER BY run_id",
-            ("RUNNING", "WAITING"),
-        )
-
-    def running_ids(self) -> list[str]:
-        return [r[0] for r in self._read(self._sql.running_ids, ("RUNNING",))]
-
-    def count_runs(self, flow_version: str | None = None) -> dict[str, int]:
-        if flow_version is None:
-            rows = self._read("SELECT status, COUNT(*) FROM flowrt_runs GROUP BY status", ())
-        else:
-            rows = self._read(
-                f"SELECT status, COUNT(*) FROM flowrt_runs WHERE flow_version = {self.db.param} GROUP BY status",
-                (flow_version,),
-            )
-        return {status: count for status, count in rows}
 
 
 class LeaseLost(Exception):

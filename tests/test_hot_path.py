@@ -294,10 +294,25 @@ def test_a_get_that_long_polls_never_moves_a_run_parked_for_a_clients_next_tick(
     with thread_server(f"sqlite:///{tmp_path / 'g.db'}", drive=True) as srv:
         srv.engine.leases.park_seconds = 30.0  # nothing is handed back to the drivers during the test
         run_id = srv.engine.start("demo-fraud", input={"amount": 5}, keep_lease=True).run_id  # the caller's
-        ticked = srv.client.post(f"/v1/runs/{run_id}/tick").json()
+        ticked = srv.engine.tick(run_id).to_json()  # this caller's step, which keeps the lease for its next
         assert ticked["currentNodeId"] == "approve" and srv.engine.leases.is_parked(run_id)
         began = time.monotonic()
         polled = srv.client.get(f"/v1/runs/{run_id}", params={"wait": 0.3}).json()
         assert time.monotonic() - began >= 0.3  # it watched for the whole wait
         assert (polled["status"], polled["currentNodeId"]) == ("RUNNING", "approve")  # and moved nothing
-        assert srv.client.post(f"/v1/runs/{run_id}/tick").json()["status"] == "COMPLETED"  # the client's step
+        assert srv.engine.tick(run_id).status == "COMPLETED"  # the caller's next step needs no claim
+
+
+def test_with_drivers_a_run_an_http_tick_or_resume_leaves_running_is_theirs_at_once(tmp_path: Any) -> None:
+    from http_helpers import thread_server
+
+    with thread_server(f"sqlite:///{tmp_path / 'h.db'}", drive=True) as srv:
+        srv.engine.leases.park_seconds = 30.0  # a lease kept for a next tick would stall the run for the test
+        run_id = srv.engine.start("demo-support", input={}).run_id
+        wait_until(lambda: srv.client.get(f"/v1/runs/{run_id}").json()["status"] == "WAITING")
+        resumed = srv.client.post(f"/v1/runs/{run_id}/resume", json={"payload": {"ticketId": "T-1"}})
+        assert resumed.status_code == 200
+        began = time.monotonic()
+        wait_until(lambda: srv.client.get(f"/v1/runs/{run_id}").json()["status"] == "COMPLETED", 10)
+        assert time.monotonic() - began < 5  # the drivers took it from the park, not after a hand-back
+

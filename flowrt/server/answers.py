@@ -171,7 +171,17 @@ async def start(state: ApiState, data: StartRequest, header_key: str | None, wai
 async def tick(state: ApiState, run_id: str) -> Answer:
     """``POST /v1/runs/{runId}/tick``: one step, then the run."""
     check_run_id(run_id)
-    return json_answer((await state.engine.tick_async(run_id)).to_json())
+    run = await state.engine.tick_async(run_id)
+    _hand_on(state, run)
+    return json_answer(run.to_json())
+
+
+def _hand_on(state: ApiState, run: Run) -> None:
+    """With drivers, a run this request stepped and left RUNNING is theirs to continue, at
+    once: its lease, kept by the step, is offered to them rather than left for a next tick."""
+    if state.drivers is not None and run.status == "RUNNING":
+        state.engine.leases.offer_to_drivers(run.run_id)
+        state.engine.wake_drivers()
 
 
 async def get(state: ApiState, run_id: str, wait: float | None) -> Answer:
@@ -192,4 +202,6 @@ async def resume(state: ApiState, run_id: str, body: Any, wait: float | None, by
     run = await state.engine.resume_async(run_id, unwrap_payload(body), by=by)
     if wait is not None:
         run = await state.settle(run, wait)
+    else:
+        _hand_on(state, run)
     return json_answer(run.to_json())
