@@ -275,7 +275,8 @@ def test_a_server_killed_with_kept_leases_leaves_them_to_expire_and_the_node_run
     finally:
         server.close()
     with Engine(db, flows=_demo()) as engine:
-        wait_until(lambda: (engine.storage.get_run(run_id).lease_expires_at or 0) < time.time() * 1000)  # type: ignore[union-attr]
+        # on the engine's own clock (whole milliseconds), as its claim compares
+        wait_until(lambda: (engine.storage.get_run(run_id).lease_expires_at or 0) < engine.clock.now_ms())  # type: ignore[union-attr]
         run = engine.tick(run_id)
         assert run.status == "COMPLETED" and run.attempts == {"score": 1, "approve": 2}
         failed = [e.payload["error"]["code"] for e in engine.timeline(run_id) if e.type == "NODE_FAILED"]
