@@ -19,7 +19,6 @@ between the two.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -383,9 +382,11 @@ class Engine:
         snapshot = '{"state":' + state_json + ',"outputs":{}}'
         events = [(row.run_id, 1, now, EventType.RUN_STARTED, None, None, "{}", snapshot)]
         existing = yield Commit(self.storage.run_insert(row, events, start_key))
-        if isinstance(existing, BaseException):
-            if keep_lease:  # it may have landed holding our lease: the park hands it back
-                self.leases.park_new(row.run_id, row.lease_epoch, for_drivers=keep_lease == "drivers")
+        failed = isinstance(existing, BaseException)
+        if keep_lease and (existing is None or failed):
+            # Inserted holding our lease -- or perhaps, if the commit failed: the park hands it back.
+            self.leases.park_new(row.run_id, row.lease_epoch, for_drivers=keep_lease == "drivers")
+        if failed:
             raise existing
         if existing is not None:
             assert start_key is not None
@@ -398,8 +399,6 @@ class Engine:
                     run_id=existing[0],
                 )
             return self._to_run(earlier), True
-        if keep_lease:
-            self.leases.park_new(row.run_id, row.lease_epoch, for_drivers=keep_lease == "drivers")
         if keep_lease != True:  # noqa: E712 - False, or "drivers": wake them (a caller's own lease: don't)
             self._notify()
         return self._to_run(row), False
@@ -498,11 +497,8 @@ class Engine:
 
     def _park_claimed(self, row: RunRow | None, error: BaseException | None) -> None:
         self._backlog = row is not None
-        if row is not None and error is None and not self._stopping.is_set():
-            self.leases.park_new(row.run_id, row.lease_epoch, for_drivers=True)
-        elif row is not None and error is None:
-            with contextlib.suppress(Exception):  # closing: nobody here will step it
-                self.storage.release(row.run_id, row.lease_epoch)
+        if row is not None and error is None:
+            self.leases.park_new(row.run_id, row.lease_epoch, for_drivers=True)  # released if closing
 
     # the server's entry points: the same generators, another executor
 

@@ -222,7 +222,7 @@ class StepCore:
             return None
         now = self.clock.now_ms()
         if (row.lease_expires_at or 0) < now + self.leases.ttl_ms // 2:
-            if not self.storage.extend(run_id, self.owner, epoch, now, now + self.leases.ttl_ms):
+            if not self.storage.extend(run_id, self.owner, epoch, now + self.leases.ttl_ms):
                 return None  # taken by another process as it ran out: theirs now
             row.lease_expires_at = now + self.leases.ttl_ms
         return row

@@ -344,12 +344,6 @@ class Storage(Listings):
         apply.one_statement = sql.one_statement and start_key is None and bool(events)  # type: ignore[attr-defined]
         return apply
 
-    def insert_run(
-        self, row: RunRow, events: list[EventRow], start_key: tuple[str, str] | None = None
-    ) -> tuple[str, str] | None:
-        """:meth:`run_insert`, committed now (batched with whatever else is being committed)."""
-        return self.writer.write(self.run_insert(row, events, start_key))  # type: ignore[no-any-return]
-
     def get_run(self, run_id: str) -> RunRow | None:
         rows = self._read(self._sql.get_run, (run_id,))
         return RunRow(*rows[0]) if rows else None
@@ -433,19 +427,11 @@ class Storage(Listings):
         apply.one_statement = sql.one_statement and bool(events) and not again and idempotency is None  # type: ignore[attr-defined]
         return apply
 
-    def commit_step(
-        self, row: RunRow, epoch: int, events: list[EventRow], idempotency: tuple[Any, ...] | None = None
-    ) -> None:
-        """:meth:`step_write`, committed now; raises its LeaseLost or DuplicateStep."""
-        outcome = self.writer.write(self.step_write(row, epoch, events, idempotency, again=True))
-        if outcome is not None:
-            raise outcome
-
     def release(self, run_id: str, epoch: int) -> None:
         with self._write() as cur:
             cur.execute(self._sql.release, (run_id, epoch))
 
-    def extend(self, run_id: str, owner: str, epoch: int, now: int, expires: int) -> bool:
+    def extend(self, run_id: str, owner: str, epoch: int, expires: int) -> bool:
         """Extend ``owner``'s lease of epoch ``epoch``, unless another process took it (its
         expiry passed and a claim bumped the epoch); True when extended."""
         p = self.db.param
@@ -460,21 +446,16 @@ class Storage(Listings):
     def release_lapsed(self, owner: str, keep: Sequence[str]) -> None:
         """Release ``owner``'s leases that ran out, but those of ``keep`` (at most 500)."""
         p = self.db.param
-        sql = (
-            "UPDATE flowrt_runs SET lease_owner = NULL, lease_expires_at = NULL "
-            f"WHERE status IN ('RUNNING', 'WAITING') AND lease_owner = {p} AND lease_expires_at > 0 "
-            f"AND lease_expires_at < {p}"
+        lapsed = (
+            f"status IN ('RUNNING', 'WAITING') AND lease_owner = {p} AND lease_expires_at > 0 AND lease_expires_at < {p}"
         )
-        if keep:
-            sql += f" AND run_id NOT IN ({', '.join([p] * len(keep))})"
-        if not self._read(
-            "SELECT 1 FROM flowrt_runs WHERE status IN ('RUNNING', 'WAITING') AND lease_owner = "
-            f"{p} AND lease_expires_at > 0 AND lease_expires_at < {p} LIMIT 1",
-            (owner, self.clock.now_ms()),
-        ):
+        now = self.clock.now_ms()
+        if not self._read(f"SELECT 1 FROM flowrt_runs WHERE {lapsed} LIMIT 1", (owner, now)):
             return  # the usual case: a read, no write
+        if keep:
+            lapsed += f" AND run_id NOT IN ({', '.join([p] * len(keep))})"
         with self._write() as cur:
-            cur.execute(sql, (owner, self.clock.now_ms(), *keep))
+            cur.execute(f"UPDATE flowrt_runs SET lease_owner = NULL, lease_expires_at = NULL WHERE {lapsed}", (owner, now, *keep))
 
     def release_many(self, leases: Sequence[tuple[str, int]]) -> None:
         """Hand back many ``(run_id, epoch)`` leases in one transaction (parked ones, at close)."""

@@ -131,7 +131,7 @@ class GroupWriter:
             loop.call_soon(self._flush_on_loop, loop)
         assert item.waiter is not None
         # A caller cut off here (shutdown) may still have its write committed by the flush;
-        # its step's lease handling copes with either (see Engine._run_async).
+        # its step's lease handling copes with either (see Runner.drive_async).
         await item.waiter
         return item.outcome()
 
@@ -200,8 +200,7 @@ class GroupWriter:
             if waiter is None or loop is None:
                 continue  # a thread: it sees `done` when it gets the flush lock
             if _running_loop() is loop:
-                if not waiter.done():
-                    waiter.set_result(None)
+                _wake(waiter)
             else:
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
                     loop.call_soon_threadsafe(_wake, waiter)

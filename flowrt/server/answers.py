@@ -172,16 +172,8 @@ async def tick(state: ApiState, run_id: str) -> Answer:
     """``POST /v1/runs/{runId}/tick``: one step, then the run."""
     check_run_id(run_id)
     run = await state.engine.tick_async(run_id)
-    _hand_on(state, run)
+    state.hand_on(run)
     return json_answer(run.to_json())
-
-
-def _hand_on(state: ApiState, run: Run) -> None:
-    """With drivers, a run this request stepped and left RUNNING is theirs to continue, at
-    once: its lease, kept by the step, is offered to them rather than left for a next tick."""
-    if state.drivers is not None and run.status == "RUNNING":
-        state.engine.leases.offer_to_drivers(run.run_id)
-        state.engine.wake_drivers()
 
 
 async def get(state: ApiState, run_id: str, wait: float | None) -> Answer:
@@ -203,5 +195,5 @@ async def resume(state: ApiState, run_id: str, body: Any, wait: float | None, by
     if wait is not None:
         run = await state.settle(run, wait)
     else:
-        _hand_on(state, run)
+        state.hand_on(run)
     return json_answer(run.to_json())

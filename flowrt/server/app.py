@@ -183,10 +183,10 @@ class ApiState:
         request started: its steps need no claim); then a step that outlasts the deadline
         goes on in the background and the drivers continue the run. A run whose lease is
         parked here is stepped as ``run_until_blocked`` does, holding the lease from step
-        to step; others a tick at a time.
-        Otherwise the drivers move the run and this watches it (quickly at first: most
-        flows are short). If another client's tick holds the run (RUN_BUSY), it watches
-        for a moment and tries again. ``move=False`` (a GET) only ever watches.
+        to step; others a tick at a time. Otherwise the drivers move the run and this
+        watches it (quickly at first: most flows are short). If another client's tick holds
+        the run (RUN_BUSY), it watches for a moment and tries again. ``move=False`` (a GET)
+        only ever watches.
         """
         deadline = time.monotonic() + wait
         watching = not move or (self.drivers is not None and not self.engine.leases.is_parked(run.run_id))
@@ -226,10 +226,17 @@ class ApiState:
                 run = step.result()
             except RunBusy:
                 watching = True
-        if move and self.drivers is not None and run.status == RunStatus.RUNNING:
-            self.engine.leases.offer_to_drivers(run.run_id)  # parked here for this request: theirs now
-            self.engine.wake_drivers()
+        if move:
+            self.hand_on(run)
         return run
+
+    def hand_on(self, run: Run) -> None:
+        """With drivers, a run a request moved and left RUNNING is theirs to continue, at once:
+        its lease, kept by the request's last step, is offered to them rather than left for a
+        next tick or handed back a second later."""
+        if self.drivers is not None and run.status == RunStatus.RUNNING:
+            self.engine.leases.offer_to_drivers(run.run_id)
+            self.engine.wake_drivers()
 
     async def _get(self, run_id: str) -> Run:
         run: Run | None = await self.engine.offload(self.engine.get, run_id)
