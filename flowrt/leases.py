@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from .storage import RunRow, Storage
 
@@ -44,6 +44,9 @@ class Lease:
     park: bool = False
     """At the end of the hold, still held: park it for this process's next step of the run
     rather than handing it back."""
+    stored: tuple[Any, Any] = (None, None)
+    """The run's ``(status, wake_at)`` as stored now: a step that keeps both is written in
+    place (:meth:`flowrt.storage.Storage.step_write`)."""
 
 
 class Leases:
@@ -73,7 +76,7 @@ class Leases:
     @contextlib.contextmanager
     def hold(self, row: RunRow) -> Iterator[Lease]:
         """Track a claimed lease: renewed while held, handed back if the block ends still holding it."""
-        lease = Lease(row.run_id, row.lease_epoch)
+        lease = Lease(row.run_id, row.lease_epoch, stored=(row.status, row.wake_at))
         with self._lock:
             self._held[row.run_id] = lease
         self._ensure_renewer()

@@ -15,7 +15,7 @@ from typing import Any
 
 import peewee as pw
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 RUN_COLUMNS = (
     "run_id",
@@ -62,6 +62,10 @@ STEP_COLUMNS = (
     "updated_at",
     "recoveries",
 )
+MOVING_COLUMNS = ("status", "wake_at")
+"""The step columns an index of ``flowrt_runs`` holds: a step that leaves both as they were
+(a run going on to its next node) is written without them, so no index entry is rewritten."""
+STEP_COLUMNS_IN_PLACE = tuple(c for c in STEP_COLUMNS if c not in MOVING_COLUMNS)
 EVENT_COLUMNS = ("run_id", "seq", "at", "type", "node_id", "attempt", "payload_json", "change_json")
 WIRE_EVENT_COLUMNS = EVENT_COLUMNS[:7]
 """What a timeline shows; ``change_json`` is flowrt's own record for rewind (see flowrt.repair)."""
@@ -107,6 +111,7 @@ class RunRow:
 
 run_values = operator.attrgetter(*RUN_COLUMNS)
 step_values = operator.attrgetter(*STEP_COLUMNS)
+step_values_in_place = operator.attrgetter(*STEP_COLUMNS_IN_PLACE)
 
 EventRow = tuple[Any, ...]
 """Written as (run_id, seq, at, type, node_id, attempt, payload_json, change_json); read
@@ -124,6 +129,10 @@ def build_models(db: pw.Database) -> dict[str, type[pw.Model]]:
     class Base(pw.Model):
         class Meta:
             database = db
+
+    # SQLite: a table keyed by its primary key alone, with no rowid b-tree beside it (one page
+    # less written per event; see migration 4). Postgres has no such thing, nor needs it.
+    clustered = isinstance(db, pw.SqliteDatabase)
 
     class SchemaVersion(Base):
         version = pw.IntegerField(primary_key=True)
@@ -174,6 +183,7 @@ def build_models(db: pw.Database) -> dict[str, type[pw.Model]]:
         class Meta:
             table_name = "flowrt_events"
             primary_key = pw.CompositeKey("run_id", "seq")
+            without_rowid = clustered
 
     class IdempotencyRecord(Base):
         flow_id = pw.CharField(200)
@@ -259,4 +269,40 @@ def _migration_3(models: dict[str, type[pw.Model]]) -> None:
     )
 
 
-MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
+def _migration_4(models: dict[str, type[pw.Model]]) -> None:
+    """Fewer pages written per step (docs/storage.md, "What a step writes").
+
+    Most runs have no timer and no tenant, yet every one had an entry in the indexes on
+    ``(status, wake_at)`` and ``(tenant_id, run_id)``, rewritten at each step. Both become
+    partial: only rows with a timer, or a tenant, are in them (the queries that use them ask
+    for ``wake_at <= ?`` and ``tenant_id = ?``, which imply it). On SQLite, the events table
+    is rebuilt ``WITHOUT ROWID``: keyed by ``(run_id, seq)`` alone, an event is one b-tree
+    entry instead of two. The rebuild copies every event once; on a large file it takes a
+    while, once (about a second per million events on a laptop).
+    """
+    db = models["RunRecord"]._meta.database
+    for name, columns, having in (
+        ("flowrt_runs_status_wake_at", "status, wake_at", "wake_at"),
+        ("flowrt_runs_tenant_id_run_id", "tenant_id, run_id", "tenant_id"),
+    ):
+        db.execute_sql(f"DROP INDEX IF EXISTS {name}")
+        db.execute_sql(f"CREATE INDEX {name} ON flowrt_runs ({columns}) WHERE {having} IS NOT NULL")
+    if not isinstance(db, pw.SqliteDatabase):
+        return
+    (ddl,) = db.execute_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'flowrt_events'").fetchone()
+    if "WITHOUT ROWID" in ddl.upper():
+        return  # a database created from scratch got today's flowrt_events in migration 1
+    columns = ", ".join(EVENT_COLUMNS)
+    db.execute_sql(
+        'CREATE TABLE "flowrt_events_v4" ("run_id" VARCHAR(64) NOT NULL, "seq" INTEGER NOT NULL, '
+        '"at" INTEGER NOT NULL, "type" VARCHAR(32) NOT NULL, "node_id" VARCHAR(200), "attempt" INTEGER, '
+        '"payload_json" TEXT NOT NULL, "change_json" TEXT, PRIMARY KEY ("run_id", "seq")) WITHOUT ROWID'
+    )
+    db.execute_sql(
+        f"INSERT INTO flowrt_events_v4 ({columns}) SELECT {columns} FROM flowrt_events ORDER BY run_id, seq"
+    )
+    db.execute_sql("DROP TABLE flowrt_events")
+    db.execute_sql("ALTER TABLE flowrt_events_v4 RENAME TO flowrt_events")
+
+
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4}

@@ -3,7 +3,7 @@ API on every step costs more than the commit itself (shared/spec/PERFORMANCE.md)
 
 from __future__ import annotations
 
-from .schema import EVENT_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, WIRE_EVENT_COLUMNS
+from .schema import EVENT_COLUMNS, RUN_COLUMNS, STEP_COLUMNS, STEP_COLUMNS_IN_PLACE, WIRE_EVENT_COLUMNS
 
 
 class Statements:
@@ -32,10 +32,14 @@ class Statements:
         self._lock = " FOR UPDATE SKIP LOCKED" if kind == "postgres" else ""
         self._take, self._free, self._cols = take, free, cols
         self._claim_next: dict[tuple[bool, int], tuple[str, str]] = {}
-        self.commit_step = (
+        # A step's update, fenced by the lease epoch. Parameters: the step's columns, run_id, epoch.
+        # In place: the run's status and timer stay as they were, so they are left out and
+        # SQLite rewrites no index entry (it rewrites those of every column a SET names).
+        self.commit_step, self.commit_step_in_place = (
             "UPDATE flowrt_runs SET "
-            + ", ".join(f"{c} = {p}" for c in STEP_COLUMNS)
+            + ", ".join(f"{c} = {p}" for c in columns)
             + f", stale_owner = NULL WHERE run_id = {p} AND lease_epoch = {p}"
+            for columns in (STEP_COLUMNS, STEP_COLUMNS_IN_PLACE)
         )
         self.event_exists = f"SELECT 1 FROM flowrt_events WHERE run_id = {p} AND seq = {p}"
         self.release = (
@@ -69,7 +73,7 @@ class Statements:
         """Whether a step's (and a start's) writes are one statement here: Postgres can update
         a run and insert its events together (a data-modifying WITH), so a write alone costs
         one round trip, with no BEGIN and COMMIT around it."""
-        self._step_with_events: dict[int, str] = {}
+        self._step_with_events: dict[tuple[int, bool], str] = {}
         self._run_with_events: dict[int, str] = {}
 
     def claim_next(self, timers: bool, flows: int) -> tuple[str, str]:
@@ -106,20 +110,21 @@ class Statements:
     # SELECT over VALUES nothing else tells Postgres what a NULL parameter is.
     _EVENT_TYPES = ("varchar", "integer", "bigint", "varchar", "varchar", "integer", "text", "text")
 
-    def step_with_events(self, count: int) -> str:
+    def step_with_events(self, count: int, in_place: bool) -> str:
         """A step's run update and its ``count`` events, the events written only if the
         update was (lease epoch unchanged); its rowcount is the events written.
-        Parameters: the step's columns, run_id, epoch, then the events' values."""
-        sql = self._step_with_events.get(count)
+        Parameters: the step's columns (``in_place``: without status and timer), run_id,
+        epoch, then the events' values."""
+        sql = self._step_with_events.get((count, in_place))
         if sql is None:
             p = self.p
             one = "(" + ", ".join(f"{p}::{t}" for t in self._EVENT_TYPES) + ")"
             sql = (
-                f"WITH moved AS ({self.commit_step} RETURNING 1) "
+                f"WITH moved AS ({self.commit_step_in_place if in_place else self.commit_step} RETURNING 1) "
                 f"INSERT INTO flowrt_events ({', '.join(EVENT_COLUMNS)}) "
                 f"SELECT * FROM (VALUES {', '.join([one] * count)}) AS e WHERE EXISTS (SELECT 1 FROM moved)"
             )
-            self._step_with_events[count] = sql
+            self._step_with_events[(count, in_place)] = sql
         return sql
 
     def run_with_events(self, count: int) -> str:

@@ -249,7 +249,9 @@ class StepCore:
         while True:
             if new.lease_owner is not None:  # a kept lease runs from this try, not from the first
                 new.lease_expires_at = self.clock.now_ms() + self.leases.ttl_ms
-            write = self.storage.step_write(new, lease.epoch, events, idem, again=bool(failing_since))
+            write = self.storage.step_write(
+                new, lease.epoch, events, idem, again=bool(failing_since), in_place=lease.stored == (new.status, new.wake_at)
+            )
             outcome = yield Commit(write)
             if outcome is None:
                 break
@@ -280,6 +282,7 @@ class StepCore:
                 "run %s: committed after %.1fs of database trouble", new.run_id, time.monotonic() - failing_since
             )
         lease.held = new.lease_owner is not None
+        lease.stored = (new.status, new.wake_at)
         return new
 
     def _landed(self, new: RunRow, lease: Lease) -> bool:

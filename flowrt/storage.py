@@ -39,6 +39,7 @@ from .schema import (
     build_models,
     run_values,
     step_values,
+    step_values_in_place,
 )
 
 __all__ = [
@@ -394,8 +395,12 @@ class Storage(Listings):
         idempotency: tuple[Any, ...] | None = None,
         *,
         again: bool = False,
+        in_place: bool = False,
     ) -> Apply:
         """The write of one step, for :attr:`writer`: the run row, events and idempotency record.
+
+        ``in_place``: the step left the run's status and timer as stored, so they are not
+        written (no index entry is rewritten).
 
         Its outcome is None when written; :class:`LeaseLost` (nothing written) when the lease
         moved on meanwhile: the run was cancelled, or reclaimed after our lease expired; and,
@@ -403,7 +408,8 @@ class Storage(Listings):
         when that try landed after all: its first event is stored.
         """
         sql = self._sql
-        params = (*step_values(row), row.run_id, epoch)
+        params = (*(step_values_in_place if in_place else step_values)(row), row.run_id, epoch)
+        update = sql.commit_step_in_place if in_place else sql.commit_step
 
         def apply(cur: Any) -> LeaseLost | DuplicateStep | None:
             if again and events:
@@ -411,11 +417,11 @@ class Storage(Listings):
                 if cur.fetchone() is not None:
                     return DuplicateStep(f"run {row.run_id}: event {events[0][1]} is stored already")
             if sql.one_statement and events:
-                cur.execute(sql.step_with_events(len(events)), [*params, *(v for e in events for v in e)])
+                cur.execute(sql.step_with_events(len(events), in_place), [*params, *(v for e in events for v in e)])
                 if cur.rowcount != len(events):
                     return LeaseLost()  # the update matched no row, so no event was written either
             else:
-                cur.execute(sql.commit_step, params)
+                cur.execute(update, params)
                 if cur.rowcount != 1:
                     return LeaseLost()
                 self._insert_events(cur, events)

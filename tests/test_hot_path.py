@@ -68,6 +68,27 @@ def test_a_tick_after_a_tick_needs_no_claim_but_a_tick_of_a_run_started_elsewher
     assert engine.storage.write_transactions - before == 3  # commit only
 
 
+def test_a_step_that_keeps_the_runs_status_and_timer_leaves_the_indexed_columns_alone(sqlite_url: str) -> None:
+    """SQLite rewrites the index entries of every column an UPDATE sets: a run going on to its
+    next node sets neither status nor wake_at; the step that ends it sets both."""
+    with Engine(sqlite_url, flows=[linear(3)]) as engine:
+        updates: list[str] = []
+        run_id = engine.start("lin", keep_lease=True).run_id
+        engine.storage.db.connection().set_trace_callback(
+            lambda sql: updates.append(sql) if sql.startswith("UPDATE flowrt_runs SET") and "current_node_id" in sql else None
+        )
+        while engine.tick(run_id).status == "RUNNING":
+            pass
+        engine.storage.db.connection().set_trace_callback(None)
+        assert len(updates) == 3
+        assert [" status = " in sql or "SET status = " in sql for sql in updates] == [False, False, True]
+        assert [" wake_at = " in sql for sql in updates] == [False, False, True]
+        run = engine.get(run_id)
+        assert run is not None and run.status == "COMPLETED" and run.current_node_id is None
+        assert engine.list_runs(status="COMPLETED")[0][0].run_id == run_id  # its index entry moved
+        assert engine.list_runs(status="RUNNING")[0] == []
+
+
 def test_run_until_blocked_from_a_kept_lease_writes_only_its_steps(make_engine: Any) -> None:
     engine = make_engine(linear(4))
     run = engine.start("lin", keep_lease=True)

@@ -4,6 +4,7 @@ tests/fixtures/schema_vN.db was written by schema version N (tests/fixtures/make
 run with the flowrt of that version) and holds runs in every state, one of them held by a worker
 that died. Version 3 records each step's changes for rewind: runs stored before can be rewound
 to nodes started after their last finished node (the migration's snapshot), no further back.
+Version 4 makes two indexes partial and, on SQLite, rebuilds the events table WITHOUT ROWID.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _runs_by_n(engine: Engine) -> dict[int, Any]:
     return {run.input["n"]: run for run in engine.list_runs(limit=100)[0]}
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_an_older_sqlite_database_upgrades_and_its_runs_go_on(tmp_path: Path, version: int) -> None:
     path = tmp_path / f"v{version}.db"
     shutil.copy(FIXTURES / f"schema_v{version}.db", path)
@@ -54,6 +55,23 @@ def test_an_older_sqlite_database_upgrades_and_its_runs_go_on(tmp_path: Path, ve
         assert engine.start("legacy", input={"n": 7}, idempotency_key="k-7").run_id == first.run_id
     columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(flowrt_runs)")}
     assert "recoveries" in columns
+
+
+def test_version_4_keeps_every_event_of_a_version_3_database(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    shutil.copy(FIXTURES / "schema_v3.db", path)
+
+    def events(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        return db.execute("SELECT * FROM flowrt_events ORDER BY run_id, seq").fetchall()
+
+    before = events(sqlite3.connect(path))
+    assert len(before) > 20
+    Engine(f"sqlite:///{path}").close()
+    db = sqlite3.connect(path)
+    assert events(db) == before
+    (ddl,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'flowrt_events'").fetchone()
+    assert ddl.endswith("WITHOUT ROWID")
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -84,7 +102,7 @@ def test_runs_stored_before_version_3_rewind_as_far_as_their_data_allows(tmp_pat
             engine.rewind(runs[1].run_id, "approve")
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_a_fresh_database_and_an_upgraded_one_have_the_same_tables(tmp_path: Path, version: int) -> None:
     upgraded = tmp_path / f"v{version}.db"
     shutil.copy(FIXTURES / f"schema_v{version}.db", upgraded)
@@ -98,7 +116,19 @@ def test_a_fresh_database_and_an_upgraded_one_have_the_same_tables(tmp_path: Pat
         # (name, type, notnull, default, pk) per column; column order may differ after ALTER TABLE
         return {t: sorted((r[1], r[2].upper(), r[3], r[4], r[5]) for r in db.execute(f"PRAGMA table_info({t})")) for t in tables}
 
+    def indexes(path: Path) -> dict[str, Any]:
+        db = sqlite3.connect(path)
+        found = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"))
+        # and which tables are keyed by their primary key alone (WITHOUT ROWID)
+        found.update(
+            (name, "WITHOUT ROWID" in sql)
+            for name, sql in db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+        )
+        return found
+
     assert shape(upgraded) == shape(fresh)
+    assert indexes(upgraded) == indexes(fresh)
+    assert "WHERE wake_at IS NOT NULL" in indexes(fresh)["flowrt_runs_status_wake_at"]
 
 
 def test_version_1_upgrades_on_postgres(pg_url: str) -> None:
@@ -134,3 +164,28 @@ def test_version_2_upgrades_on_postgres_and_its_runs_rewind_from_the_snapshot(pg
         assert engine.rewind(failed.run_id, "finish").state == {"n": 4}
         with pytest.raises(RewindUnavailable):
             engine.rewind(failed.run_id, "prepare")
+
+
+def test_version_3_upgrades_on_postgres_to_partial_indexes(pg_url: str) -> None:
+    """Today's tables taken back to version 3 (full indexes), reopened: the indexes become partial."""
+    Engine(pg_url, flows=ALL).close()
+    engine = Engine(pg_url, flows=ALL)
+    db = engine.storage.db
+    with engine.storage.session():
+        for name, columns in (("flowrt_runs_status_wake_at", "status, wake_at"), ("flowrt_runs_tenant_id_run_id", "tenant_id, run_id")):
+            db.execute_sql(f"DROP INDEX {name}")
+            db.execute_sql(f"CREATE INDEX {name} ON flowrt_runs ({columns})")
+        db.execute_sql("DELETE FROM flowrt_schema WHERE version > 3")
+    run = engine.run_until_blocked(engine.start("legacy", input={"n": 1}).run_id)
+    engine.close()
+    with Engine(pg_url, flows=ALL) as engine:
+        assert engine.storage.schema_version() == SCHEMA_VERSION
+        with engine.storage.session():
+            found = dict(engine.storage.db.execute_sql(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'flowrt_runs' AND indexname IN "
+                "('flowrt_runs_status_wake_at', 'flowrt_runs_tenant_id_run_id')"
+            ).fetchall())  # fmt: skip
+        assert "WHERE (wake_at IS NOT NULL)" in found["flowrt_runs_status_wake_at"]
+        assert "WHERE (tenant_id IS NOT NULL)" in found["flowrt_runs_tenant_id_run_id"]
+        assert engine.resume(run.run_id, {"ok": True}).status == "RUNNING"
+        assert engine.run_until_blocked(run.run_id).status == "COMPLETED"
