@@ -381,11 +381,16 @@ class Engine:
         # The first snapshot a rewind starts from (see flowrt.repair).
         snapshot = '{"state":' + state_json + ',"outputs":{}}'
         events = [(row.run_id, 1, now, EventType.RUN_STARTED, None, None, "{}", snapshot)]
-        existing = yield Commit(self.storage.run_insert(row, events, start_key))
+        write = self.storage.run_insert(row, events, start_key)
+        existing = yield Commit(write)
         failed = isinstance(existing, BaseException)
         if keep_lease and (existing is None or failed):
             # Inserted holding our lease -- or perhaps, if the commit failed: the park hands it back.
-            self.leases.park_new(row.run_id, row.lease_epoch, for_drivers=keep_lease == "drivers")
+            landed = existing is None
+            self.leases.park_new(
+                row.run_id, row.lease_epoch, for_drivers=keep_lease == "drivers",
+                row=row if landed else None, mark=getattr(write, "mark", None) if landed else None,
+            )  # fmt: skip
         if failed:
             raise existing
         if existing is not None:
@@ -493,12 +498,13 @@ class Engine:
         """Claim the next runnable run inside this run's first commit, and park it for the
         next driver here: in steady state a driver's claims cost no transaction of their own."""
         write = self.storage.claim_next_write(self.owner, self.lease_ttl_ms, self._flow_keys)
-        self.storage.writer.enqueue(write, self._park_claimed)
 
-    def _park_claimed(self, row: RunRow | None, error: BaseException | None) -> None:
-        self._backlog = row is not None
-        if row is not None and error is None:
-            self.leases.park_new(row.run_id, row.lease_epoch, for_drivers=True)  # released if closing
+        def park(row: RunRow | None, error: BaseException | None) -> None:
+            self._backlog = row is not None
+            if row is not None and error is None:  # released if closing
+                self.leases.park_new(row.run_id, row.lease_epoch, for_drivers=True, row=row, mark=getattr(write, "mark", None))
+
+        self.storage.writer.enqueue(write, park)
 
     # the server's entry points: the same generators, another executor
 

@@ -47,6 +47,24 @@ class Lease:
     stored: tuple[Any, Any] = (None, None)
     """The run's ``(status, wake_at)`` as stored now: a step that keeps both is written in
     place (:meth:`flowrt.storage.Storage.step_write`)."""
+    row: RunRow | None = None
+    """The run as this lease's last commit stored it (parked with the lease)."""
+    mark: Any = None
+    """That commit's :meth:`~flowrt.storage.Storage.change_mark`."""
+
+
+@dataclass(slots=True)
+class Parked:
+    """A parked lease: its epoch, since when (monotonic), whether this process's drivers may
+    take it, and -- when this process stored the run last -- the row it stored and the
+    storage's change mark of that commit, so the next step here can start without a read."""
+
+    run_id: str
+    epoch: int
+    since: float
+    offered: bool = False
+    row: RunRow | None = None
+    mark: Any = None
 
 
 class Leases:
@@ -66,8 +84,7 @@ class Leases:
         self._renewer_checked = 0.0
         self._stopping = threading.Event()
         self._failing_since: float | None = None
-        # run_id -> (epoch, parked at (monotonic), offered to this process's drivers)
-        self._parked: dict[str, tuple[int, float, bool]] = {}
+        self._parked: dict[str, Parked] = {}
         self.park_seconds = 1.0
         self._on_handed_back = on_handed_back  # parked leases went back: their runs are anyone's now
 
@@ -88,18 +105,21 @@ class Leases:
                     del self._held[row.run_id]
                 parked = lease.held and lease.park and not lease.executing and not self._stopping.is_set()
                 if parked:
-                    self._parked[row.run_id] = (lease.epoch, time.monotonic(), False)
+                    self._parked[row.run_id] = Parked(row.run_id, lease.epoch, time.monotonic(), row=lease.row, mark=lease.mark)
             if lease.held and not parked:
                 self._hand_back(lease)
 
     # -- parking
 
-    def park_new(self, run_id: str, epoch: int, *, for_drivers: bool = False) -> None:
+    def park_new(
+        self, run_id: str, epoch: int, *, for_drivers: bool = False, row: RunRow | None = None, mark: Any = None
+    ) -> None:
         """Park a lease this process just took: a run inserted holding it (a start whose first
-        step follows here), or a driver's claim ahead (``for_drivers``)."""
+        step follows here), or a driver's claim ahead (``for_drivers``); ``row`` and ``mark``
+        as the write that took it stored the run, if it is known to have landed."""
         with self._lock:
             if not self._stopping.is_set():
-                self._parked[run_id] = (epoch, time.monotonic(), for_drivers)
+                self._parked[run_id] = Parked(run_id, epoch, time.monotonic(), for_drivers, row, mark)
                 release = False
             else:
                 release = True  # closing: nothing here will step it, and the park is emptied already
@@ -114,24 +134,23 @@ class Leases:
         with self._lock:
             found = self._parked.get(run_id)
             if found is not None:
-                self._parked[run_id] = (found[0], found[1], True)
+                found.offered = True
 
-    def unpark(self, run_id: str) -> int | None:
-        """The epoch of this process's parked lease of ``run_id``, now taken out of the park."""
+    def unpark(self, run_id: str) -> Parked | None:
+        """This process's parked lease of ``run_id``, now taken out of the park."""
         with self._lock:
-            found = self._parked.pop(run_id, None)
-        return None if found is None else found[0]
+            return self._parked.pop(run_id, None)
 
-    def take_parked(self) -> tuple[str, int] | None:
-        """A parked lease offered to the drivers ``(run_id, epoch)``, taken out of the park.
+    def take_parked(self) -> Parked | None:
+        """A parked lease offered to the drivers, taken out of the park.
 
         Leases parked for their caller's next step (a tick, a long-polled start) are not
         offered: a driver taking one would turn that step into RUN_BUSY."""
         with self._lock:
-            for run_id, (epoch, _, offered) in self._parked.items():
-                if offered:
+            for run_id, parked in self._parked.items():
+                if parked.offered:
                     del self._parked[run_id]
-                    return run_id, epoch
+                    return parked
         return None
 
     def is_parked(self, run_id: str) -> bool:
@@ -147,7 +166,7 @@ class Leases:
         The lock is held while writing, so a tick of one of them waits and then claims it
         afresh instead of finding it neither parked nor free."""
         with self._lock:
-            idle = [(run_id, epoch) for run_id, (epoch, since, _) in self._parked.items() if now - since >= self.park_seconds]
+            idle = [(p.run_id, p.epoch) for p in self._parked.values() if now - p.since >= self.park_seconds]
             if not idle:
                 return
             self.storage.release_many(idle)  # raises while the database is away: kept, tried again
@@ -209,7 +228,7 @@ class Leases:
             self._to_expire.clear()
             releases = dict(self._to_release)
             self._to_release.clear()
-            releases.update((run_id, epoch) for run_id, (epoch, _, _) in self._parked.items())
+            releases.update((p.run_id, p.epoch) for p in self._parked.values())
             self._parked.clear()
         if run_ids:
             with contextlib.suppress(Exception):

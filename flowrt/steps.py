@@ -40,7 +40,7 @@ from .definitions import Fail, Flow, Node, Ok, Result, Wait
 from .database import DUPLICATE
 from .errors import InvalidInput, PayloadTooLarge, RunBusy, RunNotFound, RunNotWaiting, StorageUnavailable
 from .execution import is_interrupt
-from .leases import Lease, Leases
+from .leases import Lease, Leases, Parked
 from .routing import EdgeError, parse_until, select_edge
 from .runs import ACTIVE, FINISHED, EventType, RunStatus, to_datetime
 from .storage import DuplicateStep, EventRow, LeaseLost, RunRow, Storage
@@ -179,11 +179,10 @@ class StepCore:
     def _claim(self, run_id: str) -> tuple[RunRow, bool]:
         """``(row, claimed)``; an ended run comes back unclaimed, a held one raises RunBusy.
 
-        A lease parked here by the run's previous step needs no claim: one read confirms that
-        nothing moved it meanwhile (a cancel from another process)."""
-        epoch = self.leases.unpark(run_id)
-        if epoch is not None:
-            row = self._still_parked(run_id, epoch, for_drivers=False)
+        A lease parked here by the run's previous step needs no claim (see :meth:`_still_parked`)."""
+        parked = self.leases.unpark(run_id)
+        if parked is not None:
+            row = self._still_parked(parked, for_drivers=False)
             if row is not None:
                 return row, True
         row = self.storage.claim(run_id, self.owner, self.leases.ttl_ms)
@@ -202,17 +201,33 @@ class StepCore:
             parked = self.leases.take_parked()
             if parked is None:
                 return None
-            row = self._still_parked(*parked, for_drivers=True)
+            row = self._still_parked(parked, for_drivers=True)
             if row is not None:
                 return row
 
-    def _still_parked(self, run_id: str, epoch: int, *, for_drivers: bool) -> RunRow | None:
+    def _still_parked(self, parked: Parked, *, for_drivers: bool) -> RunRow | None:
         """The run if the lease taken out of the park is still ours as parked, else None.
+
+        The row this process stored with the lease is the run as it is, with no read, when
+        nothing else has written to the database since (``Storage.unchanged_since``: SQLite
+        counts other connections' commits) and the lease has time left. Anything that could
+        have moved the run meanwhile -- a cancel from another process, say -- is a commit of
+        another connection, and then one read confirms the lease. (A cancel in this process
+        drops the park itself: ``Leases.forget``.)
 
         If the read fails (the database away) the lease goes back to the park: it is ours
         in the database, and only the park hands it back. A lease that ran out meanwhile
         (a commit retried through a long outage) is extended first, fenced by its epoch:
         another process may take an expired lease, and two executors must never run."""
+        run_id, epoch, now = parked.run_id, parked.epoch, self.clock.now_ms()
+        kept = parked.row
+        if (
+            kept is not None
+            and kept.lease_epoch == epoch
+            and (kept.lease_expires_at or 0) >= now + self.leases.ttl_ms // 2
+            and self.storage.unchanged_since(parked.mark)
+        ):
+            return kept
         try:
             row = self.storage.get_run(run_id)
         except BaseException:
@@ -220,7 +235,6 @@ class StepCore:
             raise
         if row is None or row.lease_owner != self.owner or row.lease_epoch != epoch or row.status not in ACTIVE:
             return None
-        now = self.clock.now_ms()
         if (row.lease_expires_at or 0) < now + self.leases.ttl_ms // 2:
             if not self.storage.extend(run_id, self.owner, epoch, now + self.leases.ttl_ms):
                 return None  # taken by another process as it ran out: theirs now
@@ -283,6 +297,9 @@ class StepCore:
             )
         lease.held = new.lease_owner is not None
         lease.stored = (new.status, new.wake_at)
+        new.stale_owner = None  # as the commit wrote it: the row is now the run as stored
+        # (a write wrapped by a test's storage has no mark: the next step here reads first)
+        lease.row, lease.mark = new, None if failing_since else getattr(write, "mark", None)
         return new
 
     def _landed(self, new: RunRow, lease: Lease) -> bool:

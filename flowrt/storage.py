@@ -340,14 +340,40 @@ class Storage(Listings):
                 return None
             cur.execute(sql.insert_run, values)
             self._insert_events(cur, events)
+            if row.lease_owner is not None:
+                apply.mark = self.change_mark(cur)  # type: ignore[attr-defined]
             return None
 
+        apply.mark = None  # type: ignore[attr-defined]
         apply.one_statement = sql.one_statement and start_key is None and bool(events)  # type: ignore[attr-defined]
         return apply
 
     def get_run(self, run_id: str) -> RunRow | None:
         rows = self._read(self._sql.get_run, (run_id,))
         return RunRow(*rows[0]) if rows else None
+
+    def change_mark(self, cur: Any) -> Any:
+        """Inside a write transaction: a mark for :meth:`unchanged_since`, or None where there is none.
+
+        SQLite counts the commits of *other* connections (``PRAGMA data_version``); read here,
+        with this transaction holding the write lock, nothing can have slipped in between."""
+        if self.kind == "postgres":
+            return None
+        cur.execute("PRAGMA data_version")
+        return (self.db.connection(), cur.fetchone()[0])
+
+    def unchanged_since(self, mark: Any) -> bool:
+        """Whether nothing but this thread's connection -- the one ``mark`` was taken on -- has
+        committed since: then a row this process stored then is still what is stored, save for
+        what this process wrote itself (a parked run's next step starts from it, no read).
+        False on Postgres (no such count), on another thread, or if the check fails."""
+        if mark is None:
+            return False
+        connection, version = mark
+        try:
+            return self.db.connection() is connection and connection.execute("PRAGMA data_version").fetchone()[0] == version
+        except Exception:  # noqa: BLE001 - the read that follows will say what is wrong
+            return False
 
     def claim(self, run_id: str, owner: str, ttl_ms: int) -> RunRow | None:
         """Take the lease of an active run that nobody holds (or whose holder's lease expired)."""
@@ -383,8 +409,12 @@ class Storage(Listings):
             now = self.clock.now_ms()  # when it lands, which may be a handler's time after it was queued
             cur.execute(claim, (owner, now + ttl_ms, now, now, owner, *flows, now, owner))
             row = cur.fetchone()
-            return RunRow(*row) if row else None
+            if not row:
+                return None
+            apply.mark = self.change_mark(cur)  # type: ignore[attr-defined]
+            return RunRow(*row)
 
+        apply.mark = None  # type: ignore[attr-defined]
         return apply
 
     def step_write(
@@ -427,7 +457,11 @@ class Storage(Listings):
                 self._insert_events(cur, events)
             if idempotency is not None:
                 cur.execute(sql.insert_idempotency, idempotency)
+            if row.lease_owner is not None:
+                apply.mark = self.change_mark(cur)  # type: ignore[attr-defined]
             return None
+
+        apply.mark = None  # type: ignore[attr-defined]
 
         # Alone in its transaction, a write of one statement needs no BEGIN/COMMIT (see writer).
         apply.one_statement = sql.one_statement and bool(events) and not again and idempotency is None  # type: ignore[attr-defined]

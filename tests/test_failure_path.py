@@ -239,8 +239,8 @@ class FlakyStorage(Storage):
     landed_then_lost = False
     _lose_answer = False
 
-    def step_write(self, row: Any, epoch: int, events: Any, idempotency: Any = None, *, again: bool = False) -> Any:
-        real = super().step_write(row, epoch, events, idempotency, again=again)
+    def step_write(self, row: Any, epoch: int, events: Any, idempotency: Any = None, **options: Any) -> Any:
+        real = super().step_write(row, epoch, events, idempotency, **options)
 
         def apply(cursor: Any) -> Any:
             if self.fail_commits <= 0:
@@ -346,8 +346,8 @@ class AwayStorage(Storage):
         if time.monotonic() < self.away_until:
             raise StorageUnavailable("database unavailable: connection lost")
 
-    def step_write(self, row: Any, epoch: int, events: Any, idempotency: Any = None, *, again: bool = False) -> Any:
-        real = super().step_write(row, epoch, events, idempotency, again=again)
+    def step_write(self, row: Any, epoch: int, events: Any, idempotency: Any = None, **options: Any) -> Any:
+        real = super().step_write(row, epoch, events, idempotency, **options)
 
         def apply(cursor: Any) -> Any:
             self._check()

@@ -16,6 +16,7 @@ import pytest
 
 from flowrt import Engine, Flow, ok
 from flowrt.errors import RunBusy
+from flowrt.schema import RUN_COLUMNS, run_values
 from flowrt.storage import LeaseLost
 
 
@@ -130,6 +131,56 @@ def test_a_cancel_from_another_process_is_seen_before_the_next_parked_step_runs(
         assert run.status == "CANCELLED"
         assert calls == [f"{run_id}:n0"]  # n1 never ran
         assert here.leases.parked() == 0
+
+
+def _run_reads(engine: Engine) -> list[str]:
+    """The reads of a run's row by id on this thread's SQLite connection, from now on."""
+    reads: list[str] = []
+    engine.storage.db.connection().set_trace_callback(
+        lambda sql: reads.append(sql) if sql.startswith("SELECT run_id, flow_id") and "WHERE run_id" in sql else None
+    )
+    return reads
+
+
+def test_a_parked_step_starts_from_the_row_its_commit_stored_when_nothing_else_wrote(sqlite_url: str) -> None:
+    with Engine(sqlite_url, flows=[linear(3)]) as engine:
+        run_id = engine.start("lin", keep_lease=True).run_id
+        reads = _run_reads(engine)
+        while engine.tick(run_id).status == "RUNNING":
+            parked = engine.leases._parked[run_id].row  # noqa: SLF001 - what the next step starts from
+            stored = engine.storage.db.connection().execute(f"select {', '.join(RUN_COLUMNS)} from flowrt_runs where run_id = ?", (run_id,)).fetchone()  # fmt: skip
+            assert run_values(parked) == stored  # the row kept is exactly the stored one
+        assert reads == []  # three steps, no read: each started from the row the last commit stored
+        run = engine.get(run_id)
+        assert run is not None and run.status == "COMPLETED"
+        assert run.outputs == {"n0": {"n": "n0"}, "n1": {"n": "n1"}, "n2": {"n": "n2"}}
+
+
+def test_a_commit_by_another_connection_makes_the_next_parked_step_read_first(sqlite_url: str) -> None:
+    with Engine(sqlite_url, flows=[linear(3)]) as here, Engine(sqlite_url, flows=[linear(3)]) as there:
+        run_id = here.start("lin", keep_lease=True).run_id
+        reads = _run_reads(here)
+        here.tick(run_id)
+        assert reads == []
+        there.start("lin")  # another run, another process: here cannot know what it changed
+        here.tick(run_id)
+        assert len(reads) == 1
+        here.tick(run_id)
+        assert len(reads) == 1  # and nothing since: from the stored row again
+
+
+def test_a_recovered_run_records_its_lost_worker_once_across_parked_steps(sqlite_url: str) -> None:
+    with Engine(sqlite_url, flows=[linear(3)]) as engine:
+        run_id = engine.start("lin").run_id
+        engine.storage.db.execute_sql(  # held by a worker that died
+            "UPDATE flowrt_runs SET lease_owner = 'gone:1:dead', lease_expires_at = 1, lease_epoch = 1 WHERE run_id = ?",
+            (run_id,),
+        )
+        while engine.tick(run_id).status == "RUNNING":
+            pass
+        lost = [e for e in engine.timeline(run_id) if e.type == "NODE_FAILED"]
+        assert [e.payload["error"]["code"] for e in lost] == ["WORKER_LOST"]
+        assert engine.storage.get_run(run_id).stale_owner is None
 
 
 def test_drivers_take_parked_leases_only_when_offered(sqlite_url: str) -> None:
