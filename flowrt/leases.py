@@ -101,9 +101,10 @@ class Leases:
             yield lease
         finally:
             with self._lock:
-                if self._held.get(row.run_id) is lease:
+                mine = self._held.get(row.run_id) is lease  # else forgotten: cancelled under us
+                if mine:
                     del self._held[row.run_id]
-                parked = lease.held and lease.park and not lease.executing and not self._stopping.is_set()
+                parked = mine and lease.held and lease.park and not lease.executing and not self._stopping.is_set()
                 if parked:
                     self._parked[row.run_id] = Parked(row.run_id, lease.epoch, time.monotonic(), row=lease.row, mark=lease.mark)
             if lease.held and not parked:

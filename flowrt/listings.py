@@ -25,6 +25,7 @@ class Listings:
 
     db: pw.Database
     _sql: Any
+    edits: int
 
     if TYPE_CHECKING:  # Storage's own
 
@@ -81,6 +82,7 @@ class Listings:
         """Delete every run of one flow version with its events (``flowrt bench`` cleans up with it)."""
         p = self.db.param
         with self._write() as cur:
+            self.edits += 1
             cur.execute(
                 "DELETE FROM flowrt_events WHERE run_id IN "
                 f"(SELECT run_id FROM flowrt_runs WHERE flow_id = {p} AND flow_version = {p})",

@@ -154,6 +154,7 @@ def claim_for_repair(storage: Storage, run_id: str, owner: str, ttl_ms: int, sta
     now = storage.clock.now_ms()
     marks = ", ".join([sql.p] * len(statuses))
     with storage._write() as cur:
+        storage.edits += 1
         cur.execute(
             f"{sql._take} WHERE run_id = {sql.p} AND status IN ({marks}) AND {sql._free} RETURNING {sql._cols}",
             (owner, now + ttl_ms, run_id, *statuses, now, owner),

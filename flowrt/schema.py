@@ -130,10 +130,6 @@ def build_models(db: pw.Database) -> dict[str, type[pw.Model]]:
         class Meta:
             database = db
 
-    # SQLite: a table keyed by its primary key alone, with no rowid b-tree beside it (one page
-    # less written per event; see migration 4). Postgres has no such thing, nor needs it.
-    clustered = isinstance(db, pw.SqliteDatabase)
-
     class SchemaVersion(Base):
         version = pw.IntegerField(primary_key=True)
         applied_at = pw.BigIntegerField()
@@ -183,7 +179,6 @@ def build_models(db: pw.Database) -> dict[str, type[pw.Model]]:
         class Meta:
             table_name = "flowrt_events"
             primary_key = pw.CompositeKey("run_id", "seq")
-            without_rowid = clustered
 
     class IdempotencyRecord(Base):
         flow_id = pw.CharField(200)
@@ -274,11 +269,10 @@ def _migration_4(models: dict[str, type[pw.Model]]) -> None:
 
     Most runs have no timer and no tenant, yet every one had an entry in the indexes on
     ``(status, wake_at)`` and ``(tenant_id, run_id)``, rewritten at each step. Both become
-    partial: only rows with a timer, or a tenant, are in them (the queries that use them ask
-    for ``wake_at <= ?`` and ``tenant_id = ?``, which imply it). On SQLite, the events table
-    is rebuilt ``WITHOUT ROWID``: keyed by ``(run_id, seq)`` alone, an event is one b-tree
-    entry instead of two. The rebuild copies every event once; on a large file it takes a
-    while, once (about a second per million events on a laptop).
+    partial: only rows with a timer (or backoff), or a tenant, are in them; the queries that
+    use them ask for ``wake_at <= ?`` and ``tenant_id = ?``, which imply it. (Rebuilding the
+    events table WITHOUT ROWID was measured too and left out: it saves a page per small
+    event, but costs more pages once outputs pass a few hundred bytes.)
     """
     db = models["RunRecord"]._meta.database
     for name, columns, having in (
@@ -287,22 +281,6 @@ def _migration_4(models: dict[str, type[pw.Model]]) -> None:
     ):
         db.execute_sql(f"DROP INDEX IF EXISTS {name}")
         db.execute_sql(f"CREATE INDEX {name} ON flowrt_runs ({columns}) WHERE {having} IS NOT NULL")
-    if not isinstance(db, pw.SqliteDatabase):
-        return
-    (ddl,) = db.execute_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'flowrt_events'").fetchone()
-    if "WITHOUT ROWID" in ddl.upper():
-        return  # a database created from scratch got today's flowrt_events in migration 1
-    columns = ", ".join(EVENT_COLUMNS)
-    db.execute_sql(
-        'CREATE TABLE "flowrt_events_v4" ("run_id" VARCHAR(64) NOT NULL, "seq" INTEGER NOT NULL, '
-        '"at" INTEGER NOT NULL, "type" VARCHAR(32) NOT NULL, "node_id" VARCHAR(200), "attempt" INTEGER, '
-        '"payload_json" TEXT NOT NULL, "change_json" TEXT, PRIMARY KEY ("run_id", "seq")) WITHOUT ROWID'
-    )
-    db.execute_sql(
-        f"INSERT INTO flowrt_events_v4 ({columns}) SELECT {columns} FROM flowrt_events ORDER BY run_id, seq"
-    )
-    db.execute_sql("DROP TABLE flowrt_events")
-    db.execute_sql("ALTER TABLE flowrt_events_v4 RENAME TO flowrt_events")
 
 
 MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4}

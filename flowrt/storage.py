@@ -73,6 +73,10 @@ class Storage(Listings):
         self.kind, self.db = open_database(url, pool_size=pool_size)
         self.models = build_models(self.db)
         self._local = threading.local()
+        self.edits = 0
+        """Writes this process made that can change a run without holding its lease (cancel, the
+        claim of a repair, deleting runs), counted inside their transaction: part of a change
+        mark, which SQLite's data_version cannot give for this process's own connection."""
         # SQLite takes one writer at a time; queueing writers on a Python lock is far
         # cheaper than SQLite's busy-wait. Memory shares one connection, so it guards
         # every statement.
@@ -360,18 +364,25 @@ class Storage(Listings):
         if self.kind == "postgres":
             return None
         cur.execute("PRAGMA data_version")
-        return (self.db.connection(), cur.fetchone()[0])
+        return (self.db.connection(), cur.fetchone()[0], self.edits)
 
     def unchanged_since(self, mark: Any) -> bool:
-        """Whether nothing but this thread's connection -- the one ``mark`` was taken on -- has
-        committed since: then a row this process stored then is still what is stored, save for
-        what this process wrote itself (a parked run's next step starts from it, no read).
-        False on Postgres (no such count), on another thread, or if the check fails."""
+        """Whether nothing that could move a leased run has been written since ``mark``: no
+        commit by another connection (other processes, other threads' connections), and none
+        of this process's :attr:`edits`. Then a row this process stored with the mark is
+        still the run as stored, save for its lease's expiry (a parked run's next step starts
+        from it, no read). False on Postgres (no such count), on a thread whose connection is
+        not the one the mark was taken on, or if the check fails."""
         if mark is None:
             return False
-        connection, version = mark
+        connection, version, edits = mark
         try:
-            return self.db.connection() is connection and connection.execute("PRAGMA data_version").fetchone()[0] == version
+            with self._read_lock:
+                return (
+                    edits == self.edits
+                    and self.db.connection() is connection
+                    and connection.execute("PRAGMA data_version").fetchone()[0] == version
+                )
         except Exception:  # noqa: BLE001 - the read that follows will say what is wrong
             return False
 
@@ -533,6 +544,7 @@ class Storage(Listings):
         """End an active run as CANCELLED, fencing off any step still in flight."""
         now = self.clock.now_ms()
         with self._write() as cur:
+            self.edits += 1
             cur.execute(self._sql.cancel, (now, run_id))
             row = cur.fetchone()
             if row is None:

@@ -183,6 +183,36 @@ def test_a_recovered_run_records_its_lost_worker_once_across_parked_steps(sqlite
         assert engine.storage.get_run(run_id).stale_owner is None
 
 
+@pytest.mark.parametrize("url_kind", ["sqlite", "memory"])
+def test_a_cancel_here_just_after_a_parked_steps_commit_is_seen_before_the_next_step(sqlite_url: str, url_kind: str) -> None:
+    """The server's cancel runs on the loop thread, the connection of the ticks' commits, so
+    SQLite's data_version cannot see it: the park must not outlive it (found in review)."""
+    calls: list[str] = []
+    url = sqlite_url if url_kind == "sqlite" else "memory://"
+
+    async def scenario(engine: Engine) -> None:
+        run = await engine.start_async("lin", keep_lease=True)
+        run_id = (run[0] if isinstance(run, tuple) else run).run_id
+        await engine.tick_async(run_id)
+        writer = engine.storage.writer
+        flush = writer._flush_on_loop  # noqa: SLF001 - the cancel lands between a commit and its step's end
+
+        def flush_then_cancel(loop: Any) -> None:
+            flush(loop)
+            engine.cancel(run_id, "now")
+
+        writer._flush_on_loop = flush_then_cancel  # type: ignore[method-assign]  # noqa: SLF001
+        await engine.tick_async(run_id)  # n1 commits, then the cancel
+        writer._flush_on_loop = flush  # type: ignore[method-assign]  # noqa: SLF001
+        assert (await engine.tick_async(run_id)).status == "CANCELLED"
+        assert engine.retry(run_id).current_node_id == "n2"
+        assert (await engine.tick_async(run_id)).current_node_id == "n3"
+
+    with Engine(url, flows=[linear(4, calls)]) as engine:
+        asyncio.run(scenario(engine))
+    assert [c.split(":")[1] for c in calls] == ["n0", "n1", "n2"]  # n2 ran once, after the retry
+
+
 def test_drivers_take_parked_leases_only_when_offered(sqlite_url: str) -> None:
     with Engine(sqlite_url, flows=[linear(3)]) as engine:
         run_id = engine.start("lin", keep_lease=True).run_id
