@@ -74,6 +74,7 @@ class Storage(Listings):
         self.models = build_models(self.db)
         self._local = threading.local()
         self.edits = 0
+        self._mark_of_transaction: tuple[int, Any] = (-1, None)
         """Writes this process made that can change a run without holding its lease (cancel, the
         claim of a repair, deleting runs), counted inside their transaction: part of a change
         mark, which SQLite's data_version cannot give for this process's own connection."""
@@ -363,8 +364,13 @@ class Storage(Listings):
         with this transaction holding the write lock, nothing can have slipped in between."""
         if self.kind == "postgres":
             return None
-        cur.execute("PRAGMA data_version")
-        return (self.db.connection(), cur.fetchone()[0], self.edits)
+        # One per transaction: a batch of many steps shares it (transactions take turns here).
+        number, mark = self._mark_of_transaction
+        if number != self.write_transactions:
+            cur.execute("PRAGMA data_version")
+            mark = (self.db.connection(), cur.fetchone()[0], self.edits)
+            self._mark_of_transaction = (self.write_transactions, mark)
+        return mark
 
     def unchanged_since(self, mark: Any) -> bool:
         """Whether nothing that could move a leased run has been written since ``mark``: no
