@@ -85,6 +85,8 @@ class Leases:
         self._stopping = threading.Event()
         self._failing_since: float | None = None
         self._parked: dict[str, Parked] = {}
+        self._returning: set[str] = set()  # parked leases being handed back right now
+        self._returned = threading.Condition(self._lock)
         self.park_seconds = 1.0
         self._on_handed_back = on_handed_back  # parked leases went back: their runs are anyone's now
 
@@ -138,8 +140,14 @@ class Leases:
                 found.offered = True
 
     def unpark(self, run_id: str) -> Parked | None:
-        """This process's parked lease of ``run_id``, now taken out of the park."""
+        """This process's parked lease of ``run_id``, now taken out of the park.
+
+        If that lease is being handed back at this moment, wait for the hand-back: then the
+        run is free to claim afresh (or, if the write failed, parked here again). Other runs'
+        ticks do not wait for it."""
         with self._lock:
+            while run_id in self._returning:
+                self._returned.wait()
             return self._parked.pop(run_id, None)
 
     def take_parked(self) -> Parked | None:
@@ -164,15 +172,29 @@ class Leases:
     def _hand_back_idle(self, now: float) -> None:
         """Release the parked leases nobody continued in :attr:`park_seconds`, in one transaction.
 
-        The lock is held while writing, so a tick of one of them waits and then claims it
-        afresh instead of finding it neither parked nor free."""
+        They leave the park for a set of leases being returned while the write runs, outside
+        the lock, so a slow database holds up no other run's step (the server's event loop
+        takes this lock). A tick of one of them waits for the write (:meth:`unpark`) and then
+        claims the run afresh, instead of finding it neither parked nor free (RUN_BUSY)."""
         with self._lock:
-            idle = [(p.run_id, p.epoch) for p in self._parked.values() if now - p.since >= self.park_seconds]
+            idle = [p for p in self._parked.values() if now - p.since >= self.park_seconds]
             if not idle:
                 return
-            self.storage.release_many(idle)  # raises while the database is away: kept, tried again
-            for run_id, _ in idle:
-                del self._parked[run_id]
+            for parked in idle:
+                del self._parked[parked.run_id]
+                self._returning.add(parked.run_id)
+        try:
+            self.storage.release_many([(p.run_id, p.epoch) for p in idle])
+        except BaseException:
+            with self._lock:  # the database is away: still ours, parked again, tried again later
+                for parked in idle:
+                    if parked.run_id in self._returning and not self._stopping.is_set():
+                        self._parked.setdefault(parked.run_id, parked)
+            raise
+        finally:
+            with self._lock:
+                self._returning.difference_update(p.run_id for p in idle)
+                self._returned.notify_all()
         if self._on_handed_back is not None:
             self._on_handed_back()
 

@@ -112,6 +112,37 @@ def test_a_parked_lease_is_handed_back_soon_and_another_process_may_then_step_th
         assert "NODE_FAILED" not in types  # a handed-back lease is no lost worker
 
 
+def test_handing_back_idle_leases_holds_up_no_other_runs_step(sqlite_url: str) -> None:
+    """The hand-back writes outside the leases' lock: while it is stuck on the database, other
+    runs step on, and a tick of a run being handed back waits for it and claims afresh."""
+    with Engine(sqlite_url, flows=[linear(3)]) as engine:
+        engine.leases.park_seconds = 0.2
+        entered, go_on = threading.Event(), threading.Event()
+        release_many = engine.storage.release_many
+
+        def slow_release_many(leases: Any) -> None:
+            entered.set()
+            assert go_on.wait(20)
+            release_many(leases)
+
+        engine.storage.release_many = slow_release_many  # type: ignore[method-assign]
+        idle = engine.start("lin", keep_lease=True).run_id
+        engine.tick(idle)  # parked; handed back soon, and that write is held
+        assert entered.wait(20)
+        busy = engine.start("lin", keep_lease=True).run_id
+        started = time.monotonic()
+        assert engine.tick(busy).current_node_id == "n1"  # not held up by the stuck write
+        assert time.monotonic() - started < 5
+        outcome: list[Any] = []
+        waiter = threading.Thread(target=lambda: outcome.append(engine.tick(idle)))
+        waiter.start()
+        time.sleep(0.2)
+        assert outcome == []  # it waits for its hand-back
+        go_on.set()
+        waiter.join(20)
+        assert outcome and outcome[0].current_node_id == "n2"  # then claimed afresh: no RUN_BUSY
+
+
 def test_closing_hands_parked_leases_back_at_once(sqlite_url: str) -> None:
     with Engine(sqlite_url, flows=[linear(2)]) as here:
         run_id = here.start("lin", keep_lease=True).run_id
