@@ -350,6 +350,7 @@ class Storage(Listings):
             return None
 
         apply.mark = None  # type: ignore[attr-defined]
+        apply.lock_key = None if start_key is None else "start:" + start_key[0]  # type: ignore[attr-defined]
         apply.one_statement = sql.one_statement and start_key is None and bool(events)  # type: ignore[attr-defined]
         return apply
 
@@ -479,6 +480,8 @@ class Storage(Listings):
             return None
 
         apply.mark = None  # type: ignore[attr-defined]
+        # (flow, node, key): the record's primary key, as _lock_order compares them
+        apply.lock_key = None if idempotency is None else "node:" + "\x00".join(idempotency[:3])  # type: ignore[attr-defined]
 
         # Alone in its transaction, a write of one statement needs no BEGIN/COMMIT (see writer).
         apply.one_statement = sql.one_statement and bool(events) and not again and idempotency is None  # type: ignore[attr-defined]

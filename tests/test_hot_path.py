@@ -292,6 +292,35 @@ def test_steps_of_many_runs_that_queue_up_commit_in_one_transaction(make_engine:
         assert [e.type for e in events] == ["RUN_STARTED", "NODE_STARTED", "NODE_FINISHED"]
 
 
+def test_a_batch_writes_its_unique_keys_in_one_order(make_engine: Any) -> None:
+    """Two Postgres batches inserting the same idempotency keys in opposite orders would wait
+    on each other (a deadlock): every batch writes keyed writes first, in key order."""
+    engine = make_engine(linear(2))
+    writer = engine.storage.writer
+    order: list[str] = []
+
+    def write(name: str, key: str | None = None) -> Any:
+        def apply(cursor: Any) -> None:
+            order.append(name)
+
+        apply.lock_key = key  # type: ignore[attr-defined]
+        return apply
+
+    with writer.paused():
+        for name, key in (("a", None), ("k3", "start:3"), ("b", None), ("k1", "start:1"), ("k2", "node:x")):
+            writer.enqueue(write(name, key), lambda result, error: None)
+    writer.write(write("last"))
+    assert order == ["k2", "k1", "k3", "a", "b", "last"]
+    # and the writes that carry keys name them: a start with a key, a step storing a node's result
+    storage = engine.storage
+    row = storage.get_run(engine.start("lin").run_id)
+    assert row is not None
+    assert storage.run_insert(row, [], ("key-1", "f")).lock_key == "start:key-1"  # type: ignore[attr-defined]
+    assert storage.run_insert(row, []).lock_key is None  # type: ignore[attr-defined]
+    idem = ("lin", "n0", "k", row.run_id, "{}", None, 0)
+    assert storage.step_write(row, 0, [], idem).lock_key == "node:lin\x00n0\x00k"  # type: ignore[attr-defined]
+
+
 def test_a_lost_lease_in_a_batch_writes_nothing_for_that_step_and_the_rest_commit(make_engine: Any) -> None:
     engine = make_engine(linear(2))
     storage = engine.storage
