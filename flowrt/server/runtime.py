@@ -438,6 +438,9 @@ def uvicorn_config(app: Litestar, settings: Settings, **overrides: Any) -> uvico
         "lifespan": "off",  # the runtime's lifecycle is managed around the server, not inside it
         "timeout_graceful_shutdown": settings.shutdown_grace,
         "server_header": False,
+        # Nothing here reads the client's address or scheme (no access log, no absolute URLs),
+        # so uvicorn's X-Forwarded-* middleware would be one more layer on every request for nothing.
+        "proxy_headers": False,
         **connections.uvicorn_options(settings.max_connections, settings.keep_alive),
     }
     options.update(overrides)
