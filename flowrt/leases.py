@@ -85,7 +85,7 @@ class Leases:
         self._stopping = threading.Event()
         self._failing_since: float | None = None
         self._parked: dict[str, Parked] = {}
-        self._returning: set[str] = set()  # parked leases being handed back right now
+        self._returning: dict[str, Parked] = {}  # parked leases being handed back right now
         self._returned = threading.Condition(self._lock)
         self.park_seconds = 1.0
         self._on_handed_back = on_handed_back  # parked leases went back: their runs are anyone's now
@@ -139,12 +139,17 @@ class Leases:
             if found is not None:
                 found.offered = True
 
+    def returning(self, run_id: str) -> bool:
+        """Whether this run's parked lease is being handed back right now (see :meth:`unpark`)."""
+        return run_id in self._returning
+
     def unpark(self, run_id: str) -> Parked | None:
         """This process's parked lease of ``run_id``, now taken out of the park.
 
         If that lease is being handed back at this moment, wait for the hand-back: then the
         run is free to claim afresh (or, if the write failed, parked here again). Other runs'
-        ticks do not wait for it."""
+        ticks do not wait for it; the step core waits without blocking (``returning``) first,
+        so an event loop only ever waits here for the instant between the two."""
         with self._lock:
             while run_id in self._returning:
                 self._returned.wait()
@@ -182,18 +187,19 @@ class Leases:
                 return
             for parked in idle:
                 del self._parked[parked.run_id]
-                self._returning.add(parked.run_id)
+                self._returning[parked.run_id] = parked
         try:
             self.storage.release_many([(p.run_id, p.epoch) for p in idle])
         except BaseException:
             with self._lock:  # the database is away: still ours, parked again, tried again later
                 for parked in idle:
-                    if parked.run_id in self._returning and not self._stopping.is_set():
+                    if parked.run_id in self._returning:  # (at close too: abandon_all releases them)
                         self._parked.setdefault(parked.run_id, parked)
             raise
         finally:
             with self._lock:
-                self._returning.difference_update(p.run_id for p in idle)
+                for parked in idle:
+                    self._returning.pop(parked.run_id, None)
                 self._returned.notify_all()
         if self._on_handed_back is not None:
             self._on_handed_back()
@@ -220,6 +226,8 @@ class Leases:
         with self._lock:
             self._held.pop(run_id, None)
             self._parked.pop(run_id, None)
+            if self._returning.pop(run_id, None) is not None:
+                self._returned.notify_all()
 
     def in_flight(self, *, blocking: bool = True) -> list[Lease]:
         """Leases whose handler is running right now (for shutdown messages).
@@ -251,7 +259,8 @@ class Leases:
             self._to_expire.clear()
             releases = dict(self._to_release)
             self._to_release.clear()
-            releases.update((p.run_id, p.epoch) for p in self._parked.values())
+            # and those a hand-back is writing right now: if that write fails, nothing else would
+            releases.update((p.run_id, p.epoch) for p in (*self._parked.values(), *self._returning.values()))
             self._parked.clear()
         if run_ids:
             with contextlib.suppress(Exception):

@@ -105,6 +105,7 @@ class StepCore:
     # ------------------------------------------------------------------ entry points
 
     def tick(self, run_id: str) -> Step:
+        yield from self._while_handed_back(run_id)
         row, claimed = self._claim(run_id)
         if not claimed:
             return row
@@ -151,6 +152,7 @@ class StepCore:
     def until_blocked(
         self, run_id: str, should_stop: Callable[[], bool] | None = None, max_sleep: float | None = None
     ) -> Step:
+        yield from self._while_handed_back(run_id)
         row, claimed = self._claim(run_id)
         if not claimed:
             return row
@@ -175,6 +177,12 @@ class StepCore:
         return row
 
     # ------------------------------------------------------------------ claims and commits
+
+    def _while_handed_back(self, run_id: str) -> Generator[Any, Any, None]:
+        """Wait, as a step waits (``Sleep``: an event loop goes on serving), while this run's
+        parked lease is being handed back; then it is claimed afresh."""
+        while self.leases.returning(run_id):
+            yield Sleep(0.005)
 
     def _claim(self, run_id: str) -> tuple[RunRow, bool]:
         """``(row, claimed)``; an ended run comes back unclaimed, a held one raises RunBusy.

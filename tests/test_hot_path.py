@@ -143,6 +143,76 @@ def test_handing_back_idle_leases_holds_up_no_other_runs_step(sqlite_url: str) -
         assert outcome and outcome[0].current_node_id == "n2"  # then claimed afresh: no RUN_BUSY
 
 
+def test_a_tick_on_the_event_loop_waits_for_its_runs_hand_back_without_blocking_the_loop(sqlite_url: str) -> None:
+    """The server's steps run on its event loop: a tick that must wait for its run's hand-back
+    sleeps as a step sleeps, and the loop goes on serving (found in review)."""
+    with Engine(sqlite_url, flows=[linear(3)]) as engine:
+        engine.leases.park_seconds = 0.2
+        entered, go_on = threading.Event(), threading.Event()
+        release_many = engine.storage.release_many
+
+        def slow_release_many(leases: Any) -> None:
+            entered.set()
+            assert go_on.wait(20)
+            release_many(leases)
+
+        engine.storage.release_many = slow_release_many  # type: ignore[method-assign]
+        idle = engine.start("lin", keep_lease=True).run_id
+        engine.tick(idle)
+        assert entered.wait(20)
+
+        async def scenario() -> tuple[Any, float]:
+            beats: list[float] = []
+
+            async def heartbeat() -> None:
+                while True:
+                    beats.append(time.monotonic())
+                    await asyncio.sleep(0.01)
+
+            beating = asyncio.ensure_future(heartbeat())
+            threading.Timer(1.5, go_on.set).start()  # the hand-back's write ends in 1.5 s
+            run = await engine.tick_async(idle)
+            beating.cancel()
+            gaps = [b - a for a, b in zip(beats, beats[1:])]
+            return run, max(gaps, default=99.0)
+
+        run, longest_gap = asyncio.run(scenario())
+        assert run.current_node_id == "n2"  # claimed afresh once handed back
+        assert longest_gap < 0.75  # the loop was never held for the write (it took 1.5 s)
+
+
+def test_closing_while_a_hand_back_is_written_still_hands_that_lease_back(sqlite_url: str) -> None:
+    """Close does not wait for the renewer's hand-back: it releases those leases itself, so a
+    hand-back whose write then fails loses none (found in review)."""
+    from flowrt.errors import StorageUnavailable
+
+    engine = Engine(sqlite_url, flows=[linear(3)])
+    engine.leases.park_seconds = 0.2
+    entered, go_on = threading.Event(), threading.Event()
+    release_many = engine.storage.release_many
+    calls: list[int] = []
+
+    def failing_first_release_many(leases: Any) -> None:
+        calls.append(len(leases))
+        if len(calls) == 1:  # the renewer's hand-back: held, then the database is "away"
+            entered.set()
+            assert go_on.wait(20)
+            raise StorageUnavailable("database unavailable: gone for a moment")
+        release_many(leases)
+
+    engine.storage.release_many = failing_first_release_many  # type: ignore[method-assign]
+    run_id = engine.start("lin", keep_lease=True).run_id
+    engine.tick(run_id)
+    assert entered.wait(20)
+    threading.Timer(0.5, go_on.set).start()
+    engine.close()
+    go_on.set()
+    with Engine(sqlite_url, flows=[linear(3)]) as there:
+        assert there.storage.get_run(run_id).lease_owner is None  # handed back at close
+        assert there.tick(run_id).current_node_id == "n2"
+        assert "NODE_FAILED" not in [e.type for e in there.timeline(run_id)]  # no lost worker
+
+
 def test_closing_hands_parked_leases_back_at_once(sqlite_url: str) -> None:
     with Engine(sqlite_url, flows=[linear(2)]) as here:
         run_id = here.start("lin", keep_lease=True).run_id
