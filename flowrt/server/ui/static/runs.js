@@ -139,8 +139,13 @@ export async function mountRuns(root, { fixedFlow = null, signal, limit = PAGE }
   };
   const refreshCounts = throttle(loadCounts, 1000);
 
+  // Runs the stream delivered while the first page was being fetched: that page may have been
+  // read before they existed (or changed), so they are put back on it once it arrives.
+  let arrivedDuringReload = null;
+
   const load = async (append) => {
     const cursor = append ? nextCursor : filters.to ? cursorBefore(filters.to) : null;
+    const arrived = append ? null : (arrivedDuringReload = new Map());
     try {
       const page = await api(
         `/v1/runs${query({ status: filters.status, flowId: filters.flowId, tenantId: filters.tenantId, limit, cursor })}`,
@@ -156,9 +161,23 @@ export async function mountRuns(root, { fixedFlow = null, signal, limit = PAGE }
       }
       nextCursor = page.nextCursor;
       exhausted = exhausted || !nextCursor || fixedFlow !== null;
+      if (arrived && arrived.size) {
+        const oldest = [...runs.keys()].pop();
+        for (const run of arrived.values()) {
+          const listed = runs.get(run.runId);
+          if (listed && listed.updatedAt > run.updatedAt) continue; // the page read it later
+          if (!visible(run)) runs.delete(run.runId);
+          else if (listed || exhausted || !oldest || run.runId > oldest) runs.set(run.runId, run);
+        }
+        const sorted = [...runs.values()].sort((a, b) => (a.runId < b.runId ? 1 : -1));
+        runs.clear();
+        for (const r of sorted) runs.set(r.runId, r);
+      }
       render();
     } catch (error) {
       if (!signal.aborted) message.replaceChildren(errorBox(error));
+    } finally {
+      if (arrivedDuringReload === arrived) arrivedDuringReload = null;
     }
   };
 
@@ -195,6 +214,7 @@ export async function mountRuns(root, { fixedFlow = null, signal, limit = PAGE }
 
   // A change: update the row, or show a new run that belongs on this page (newest first).
   const onRun = (run) => {
+    if (arrivedDuringReload) arrivedDuringReload.set(run.runId, run);
     refreshCounts();
     const shown = runs.has(run.runId);
     if (!visible(run)) {
