@@ -112,23 +112,29 @@ def test_a_parked_lease_is_handed_back_soon_and_another_process_may_then_step_th
         assert "NODE_FAILED" not in types  # a handed-back lease is no lost worker
 
 
+def _hand_back_held(engine: Engine) -> tuple[str, threading.Event]:
+    """A run ticked once, parked, and its hand-back's write now held until the event is set."""
+    engine.leases.park_seconds = 0.2
+    entered, go_on = threading.Event(), threading.Event()
+    release_many = engine.storage.release_many
+
+    def slow_release_many(leases: Any) -> None:
+        entered.set()
+        assert go_on.wait(20)
+        release_many(leases)
+
+    engine.storage.release_many = slow_release_many  # type: ignore[method-assign]
+    idle = engine.start("lin", keep_lease=True).run_id
+    engine.tick(idle)  # parked; handed back soon, and that write is held
+    assert entered.wait(20)
+    return idle, go_on
+
+
 def test_handing_back_idle_leases_holds_up_no_other_runs_step(sqlite_url: str) -> None:
     """The hand-back writes outside the leases' lock: while it is stuck on the database, other
     runs step on, and a tick of a run being handed back waits for it and claims afresh."""
     with Engine(sqlite_url, flows=[linear(3)]) as engine:
-        engine.leases.park_seconds = 0.2
-        entered, go_on = threading.Event(), threading.Event()
-        release_many = engine.storage.release_many
-
-        def slow_release_many(leases: Any) -> None:
-            entered.set()
-            assert go_on.wait(20)
-            release_many(leases)
-
-        engine.storage.release_many = slow_release_many  # type: ignore[method-assign]
-        idle = engine.start("lin", keep_lease=True).run_id
-        engine.tick(idle)  # parked; handed back soon, and that write is held
-        assert entered.wait(20)
+        idle, go_on = _hand_back_held(engine)
         busy = engine.start("lin", keep_lease=True).run_id
         started = time.monotonic()
         assert engine.tick(busy).current_node_id == "n1"  # not held up by the stuck write
@@ -147,19 +153,7 @@ def test_a_tick_on_the_event_loop_waits_for_its_runs_hand_back_without_blocking_
     """The server's steps run on its event loop: a tick that must wait for its run's hand-back
     sleeps as a step sleeps, and the loop goes on serving (found in review)."""
     with Engine(sqlite_url, flows=[linear(3)]) as engine:
-        engine.leases.park_seconds = 0.2
-        entered, go_on = threading.Event(), threading.Event()
-        release_many = engine.storage.release_many
-
-        def slow_release_many(leases: Any) -> None:
-            entered.set()
-            assert go_on.wait(20)
-            release_many(leases)
-
-        engine.storage.release_many = slow_release_many  # type: ignore[method-assign]
-        idle = engine.start("lin", keep_lease=True).run_id
-        engine.tick(idle)
-        assert entered.wait(20)
+        idle, go_on = _hand_back_held(engine)
 
         async def scenario() -> tuple[Any, float]:
             beats: list[float] = []
