@@ -171,8 +171,9 @@ class Leases:
         return run_id in self._parked
 
     def parked(self) -> int:
+        """Parked leases, counting those being handed back right now (still ours in the database)."""
         with self._lock:
-            return len(self._parked)
+            return len(self._parked) + len(self._returning)
 
     def _hand_back_idle(self, now: float) -> None:
         """Release the parked leases nobody continued in :attr:`park_seconds`, in one transaction.
