@@ -515,7 +515,10 @@ class StepCore:
             error = {"code": code, "message": str(result.message or ""), "retryable": bool(retryable)}
             if result.traceback:
                 error["traceback"] = result.traceback
-                log.warning("run %s: node %s raised %s: %s\n%s", run_id, node_id, code, error["message"], result.traceback)
+                log.warning(
+                    "run %s: node %s raised %s: %s\n%s", run_id, node_id, code, error["message"], result.traceback,
+                    extra={"handler_traceback": result.traceback},  # the local CLI shows it in the run instead
+                )  # fmt: skip
             new.failures = row.failures + 1
             _apply_failure(new, node, error, event, now)
         new.last_seq = seq

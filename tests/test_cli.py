@@ -409,3 +409,25 @@ def test_waiting_hint_can_be_pasted_and_status_errors_read_well(tmp_path: Path) 
     assert bad.exit_code == 2
     assert "RUNNING, WAITING, COMPLETED, FAILED, CANCELLED" in bad.output and "Value error" not in bad.output
     assert runner.invoke(app, ["runs", "--status", "waiting", "--db", db, "--json"]).exit_code == 0
+
+
+def test_a_failing_nodes_traceback_is_printed_once(tmp_path: Path) -> None:
+    """The engine logs it (servers want it in their log) and the run shows it: locally, once."""
+    (tmp_path / "boom_flows.py").write_text(
+        "from flowrt import Flow\n"
+        "boom = Flow('boom', '1.0.0')\n"
+        "@boom.node(entry=True)\n"
+        "def explode(ctx):\n"
+        "    raise ValueError('kaboom')\n"
+        "ALL = [boom]\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path / 'b.db'}"}
+    env.pop("FLOWRT_FLOWS", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "flowrt.cli", "start", "boom", "--flows", "boom_flows:ALL", "--wait"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "node explode raised ValueError: kaboom" in done.stderr  # the engine's warning, one line
+    assert (done.stdout + done.stderr).count("Traceback (most recent call last)") == 1
+    assert "raise ValueError('kaboom')" in done.stdout  # in the run's view

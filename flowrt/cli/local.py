@@ -6,6 +6,8 @@ engine, Peewee and the database drivers, which a remote command never needs.
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 import time
 from datetime import datetime
@@ -27,6 +29,26 @@ BY = "cli"
 POLL_INTERVAL = 0.2
 
 
+class _EngineWarnings(logging.Handler):
+    """The engine's warnings on stderr, as Python prints them when nothing is configured, but a
+    failing node's traceback only once: the run this command prints (or its timeline) has it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        traceback = getattr(record, "handler_traceback", None)
+        if traceback and message.endswith(traceback):
+            message = message[: -len(traceback)].rstrip()
+        sys.stderr.write(message + "\n")
+
+
+def _warn_on_stderr_once() -> None:
+    """Local mode without --debug (which configures logging itself): see :class:`_EngineWarnings`."""
+    engine_log = logging.getLogger("flowrt")
+    if logging.getLogger().handlers or any(isinstance(h, _EngineWarnings) for h in engine_log.handlers):
+        return
+    engine_log.addHandler(_EngineWarnings(logging.WARNING))
+
+
 class LocalBackend:
     """The engine in this process, on the database of ``--db`` / ``DATABASE_URL``."""
 
@@ -42,6 +64,7 @@ class LocalBackend:
         if self._engine is None:
             if not self.creates_db:
                 require_existing_sqlite(self.database_url, given=self.given)
+            _warn_on_stderr_once()
             self._engine = Engine(self.database_url, flows=self.loaded)
         return self._engine
 
