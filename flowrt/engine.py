@@ -502,7 +502,8 @@ class Engine:
         def park(row: RunRow | None, error: BaseException | None) -> None:
             self._backlog = row is not None
             if row is not None and error is None:  # released if closing
-                self.leases.park_new(row.run_id, row.lease_epoch, for_drivers=True, row=row, mark=getattr(write, "mark", None))
+                mark = getattr(write, "mark", None)
+                self.leases.park_new(row.run_id, row.lease_epoch, for_drivers=True, row=row, mark=mark)
 
         self.storage.writer.enqueue(write, park)
 

@@ -108,7 +108,8 @@ class Leases:
                     del self._held[row.run_id]
                 parked = mine and lease.held and lease.park and not lease.executing and not self._stopping.is_set()
                 if parked:
-                    self._parked[row.run_id] = Parked(row.run_id, lease.epoch, time.monotonic(), row=lease.row, mark=lease.mark)
+                    kept = Parked(row.run_id, lease.epoch, time.monotonic(), row=lease.row, mark=lease.mark)
+                    self._parked[row.run_id] = kept
             if lease.held and not parked:
                 self._hand_back(lease)
 

@@ -74,10 +74,10 @@ class Storage(Listings):
         self.models = build_models(self.db)
         self._local = threading.local()
         self.edits = 0
-        self._mark_of_transaction: tuple[int, Any] = (-1, None)
         """Writes this process made that can change a run without holding its lease (cancel, the
         claim of a repair, deleting runs), counted inside their transaction: part of a change
         mark, which SQLite's data_version cannot give for this process's own connection."""
+        self._mark_of_transaction: tuple[int, Any] = (-1, None)  # (write_transactions, its mark)
         # SQLite takes one writer at a time; queueing writers on a Python lock is far
         # cheaper than SQLite's busy-wait. Memory shares one connection, so it guards
         # every statement.
