@@ -92,26 +92,31 @@ class Leases:
 
     # -- holding
 
-    @contextlib.contextmanager
-    def hold(self, row: RunRow) -> Iterator[Lease]:
-        """Track a claimed lease: renewed while held, handed back if the block ends still holding it."""
+    def hold(self, row: RunRow) -> _Hold:
+        """Track a claimed lease: renewed while held, handed back if the block ends still holding it.
+
+        A ``with`` block yielding the :class:`Lease` (a small class, not a generator context
+        manager: this runs on every step, and ``contextlib``'s layers cost microseconds)."""
+        return _Hold(self, row)
+
+    def _took(self, row: RunRow) -> Lease:
         lease = Lease(row.run_id, row.lease_epoch, stored=(row.status, row.wake_at))
         with self._lock:
             self._held[row.run_id] = lease
         self._ensure_renewer()
-        try:
-            yield lease
-        finally:
-            with self._lock:
-                mine = self._held.get(row.run_id) is lease  # else forgotten: cancelled under us
-                if mine:
-                    del self._held[row.run_id]
-                parked = mine and lease.held and lease.park and not lease.executing and not self._stopping.is_set()
-                if parked:
-                    kept = Parked(row.run_id, lease.epoch, time.monotonic(), row=lease.row, mark=lease.mark)
-                    self._parked[row.run_id] = kept
-            if lease.held and not parked:
-                self._hand_back(lease)
+        return lease
+
+    def _let_go(self, row: RunRow, lease: Lease) -> None:
+        with self._lock:
+            mine = self._held.get(row.run_id) is lease  # else forgotten: cancelled under us
+            if mine:
+                del self._held[row.run_id]
+            parked = mine and lease.held and lease.park and not lease.executing and not self._stopping.is_set()
+            if parked:
+                kept = Parked(row.run_id, lease.epoch, time.monotonic(), row=lease.row, mark=lease.mark)
+                self._parked[row.run_id] = kept
+        if lease.held and not parked:
+            self._hand_back(lease)
 
     # -- parking
 
@@ -332,3 +337,19 @@ class Leases:
             if self._failing_since is not None:
                 log.warning("lease renewal works again after %.1fs", time.monotonic() - self._failing_since)
                 self._failing_since = None
+
+
+class _Hold:
+    """The block of :meth:`Leases.hold`: the lease is tracked on entry, parked or handed back on exit."""
+
+    __slots__ = ("leases", "row", "lease")
+
+    def __init__(self, leases: Leases, row: RunRow) -> None:
+        self.leases, self.row = leases, row
+
+    def __enter__(self) -> Lease:
+        self.lease = self.leases._took(self.row)
+        return self.lease
+
+    def __exit__(self, *exc: object) -> None:
+        self.leases._let_go(self.row, self.lease)

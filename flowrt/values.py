@@ -24,11 +24,15 @@ def dumps(value: Any) -> str:
     return _encode(value).decode()
 
 
+# One encoder for every user value: json.dumps with options builds a new encoder per call.
+_encode_user = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def dumps_user(value: Any) -> str:
     """User-supplied values must be plain JSON: no NaN, no datetimes, no objects."""
     if value is None:
         return "null"
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _encode_user(value)
 
 
 def loads(text: str | None) -> Any:

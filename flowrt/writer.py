@@ -146,12 +146,13 @@ class GroupWriter:
         with self._queue_lock:
             self._scheduled.discard(loop)
         with self._flush_lock:
-            self._flush()
+            self._flush(loop)
 
     # ------------------------------------------------------------------ the flush
 
-    def _flush(self) -> None:
-        """Write everything queued in one transaction (the flush lock is held)."""
+    def _flush(self, on_loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Write everything queued in one transaction (the flush lock is held); ``on_loop``:
+        the event loop this runs on, if any (its waiters are woken directly)."""
         with self._queue_lock:
             batch, self._queue = self._queue, []
         if not batch:
@@ -182,12 +183,12 @@ class GroupWriter:
             # gets the interrupt as it propagates from here.
             for item in batch:
                 item.error = StorageUnavailable(f"the transaction was interrupted ({type(exc).__name__})")
-            self._release(batch)
+            self._release(batch, on_loop)
             raise
         else:
             for item, result in zip(batch, results):
                 item.result = result
-        self._release(batch)
+        self._release(batch, on_loop)
 
     def _one_by_one(self, batch: list[_Pending]) -> None:
         """After a write raised: every write again, each in a transaction of its own."""
@@ -199,7 +200,7 @@ class GroupWriter:
             except Exception as exc:  # noqa: BLE001 - the write's own error, for its caller
                 item.error = exc
 
-    def _release(self, batch: list[_Pending]) -> None:
+    def _release(self, batch: list[_Pending], on_loop: asyncio.AbstractEventLoop | None) -> None:
         with self._written:
             for item in batch:
                 item.done = True
@@ -211,7 +212,7 @@ class GroupWriter:
             waiter, loop = item.waiter, item.loop
             if waiter is None or loop is None:
                 continue  # a thread: it sees `done` when it gets the flush lock
-            if _running_loop() is loop:
+            if loop is on_loop:  # (from a thread, even one running a loop: thread-safe, always right)
                 _wake(waiter)
             else:
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
@@ -222,9 +223,3 @@ def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
 
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None

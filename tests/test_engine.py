@@ -922,3 +922,35 @@ def test_drivers_back_off_while_the_database_is_away(make_engine: Any, monkeypat
     assert 1 <= len(calls) <= 4  # each driver tried, then waited a second; no hot loop
     calls.clear()
     assert recover(engine, concurrency=2).driven == 0 and len(calls) == 2  # one try per worker
+
+
+def test_run_ids_are_time_ordered_and_unique_whatever_the_user_seeds() -> None:
+    """The random part of a run id comes from flowrt's own generator: a user's random.seed()
+    (common in tests and simulations) must not make two processes issue the same ids, nor
+    may a forked child repeat its parent's."""
+    import os
+    import random
+
+    from flowrt.runs import new_run_id
+
+    random.seed(0)
+    first = [new_run_id() for _ in range(500)]
+    random.seed(0)
+    second = [new_run_id() for _ in range(500)]
+    ids = first + second
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)  # time-ordered, with a counter inside one millisecond
+    assert len({i[19:] for i in ids}) == len(ids)  # the random tails differ too, not only the counters
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the same state as the parent at the fork, unless reseeded
+        try:
+            os.write(write, new_run_id()[19:].encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child_tail = os.read(read, 100).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child_tail and child_tail != new_run_id()[19:]
