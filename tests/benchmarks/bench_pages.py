@@ -6,14 +6,20 @@ Not collected by pytest.
 Every page a transaction changes is appended to the WAL as one frame, so with checkpoints held
 off the WAL's growth divided by the commits is the pages per commit -- the same on any machine,
 unlike a rate. Runs of a 5-node linear flow, started keeping their lease and ticked to the end
-(one write transaction per step), each node returning an output of the given size.
+(one write transaction per step), each node returning an output of the given size. The frames'
+page numbers, looked up in SQLite's ``dbstat`` table, say which table or index each page
+belongs to (``pagesPerCommitByTree``; ``sqlite_schema`` is page 1, whose header changes as the
+file grows, and pointer-map pages come with growth too).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
+import sqlite3
+import struct
 import tempfile
 
 from flowrt import Engine, Flow, ok
@@ -35,7 +41,24 @@ def linear(output_bytes: int) -> Flow:
     return flow
 
 
-def pages_per_commit(runs: int, output_bytes: int) -> tuple[float, int]:
+def frames_by_tree(path: str) -> collections.Counter[str]:
+    """How many WAL frames hold a page of each table or index (by name)."""
+    with open(path + "-wal", "rb") as wal:
+        data = wal.read()
+    page_size = struct.unpack(">I", data[8:12])[0]
+    frame = 24 + page_size  # each frame: a 24-byte header (its page number first), then the page
+    pages = [struct.unpack(">I", data[at : at + 4])[0] for at in range(32, len(data) - frame + 1, frame)]
+    conn = sqlite3.connect(path)
+    try:
+        owner = dict(conn.execute("SELECT pageno, name FROM dbstat"))
+    except sqlite3.OperationalError:  # a SQLite built without dbstat
+        owner = {}
+    finally:
+        conn.close()
+    return collections.Counter(owner.get(page, "other (pointer map, free)") for page in pages)
+
+
+def pages_per_commit(runs: int, output_bytes: int) -> tuple[float, int, dict[str, float]]:
     path = tempfile.mktemp(suffix=".db")
     with Engine(f"sqlite:///{path}", flows=[linear(output_bytes)]) as engine:
         engine.storage.checkpoint_interval = 1e9  # hold checkpoints off: the WAL only grows
@@ -49,10 +72,11 @@ def pages_per_commit(runs: int, output_bytes: int) -> tuple[float, int]:
                 pass
         commits = engine.storage.write_transactions - before
         frames = (os.path.getsize(path + "-wal") - 32) // FRAME
+        by_tree = {name: round(n / commits, 2) for name, n in frames_by_tree(path).most_common()}
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
-    return frames / commits, commits
+    return frames / commits, commits, by_tree
 
 
 def main() -> None:
@@ -61,8 +85,10 @@ def main() -> None:
     parser.add_argument("--output-bytes", type=int, nargs="+", default=[10, 300, 1000])
     args = parser.parse_args()
     for size in args.output_bytes:
-        pages, commits = pages_per_commit(args.runs, size)
-        print(json.dumps({"outputBytes": size, "walPagesPerCommit": round(pages, 2), "commits": commits}))
+        pages, commits, by_tree = pages_per_commit(args.runs, size)
+        print(json.dumps(
+            {"outputBytes": size, "walPagesPerCommit": round(pages, 2), "commits": commits, "pagesPerCommitByTree": by_tree}
+        ))
 
 
 if __name__ == "__main__":
