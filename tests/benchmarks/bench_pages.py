@@ -86,9 +86,8 @@ def main() -> None:
     args = parser.parse_args()
     for size in args.output_bytes:
         pages, commits, by_tree = pages_per_commit(args.runs, size)
-        print(json.dumps(
-            {"outputBytes": size, "walPagesPerCommit": round(pages, 2), "commits": commits, "pagesPerCommitByTree": by_tree}
-        ))
+        line = {"outputBytes": size, "walPagesPerCommit": round(pages, 2), "commits": commits}
+        print(json.dumps({**line, "pagesPerCommitByTree": by_tree}))
 
 
 if __name__ == "__main__":
