@@ -924,33 +924,49 @@ def test_drivers_back_off_while_the_database_is_away(make_engine: Any, monkeypat
     assert recover(engine, concurrency=2).driven == 0 and len(calls) == 2  # one try per worker
 
 
+
+_FORKED_ID_BITS = """
+import os, random
+from flowrt import runs
+state = runs._id_random.getstate()
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write, str(runs._id_random.getrandbits(62)).encode())
+    os._exit(0)
+os.close(write)
+child = int(os.read(read, 100))
+os.waitpid(pid, 0)
+twin = random.Random()
+twin.setstate(state)  # what the child drew had nobody reseeded it
+print("reseeded" if child != twin.getrandbits(62) else "inherited")
+"""
+
+
 def test_run_ids_are_time_ordered_and_unique_whatever_the_user_seeds() -> None:
     """The random part of a run id comes from flowrt's own generator: a user's random.seed()
     (common in tests and simulations) must not make two processes issue the same ids, nor
     may a forked child repeat its parent's."""
     import os
     import random
+    import subprocess
+    import sys
 
     from flowrt.runs import new_run_id
 
-    random.seed(0)
-    first = [new_run_id() for _ in range(500)]
-    random.seed(0)
-    second = [new_run_id() for _ in range(500)]
+    saved = random.getstate()
+    try:
+        random.seed(0)
+        first = [new_run_id() for _ in range(500)]
+        random.seed(0)
+        second = [new_run_id() for _ in range(500)]
+    finally:
+        random.setstate(saved)
     ids = first + second
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)  # time-ordered, with a counter inside one millisecond
     assert len({i[19:] for i in ids}) == len(ids)  # the random tails differ too, not only the counters
 
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: the same state as the parent at the fork, unless reseeded
-        try:
-            os.write(write, new_run_id()[19:].encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    child_tail = os.read(read, 100).decode()
-    os.close(read)
-    os.waitpid(pid, 0)
-    assert child_tail and child_tail != new_run_id()[19:]
+    if hasattr(os, "fork"):  # in a fresh interpreter of one thread: a fork inside pytest's is not safe
+        forked = subprocess.run([sys.executable, "-c", _FORKED_ID_BITS], capture_output=True, text=True, timeout=60)
+        assert forked.stdout.strip() == "reseeded", forked.stderr

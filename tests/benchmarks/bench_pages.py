@@ -24,9 +24,6 @@ import tempfile
 
 from flowrt import Engine, Flow, ok
 
-FRAME = 4096 + 24  # a page and its frame header (SQLite's default page size)
-
-
 def linear(output_bytes: int) -> Flow:
     flow = Flow("pages")
     blob = "x" * output_bytes
@@ -41,13 +38,19 @@ def linear(output_bytes: int) -> Flow:
     return flow
 
 
-def frames_by_tree(path: str) -> collections.Counter[str]:
-    """How many WAL frames hold a page of each table or index (by name)."""
+def wal_pages(path: str) -> list[int]:
+    """The page number of each frame in the WAL (none if it is empty)."""
     with open(path + "-wal", "rb") as wal:
         data = wal.read()
-    page_size = struct.unpack(">I", data[8:12])[0]
+    if len(data) < 32:
+        return []
+    page_size = struct.unpack(">I", data[8:12])[0]  # from the WAL's 32-byte header
     frame = 24 + page_size  # each frame: a 24-byte header (its page number first), then the page
-    pages = [struct.unpack(">I", data[at : at + 4])[0] for at in range(32, len(data) - frame + 1, frame)]
+    return [struct.unpack(">I", data[at : at + 4])[0] for at in range(32, len(data) - frame + 1, frame)]
+
+
+def frames_by_tree(path: str, pages: list[int]) -> collections.Counter[str]:
+    """How many of the WAL's frames hold a page of each table or index (by name)."""
     conn = sqlite3.connect(path)
     try:
         owner = dict(conn.execute("SELECT pageno, name FROM dbstat"))
@@ -70,13 +73,13 @@ def pages_per_commit(runs: int, output_bytes: int) -> tuple[float, int, dict[str
             run_id = engine.start("pages", keep_lease=True).run_id
             while engine.tick(run_id).status == "RUNNING":
                 pass
-        commits = engine.storage.write_transactions - before
-        frames = (os.path.getsize(path + "-wal") - 32) // FRAME
-        by_tree = {name: round(n / commits, 2) for name, n in frames_by_tree(path).most_common()}
+        commits = max(1, engine.storage.write_transactions - before)
+        pages = wal_pages(path)
+        by_tree = {name: round(n / commits, 2) for name, n in frames_by_tree(path, pages).most_common()}
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
-    return frames / commits, commits, by_tree
+    return len(pages) / commits, commits, by_tree
 
 
 def main() -> None:
