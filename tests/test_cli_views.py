@@ -286,6 +286,8 @@ def test_status_watch_prints_each_change_until_the_run_waits(engine: Engine, db:
     assert watcher.returncode == 0, err
     views = (seen + out).split("── ")
     assert "RUNNING" in views[1] and "WAITING" in views[-1] and "resume it with" in views[-1]
+    # "took" is how long a run took once it ended; a waiting run has not taken anything yet
+    assert "took" not in views[-1] and "updated" in views[-1]
 
 
 def test_runs_watch_repeats_when_piped_and_ends_cleanly_on_ctrl_c(engine: Engine, db: str) -> None:

@@ -34,6 +34,7 @@ STATUS_STYLES = {
     "FAILED": "bold red",
     "CANCELLED": "bold magenta",
 }
+_ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 DETAIL = 400  # characters of a JSON value shown in a run's own view; --json has it all
 
 
@@ -153,7 +154,9 @@ class Output:
             grid.add_row("attempts", ", ".join(f"{node} ×{n}" for node, n in attempts.items()))
         grid.add_row("created", self.clock.full(run.get("createdAt")))
         grid.add_row("updated", self.clock.full(run.get("updatedAt")))
-        took = span(run.get("createdAt"), run.get("updatedAt"))
+        # How long the run took, once it has ended: before, created-to-updated is only how far
+        # it got (a run waiting for a person would read as "took 3ms").
+        took = span(run.get("createdAt"), run.get("updatedAt")) if run.get("status") in _ENDED else None
         if took is not None:
             grid.add_row("took", timeline_view.duration(took))
         parts: list[RenderableType] = [title, grid]
