@@ -212,9 +212,9 @@ class GroupWriter:
             waiter, loop = item.waiter, item.loop
             if waiter is None or loop is None:
                 continue  # a thread: it sees `done` when it gets the flush lock
-            if loop is on_loop:  # (from a thread, even one running a loop: thread-safe, always right)
+            if loop is on_loop:  # this flush runs on the waiter's own loop: wake it directly
                 _wake(waiter)
-            else:
+            else:  # any other thread (even one that runs some loop): hand it to that loop
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
                     loop.call_soon_threadsafe(_wake, waiter)
 
@@ -222,4 +222,3 @@ class GroupWriter:
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-

@@ -22,6 +22,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from ..runs import FINISHED
 from . import timeline_view
 from .backends import Json, OnProgress
 from .clock import Clock, span
@@ -34,7 +35,6 @@ STATUS_STYLES = {
     "FAILED": "bold red",
     "CANCELLED": "bold magenta",
 }
-_ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 DETAIL = 400  # characters of a JSON value shown in a run's own view; --json has it all
 
 
@@ -156,7 +156,7 @@ class Output:
         grid.add_row("updated", self.clock.full(run.get("updatedAt")))
         # How long the run took, once it has ended: before, created-to-updated is only how far
         # it got (a run waiting for a person would read as "took 3ms").
-        took = span(run.get("createdAt"), run.get("updatedAt")) if run.get("status") in _ENDED else None
+        took = span(run.get("createdAt"), run.get("updatedAt")) if run.get("status") in FINISHED else None
         if took is not None:
             grid.add_row("took", timeline_view.duration(took))
         parts: list[RenderableType] = [title, grid]
