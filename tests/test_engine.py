@@ -924,7 +924,6 @@ def test_drivers_back_off_while_the_database_is_away(make_engine: Any, monkeypat
     assert recover(engine, concurrency=2).driven == 0 and len(calls) == 2  # one try per worker
 
 
-
 _FORKED_ID_BITS = """
 import os, random
 from flowrt import runs

@@ -112,18 +112,27 @@ def test_a_parked_lease_is_handed_back_soon_and_another_process_may_then_step_th
         assert "NODE_FAILED" not in types  # a handed-back lease is no lost worker
 
 
-def _hand_back_held(engine: Engine) -> tuple[str, threading.Event]:
-    """A run ticked once, parked, and its hand-back's write now held until the event is set."""
+def _hand_back_held(engine: Engine, *, then_fail: bool = False) -> tuple[str, threading.Event]:
+    """A run ticked once, parked, and its hand-back's write now held until the event is set;
+    then it goes through or, ``then_fail``, fails as if the database were away (later hand-backs
+    go through)."""
+    from flowrt.errors import StorageUnavailable
+
     engine.leases.park_seconds = 0.2
     entered, go_on = threading.Event(), threading.Event()
     release_many = engine.storage.release_many
+    calls: list[int] = []
 
-    def slow_release_many(leases: Any) -> None:
-        entered.set()
-        assert go_on.wait(20)
+    def held_release_many(leases: Any) -> None:
+        calls.append(len(leases))
+        if len(calls) == 1:
+            entered.set()
+            assert go_on.wait(20)
+            if then_fail:
+                raise StorageUnavailable("database unavailable: gone for a moment")
         release_many(leases)
 
-    engine.storage.release_many = slow_release_many  # type: ignore[method-assign]
+    engine.storage.release_many = held_release_many  # type: ignore[method-assign]
     idle = engine.start("lin", keep_lease=True).run_id
     engine.tick(idle)  # parked; handed back soon, and that write is held
     assert entered.wait(20)
@@ -178,26 +187,8 @@ def test_a_tick_on_the_event_loop_waits_for_its_runs_hand_back_without_blocking_
 def test_closing_while_a_hand_back_is_written_still_hands_that_lease_back(sqlite_url: str) -> None:
     """Close does not wait for the renewer's hand-back: it releases those leases itself, so a
     hand-back whose write then fails loses none (found in review)."""
-    from flowrt.errors import StorageUnavailable
-
     engine = Engine(sqlite_url, flows=[linear(3)])
-    engine.leases.park_seconds = 0.2
-    entered, go_on = threading.Event(), threading.Event()
-    release_many = engine.storage.release_many
-    calls: list[int] = []
-
-    def failing_first_release_many(leases: Any) -> None:
-        calls.append(len(leases))
-        if len(calls) == 1:  # the renewer's hand-back: held, then the database is "away"
-            entered.set()
-            assert go_on.wait(20)
-            raise StorageUnavailable("database unavailable: gone for a moment")
-        release_many(leases)
-
-    engine.storage.release_many = failing_first_release_many  # type: ignore[method-assign]
-    run_id = engine.start("lin", keep_lease=True).run_id
-    engine.tick(run_id)
-    assert entered.wait(20)
+    run_id, go_on = _hand_back_held(engine, then_fail=True)  # the renewer's hand-back: held, then "away"
     threading.Timer(0.5, go_on.set).start()
     engine.close()
     go_on.set()
@@ -286,8 +277,8 @@ def test_a_cancel_here_just_after_a_parked_steps_commit_is_seen_before_the_next_
     url = sqlite_url if url_kind == "sqlite" else "memory://"
 
     async def scenario(engine: Engine) -> None:
-        run = await engine.start_async("lin", keep_lease=True)
-        run_id = (run[0] if isinstance(run, tuple) else run).run_id
+        run, _ = await engine.start_async("lin", keep_lease=True)
+        run_id = run.run_id
         await engine.tick_async(run_id)
         writer = engine.storage.writer
         flush = writer._flush_on_loop  # noqa: SLF001 - the cancel lands between a commit and its step's end
