@@ -114,7 +114,7 @@ class WriteTally:
                     self.step_writes += 1
             return outcome
 
-        tagged.one_statement = getattr(apply, "one_statement", False)  # type: ignore[attr-defined]
+        tagged.statement = getattr(apply, "statement", None)  # type: ignore[attr-defined]
         return tagged
 
     def figures(self, *, steps: int, runs: int) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from .runs import Event, EventType, Run, RunStatus, new_run_id, to_datetime
 from .repair import Repairs
 from .retention import Pruner, PruneReport, parse_age
 from .runner import Runner
-from .steps import Commit, Step, StepCore
+from .steps import Commit, Query, Step, StepCore
 from .storage import DEFAULT_URL, LeaseLost, RunRow, Storage
 from .values import DEFAULT_MAX_VALUE_BYTES, dumps, dumps_user, loads, too_large
 
@@ -121,6 +121,8 @@ class Engine:
         self._repairs = Repairs(self._steps)
         self.pruner = Pruner(self.storage)
         self.runner = Runner(self.storage, self.executor, clock, pool_size=pool_size)
+        if self.runner.offload_db:
+            self.leases.write_elsewhere = lambda release: self.runner.db_pool().submit(release)
         self._backlog = False  # the last claim ahead found a run: drivers go on claiming ahead
         self._listeners: list[Callable[[], None]] = []
         self.register(*flows)
@@ -395,7 +397,7 @@ class Engine:
             raise existing
         if existing is not None:
             assert start_key is not None
-            earlier = self.storage.get_run(existing[0])
+            earlier = yield Query(self.storage.get_run, (existing[0],))
             if existing[1] != start_key[1] or earlier is None:
                 what = f"run {existing[0]}" + (f" of flow {earlier.flow_id}@{earlier.flow_version}" if earlier else "")
                 raise IdempotencyConflict(
@@ -562,7 +564,8 @@ class Engine:
         try:
             return self._finished_step(await self.runner.drive_async(gen))
         except LeaseLost:
-            return self._after_lost_lease(run_id)
+            lost: RunRow = await self.offload(self._after_lost_lease, run_id)
+            return lost
 
     def _finished_step(self, row: RunRow) -> RunRow:
         if row.status == RunStatus.RUNNING and not self.leases.is_parked(row.run_id):

@@ -19,6 +19,7 @@ transaction), and at close all of them are.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -89,6 +90,8 @@ class Leases:
         self._returned = threading.Condition(self._lock)
         self.park_seconds = 1.0
         self._on_handed_back = on_handed_back  # parked leases went back: their runs are anyone's now
+        self.write_elsewhere: Callable[[Callable[[], None]], Any] | None = None
+        """Postgres: how a hand-back asked for on an event loop is written in a database thread."""
 
     # -- holding
 
@@ -212,6 +215,37 @@ class Leases:
             self._on_handed_back()
 
     def _hand_back(self, lease: Lease) -> None:
+        if self.write_elsewhere is not None and not lease.executing and _on_event_loop():
+            self._hand_back_elsewhere(lease, self.write_elsewhere)
+            return
+        self._hand_back_now(lease)
+
+    def _hand_back_elsewhere(self, lease: Lease, submit: Callable[[Callable[[], None]], Any]) -> None:
+        """Release the lease from a database thread: on Postgres the event loop waits for no
+        database call but those of its own async connections. Meanwhile the lease counts as
+        being handed back, so a step of the run here waits for it (:meth:`returning`), as it
+        waits for a parked lease handed back."""
+        returning = Parked(lease.run_id, lease.epoch, time.monotonic())
+        with self._lock:
+            self._returning[lease.run_id] = returning
+
+        def release() -> None:
+            try:
+                self._hand_back_now(lease)
+            finally:
+                with self._lock:
+                    if self._returning.get(lease.run_id) is returning:
+                        del self._returning[lease.run_id]
+                    self._returned.notify_all()
+            if self._on_handed_back is not None:
+                self._on_handed_back()
+
+        try:
+            submit(release)
+        except RuntimeError:  # the database threads are shut down (closing): here, then
+            release()
+
+    def _hand_back_now(self, lease: Lease) -> None:
         try:
             if lease.executing:
                 # Interrupted inside the handler (Ctrl-C, an abandoned step at shutdown): like
@@ -337,6 +371,14 @@ class Leases:
             if self._failing_since is not None:
                 log.warning("lease renewal works again after %.1fs", time.monotonic() - self._failing_since)
                 self._failing_since = None
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class _Hold:

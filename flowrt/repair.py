@@ -16,11 +16,11 @@ finished (or waiting) node, so they can be rewound to nodes started after it and
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Generator, Sequence
 
 from .errors import InvalidInput, RewindUnavailable, RunBusy, RunNotFound, RunNotRepairable
 from .runs import EventType, RunStatus
-from .steps import Step, StepCore
+from .steps import Query, Step, StepCore
 from .storage import RunRow, Storage
 from .values import deep_merge, dumps, loads
 
@@ -39,7 +39,7 @@ class Repairs:
     def retry(self, run_id: str, by: str) -> Step:
         """A FAILED or CANCELLED run becomes RUNNING at the node where it stopped, with its
         state and outputs as they were and that node's failure count reset."""
-        current = self._current(run_id)
+        current = yield from self._current(run_id)
         if current.status not in RETRYABLE_STATUSES:
             raise RunNotRepairable(_not_retryable(current), run_id=run_id)
         flow = self.steps.flow_of(current)  # FlowNotRegistered (422) before anything is written
@@ -49,7 +49,7 @@ class Repairs:
                 f"({current.current_node_id!r}); rewind it to a node instead (flowrt rewind --to NODE)",
                 run_id=run_id,
             )
-        row = self._claim(current, RETRYABLE_STATUSES, "retried")
+        row = yield from self._claim(current, RETRYABLE_STATUSES, "retried")
         with self.steps.leases.hold(row) as lease:
             node_id = row.current_node_id
             now = self.steps.clock.now_ms()
@@ -67,15 +67,16 @@ class Repairs:
         (parked in a backoff, or not driven); a step in progress makes it RUN_BUSY."""
         if not isinstance(to_node, str) or not to_node:
             raise InvalidInput("toNode must be the id of a node of the run's flow")
-        current = self._current(run_id)
+        current = yield from self._current(run_id)
         flow = self.steps.flow_of(current)
         if to_node not in flow.nodes:
             raise InvalidInput(
                 f"flow {flow.flow_id}@{flow.version} has no node {to_node[:200]!r}; its nodes: {', '.join(flow.nodes)}"
             )
-        row = self._claim(current, REWINDABLE_STATUSES, "rewound")
+        row = yield from self._claim(current, REWINDABLE_STATUSES, "rewound")
         with self.steps.leases.hold(row) as lease:
-            state, outputs, seq = self.rebuild(row.run_id, to_node)
+            changes = yield Query(changes_of, (self.storage, row.run_id))
+            state, outputs, seq = self.rebuild(row.run_id, to_node, changes)
             now = self.steps.clock.now_ms()
             new = _reopened(row, now, to_node)
             new.state_json, new.outputs_json = dumps(state), dumps(outputs)
@@ -84,9 +85,11 @@ class Repairs:
             event = (run_id, new.last_seq, now, EventType.RUN_REWOUND, to_node, None, payload, snapshot)
             return (yield from self.steps.commit(new, lease, [event]))
 
-    def rebuild(self, run_id: str, node_id: str) -> tuple[dict[str, Any], dict[str, Any], int]:
-        """``(state, outputs, seq)`` just before ``node_id`` last started (its NODE_STARTED is ``seq``)."""
-        changes = changes_of(self.storage, run_id)
+    def rebuild(
+        self, run_id: str, node_id: str, changes: list[tuple[int, str, str | None, str | None]]
+    ) -> tuple[dict[str, Any], dict[str, Any], int]:
+        """``(state, outputs, seq)`` just before ``node_id`` last started (its NODE_STARTED is
+        ``seq``), from the run's :func:`changes_of`."""
         starts = [seq for seq, kind, node, _ in changes if kind == EventType.NODE_STARTED and node == node_id]
         if not starts:
             started = sorted({node for _, kind, node, _ in changes if kind == EventType.NODE_STARTED and node})
@@ -130,18 +133,19 @@ class Repairs:
 
     # ------------------------------------------------------------------ helpers
 
-    def _current(self, run_id: str) -> RunRow:
-        row = self.storage.get_run(run_id)
+    def _current(self, run_id: str) -> Generator[Query, Any, RunRow]:
+        row: RunRow | None = yield Query(self.storage.get_run, (run_id,))
         if row is None:
             raise RunNotFound(f"run {run_id} not found", run_id=run_id)
         return row
 
-    def _claim(self, current: RunRow, statuses: tuple[RunStatus, ...], what: str) -> RunRow:
+    def _claim(self, current: RunRow, statuses: tuple[RunStatus, ...], what: str) -> Generator[Any, Any, RunRow]:
         steps = self.steps
-        row = claim_for_repair(self.storage, current.run_id, steps.owner, steps.leases.ttl_ms, statuses)
+        yield from steps.wait_for_hand_back(current.run_id)
+        row: RunRow | None = yield Query(claim_for_repair, (self.storage, current.run_id, steps.owner, steps.leases.ttl_ms, statuses))
         if row is not None:
             return row
-        now = self._current(current.run_id)
+        now = yield from self._current(current.run_id)
         if now.status not in statuses:
             raise RunNotRepairable(f"run {now.run_id} became {now.status} meanwhile and cannot be {what}", run_id=now.run_id)
         raise RunBusy(f"run {now.run_id} is being executed by {now.lease_owner}", run_id=now.run_id)

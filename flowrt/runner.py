@@ -1,29 +1,33 @@
 """Performing the step core's requests: in the calling thread, or from an event loop.
 
 The step core (:mod:`flowrt.steps`) is written as generators that yield what they need
-done outside the database: :class:`~flowrt.steps.Execute` (run a handler),
-:class:`~flowrt.steps.Commit` (write a step) and :class:`~flowrt.steps.Sleep`. A
-:class:`Runner` drives such a generator to its end, doing each request where it is
-cheapest:
+done: :class:`~flowrt.steps.Execute` (run a handler), :class:`~flowrt.steps.Commit` (write
+a step), :class:`~flowrt.steps.Query` (another database call) and
+:class:`~flowrt.steps.Sleep`. A :class:`Runner` drives such a generator to its end, doing
+each request where it is cheapest:
 
 - in the calling thread (the Python API, drivers, recovery): handlers are called there,
-  commits go to the group writer's leader scheme;
-- from an event loop (the HTTP server). On SQLite the generator runs on the loop (a thread
-  hop costs more than a short write) and its commits join the loop's group commit; on
-  Postgres it runs in a database thread, which also performs its commits, so a step costs
-  one hop each way around its handler.
+  queries made there, commits go to the group writer's leader scheme;
+- from an event loop (the HTTP server), the generator runs on the loop. On SQLite its
+  queries are made there too (a thread hop costs more than a short read or write) and its
+  commits join the loop's group commit. On Postgres the hot statements -- the read of a
+  parked run, a claim by id, a commit of one statement -- are awaited on the loop's own
+  async connections (:mod:`flowrt.loop_connections`: a query from a thread costs the process
+  four times the CPU), and every other query or commit goes to a database thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from typing import Any, Generator
+from typing import Any, Callable, Generator
 
 from .clock import Clock
+from .errors import StorageUnavailable
 from .execution import Executor
-from .steps import Commit, Execute, Sleep
-from .storage import Storage
+from .loop_connections import LoopConnections
+from .steps import Commit, Execute, Query, Sleep
+from .storage import RunRow, Storage
 
 
 class Runner:
@@ -36,10 +40,17 @@ class Runner:
         self.offload_db = storage.kind == "postgres"
         self._pool_size = pool_size
         self._db_threads: concurrent.futures.ThreadPoolExecutor | None = None
+        self.loop_connections = LoopConnections(storage, pool_size) if self.offload_db else None
+        # The calls with a twin on the loop's connections; any other goes to a database thread.
+        self._on_loop: dict[Callable[..., Any], Callable[..., Any]] = (
+            {storage.get_run: self._get_run_on_loop, storage.claim: self._claim_on_loop} if self.offload_db else {}
+        )
 
     def close(self) -> None:
         if self._db_threads is not None:
             self._db_threads.shutdown(wait=False, cancel_futures=True)
+        if self.loop_connections is not None:
+            self.loop_connections.close()
 
     def db_pool(self) -> concurrent.futures.ThreadPoolExecutor:
         """The server's database threads (Postgres), each keeping its pooled connection."""
@@ -52,35 +63,50 @@ class Runner:
     def drive_sync(self, gen: Generator[Any, Any, Any]) -> Any:
         """Perform a generator's requests in this thread; its return value."""
         value: Any = None
+        error: BaseException | None = None
         try:
             while True:
-                done, request = _send(gen, value)
+                done, request = _send(gen, value, error)
                 if done:
                     return request
-                value = self._perform(request)
+                if isinstance(request, Query):
+                    try:
+                        value, error = request.call(*request.args), None
+                    except BaseException as exc:  # noqa: BLE001 - raised in the generator, where it asked
+                        value, error = None, exc
+                else:
+                    value = self._perform(request)
         finally:
             gen.close()
 
     async def drive_async(self, gen: Generator[Any, Any, Any]) -> Any:
-        """Perform a generator's requests from an event loop.
-
-        On SQLite the generator runs on the loop (a thread hop costs more than a short
-        write) and its commits join the loop's group commit. On Postgres it runs in a
-        database thread, which also performs its commits, so a step costs one hop."""
+        """Perform a generator's requests from an event loop; the generator runs on the loop."""
         value: Any = None
-        in_thread: concurrent.futures.Future[tuple[bool, Any]] | None = None
+        error: BaseException | None = None
+        committing: asyncio.Future[Any] | None = None
         try:
             while True:
-                if self.offload_db:
-                    in_thread = self.db_pool().submit(self._advance, gen, value)
-                    done, request = await asyncio.wrap_future(in_thread)
-                    in_thread = None
-                else:
-                    done, request = _send(gen, value)
+                done, request = _send(gen, value, error)
                 if done:
                     return request
-                if isinstance(request, Commit):
-                    value = await self._commit_async(request)
+                error = None
+                if isinstance(request, Query):
+                    try:
+                        if self.offload_db:
+                            value = await self._query_async(request)
+                        else:  # SQLite: here, on the loop (cheaper than a thread hop)
+                            value = request.call(*request.args)
+                    except Exception as exc:  # noqa: BLE001 - raised in the generator, where it asked
+                        value, error = None, exc
+                elif isinstance(request, Commit):
+                    if self.offload_db:
+                        # Shielded: a request cut off here (shutdown) lets its commit finish, so
+                        # the step is closed -- its lease handed back -- only after it landed or not.
+                        committing = asyncio.ensure_future(self._commit_async(request))
+                        value = await asyncio.shield(committing)
+                        committing = None
+                    else:
+                        value = await self._commit_async(request)
                 elif isinstance(request, Sleep):
                     await self.clock.asleep(request.seconds)
                     value = None
@@ -88,12 +114,48 @@ class Runner:
                     assert isinstance(request, Execute)
                     value = await self.executor.acall(request.node, request.ctx)
         finally:
-            if in_thread is not None and not in_thread.done():
-                # Cancelled while the generator runs in a database thread (a request cut off
-                # at shutdown): close it there once that call returns, so its lease is handed back.
-                in_thread.add_done_callback(lambda _: gen.close())
+            if committing is not None and not committing.done():
+                committing.add_done_callback(lambda _: gen.close())
             else:
                 gen.close()
+
+    async def _query_async(self, request: Query) -> Any:
+        """Postgres: on the loop's connections if the call has a twin there, else in a database thread."""
+        on_loop = self._on_loop.get(request.call)
+        if on_loop is not None:
+            return await on_loop(*request.args)
+        return await asyncio.get_running_loop().run_in_executor(self.db_pool(), request.call, *request.args)
+
+    async def _get_run_on_loop(self, run_id: str) -> RunRow | None:
+        assert self.loop_connections is not None
+        row = await self.loop_connections.fetch_one(self.storage._sql.get_run, (run_id,))  # noqa: SLF001 - its SQL
+        return RunRow(*row) if row else None
+
+    async def _claim_on_loop(self, run_id: str, owner: str, ttl_ms: int) -> RunRow | None:
+        """:meth:`Storage.claim`: one statement, so its own transaction."""
+        assert self.loop_connections is not None
+        now = self.clock.now_ms()
+        self.storage.write_transactions += 1
+        row = await self._written(self.storage._sql.claim_by_id, (owner, now + ttl_ms, run_id, now, owner), fetch=True)  # noqa: SLF001
+        return RunRow(*row) if row else None
+
+    async def _written(self, sql: str, params: Any, *, fetch: bool) -> Any:
+        """A write of one statement on the loop's connections, with the storage's bookkeeping
+        of write trouble (for /health)."""
+        assert self.loop_connections is not None
+        storage = self.storage
+        result: Any
+        try:
+            if fetch:
+                result = await self.loop_connections.fetch_one(sql, params)
+            else:
+                result = await self.loop_connections.execute(sql, params)
+        except StorageUnavailable as exc:
+            storage._write_failed(exc)  # noqa: SLF001 - the storage's own bookkeeping
+            raise
+        if storage.write_error is not None:
+            storage._write_worked()  # noqa: SLF001
+        return result
 
     def _perform(self, request: Any) -> Any:
         """Perform one request of a step generator in this thread."""
@@ -105,13 +167,6 @@ class Runner:
         assert isinstance(request, Execute)
         return self.executor.call(request.node, request.ctx)
 
-    def _advance(self, gen: Generator[Any, Any, Any], value: Any) -> tuple[bool, Any]:
-        """In a database thread: send, performing commits here, until the generator needs the loop."""
-        done, request = _send(gen, value)
-        while not done and isinstance(request, Commit):
-            done, request = _send(gen, self._commit(request))
-        return done, request
-
     def _commit(self, request: Commit) -> Any:
         """A Commit's outcome: what its write returned, or the exception it failed with."""
         try:
@@ -120,19 +175,33 @@ class Runner:
             return exc
 
     async def _commit_async(self, request: Commit) -> Any:
-        """Always through the loop's group commit, even when this step seems alone: the
-        requests behind it are waiting in the loop's queue, not yet in the engine, and
+        """On SQLite always through the loop's group commit, even when this step seems alone:
+        the requests behind it are waiting in the loop's queue, not yet in the engine, and
         reach their commits in time for this one only if this step lets them run (measured:
-        1.4-2.2x the requests/s at 16 clients, the same at one)."""
+        1.4-2.2x the requests/s at 16 clients, the same at one).
+
+        On Postgres a write of one statement is its own transaction on one of the loop's
+        connections: Postgres commits many at once, so it is never held for a batch. Any
+        other write (a retry, an idempotency record) goes to a database thread."""
         try:
-            return await self.storage.writer.write_async(request.apply)
+            if not self.offload_db:
+                return await self.storage.writer.write_async(request.apply)
+            statement = getattr(request.apply, "statement", None)
+            if statement is None:
+                return await asyncio.get_running_loop().run_in_executor(self.db_pool(), self._commit, request)
+            sql, params, outcome = statement
+            writer = self.storage.writer
+            writer.transactions += 1
+            writer.writes += 1
+            self.storage.write_transactions += 1
+            return outcome(await self._written(sql, params, fetch=False))
         except Exception as exc:  # noqa: BLE001 - as in _commit
             return exc
 
 
-def _send(gen: Generator[Any, Any, Any], value: Any) -> tuple[bool, Any]:
-    """``gen.send`` as a plain result, so it can cross a thread pool (StopIteration cannot)."""
+def _send(gen: Generator[Any, Any, Any], value: Any, error: BaseException | None = None) -> tuple[bool, Any]:
+    """``gen.send`` (or ``gen.throw`` of a query's error) as a plain result."""
     try:
-        return False, gen.send(value)
+        return False, gen.send(value) if error is None else gen.throw(error)
     except StopIteration as stop:
         return True, stop.value

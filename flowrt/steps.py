@@ -5,12 +5,13 @@ transaction open, then commit state, outputs, attempts, status, events and the
 idempotency record in one transaction fenced by the lease epoch, so a step whose lease
 moved on (cancelled, or reclaimed after a crash) writes nothing.
 
-The logic is written once, as generators that *yield* the work they need done outside
-the database: :class:`Execute` (run a handler), :class:`Commit` (write a step: the engine
-hands it to the group writer, :mod:`flowrt.writer`, which commits the steps of many runs
-in one transaction) and :class:`Sleep` (a short backoff, or a pause before committing
-again while the database is away). The engine performs those requests in the calling
-thread or on an event loop; nothing else differs between the two.
+The logic is written once, as generators that *yield* the work they need done: :class:`Execute`
+(run a handler), :class:`Commit` (write a step: the engine hands it to the group writer,
+:mod:`flowrt.writer`, which commits the steps of many runs in one transaction),
+:class:`Query` (any other database call: a claim, a read) and :class:`Sleep` (a short
+backoff, or a pause before committing again while the database is away). The engine
+performs those requests in the calling thread or on an event loop (:mod:`flowrt.runner`);
+nothing else differs between the two.
 
 A tick keeps the run's lease at its commit when the run goes on (RUNNING), and parks it in
 this process (:mod:`flowrt.leases`): the next tick or driver here continues from it with no
@@ -73,6 +74,31 @@ class Commit:
 
 
 @dataclass(slots=True)
+class Query:
+    """A request from the step core: make this storage call (``call(*args)``) and send back
+    its value, or raise its error at the ``yield``. Where the call runs is the runner's
+    choice: in the calling thread, on the event loop, or in a database thread."""
+
+    call: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+def performed_here(gen: Generator[Query, Any, Any]) -> Any:
+    """Drive a generator that yields only queries, making each call in this thread."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            query = gen.send(value) if error is None else gen.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            value, error = query.call(*query.args), None
+        except BaseException as exc:  # noqa: BLE001 - raised where the call was asked for
+            value, error = None, exc
+
+
+@dataclass(slots=True)
 class Sleep:
     seconds: float
 
@@ -105,8 +131,8 @@ class StepCore:
     # ------------------------------------------------------------------ entry points
 
     def tick(self, run_id: str) -> Step:
-        yield from self._while_handed_back(run_id)
-        row, claimed = self._claim(run_id)
+        yield from self.wait_for_hand_back(run_id)
+        row, claimed = yield from self._claim(run_id)
         if not claimed:
             return row
         with self.leases.hold(row) as lease:
@@ -132,9 +158,10 @@ class StepCore:
                 f"resume payload is {len(payload_json.encode())} bytes, over the limit of {self.max_value_bytes} "
                 "(Engine(max_value_bytes=...), flowrt serve --max-value-bytes)"
             )
-        row = self.storage.claim(run_id, self.owner, self.leases.ttl_ms)
+        yield from self.wait_for_hand_back(run_id)
+        row = yield Query(self.storage.claim, (run_id, self.owner, self.leases.ttl_ms))
         if row is None:
-            current = self.storage.get_run(run_id)
+            current = yield Query(self.storage.get_run, (run_id,))
             if current is None:
                 raise RunNotFound(f"run {run_id} not found", run_id=run_id)
             if current.status != RunStatus.WAITING:
@@ -152,8 +179,8 @@ class StepCore:
     def until_blocked(
         self, run_id: str, should_stop: Callable[[], bool] | None = None, max_sleep: float | None = None
     ) -> Step:
-        yield from self._while_handed_back(run_id)
-        row, claimed = self._claim(run_id)
+        yield from self.wait_for_hand_back(run_id)
+        row, claimed = yield from self._claim(run_id)
         if not claimed:
             return row
         return (yield from self.drive(row, max_sleep, should_stop))
@@ -178,25 +205,25 @@ class StepCore:
 
     # ------------------------------------------------------------------ claims and commits
 
-    def _while_handed_back(self, run_id: str) -> Generator[Any, Any, None]:
+    def wait_for_hand_back(self, run_id: str) -> Generator[Any, Any, None]:
         """Wait, as a step waits (``Sleep``: an event loop goes on serving), while this run's
         parked lease is being handed back; then it is claimed afresh."""
         while self.leases.returning(run_id):
             yield Sleep(0.005)
 
-    def _claim(self, run_id: str) -> tuple[RunRow, bool]:
+    def _claim(self, run_id: str) -> Generator[Query, Any, tuple[RunRow, bool]]:
         """``(row, claimed)``; an ended run comes back unclaimed, a held one raises RunBusy.
 
         A lease parked here by the run's previous step needs no claim (see :meth:`_still_parked`)."""
         parked = self.leases.unpark(run_id)
         if parked is not None:
-            row = self._still_parked(parked, for_drivers=False)
+            row = yield from self._still_parked(parked, for_drivers=False)
             if row is not None:
                 return row, True
-        row = self.storage.claim(run_id, self.owner, self.leases.ttl_ms)
+        row = yield Query(self.storage.claim, (run_id, self.owner, self.leases.ttl_ms))
         if row is not None:
             return row, True
-        row = self.storage.get_run(run_id)
+        row = yield Query(self.storage.get_run, (run_id,))
         if row is None:
             raise RunNotFound(f"run {run_id} not found", run_id=run_id)
         if row.status in FINISHED:
@@ -209,11 +236,11 @@ class StepCore:
             parked = self.leases.take_parked()
             if parked is None:
                 return None
-            row = self._still_parked(parked, for_drivers=True)
+            row: RunRow | None = performed_here(self._still_parked(parked, for_drivers=True))
             if row is not None:
                 return row
 
-    def _still_parked(self, parked: Parked, *, for_drivers: bool) -> RunRow | None:
+    def _still_parked(self, parked: Parked, *, for_drivers: bool) -> Generator[Query, Any, RunRow | None]:
         """The run if the lease taken out of the park is still ours as parked, else None.
 
         The row this process stored with the lease is the run as it is, with no read, when
@@ -237,14 +264,14 @@ class StepCore:
         ):
             return kept
         try:
-            row = self.storage.get_run(run_id)
+            row: RunRow | None = yield Query(self.storage.get_run, (run_id,))
         except BaseException:
             self.leases.park_new(run_id, epoch, for_drivers=for_drivers)
             raise
         if row is None or row.lease_owner != self.owner or row.lease_epoch != epoch or row.status not in ACTIVE:
             return None
         if (row.lease_expires_at or 0) < now + self.leases.ttl_ms // 2:
-            if not self.storage.extend(run_id, self.owner, epoch, now + self.leases.ttl_ms):
+            if not (yield Query(self.storage.extend, (run_id, self.owner, epoch, now + self.leases.ttl_ms))):
                 return None  # taken by another process as it ran out: theirs now
             row.lease_expires_at = now + self.leases.ttl_ms
         return row
@@ -281,7 +308,7 @@ class StepCore:
                 lease.held = False
                 raise outcome
             if isinstance(outcome, (DuplicateStep, *DUPLICATE)):
-                if not failing_since or not self._landed(new, lease):
+                if not failing_since or not (yield from self._landed(new, lease)):
                     if isinstance(outcome, DuplicateStep):
                         raise outcome
                     raise DuplicateStep(str(outcome)) from outcome
@@ -310,8 +337,8 @@ class StepCore:
         lease.row, lease.mark = new, None if failing_since else getattr(write, "mark", None)
         return new
 
-    def _landed(self, new: RunRow, lease: Lease) -> bool:
-        current = self.storage.get_run(new.run_id)
+    def _landed(self, new: RunRow, lease: Lease) -> Generator[Query, Any, bool]:
+        current = yield Query(self.storage.get_run, (new.run_id,))
         return current is not None and current.lease_epoch == lease.epoch and current.last_seq >= new.last_seq
 
     def _hold_or_release(self, new: RunRow, hold: bool) -> None:
@@ -429,7 +456,7 @@ class StepCore:
                     raise
                 result = Fail("IDEMPOTENCY_KEY_ERROR", f"{type(exc).__name__}: {exc}", False)
             else:
-                hit = self.storage.idempotent_result(flow.flow_id, node.id, idem_key)
+                hit = yield Query(self.storage.idempotent_result, (flow.flow_id, node.id, idem_key))
                 if hit is not None:
                     cached = True
                     result = Ok(loads(hit[0]), loads(hit[1]))

@@ -29,7 +29,7 @@ from .database import DEFAULT_URL, DUPLICATE, UNAVAILABLE, describe_url, open_da
 from .errors import StorageUnavailable
 from .listings import Listings
 from .statements import Statements
-from .writer import Apply, GroupWriter
+from .writer import Apply, GroupWriter, Statement
 from .schema import (
     MIGRATIONS,
     RUN_COLUMNS,
@@ -57,6 +57,10 @@ __all__ = [
 log = logging.getLogger("flowrt.storage")
 _monotonic = time.monotonic
 _NOTHING = contextlib.nullcontext()
+
+
+def _inserted(rowcount: int) -> None:
+    """A new run's statement has no outcome: it is written, or it raises."""
 
 
 class Storage(Listings):
@@ -218,6 +222,11 @@ class Storage(Listings):
             self._write_failed(exc)
             raise
         if self.write_error is not None:
+            self._write_worked()
+
+    def _write_worked(self) -> None:
+        """A write worked after one failed: the trouble is over (for /health and the log)."""
+        if self.write_error is not None:
             log.warning("database writes work again after %.1fs", _monotonic() - self.write_error[1])
             self.write_error = None
 
@@ -332,6 +341,9 @@ class Storage(Listings):
         ``(run_id, fingerprint)`` it was stored with (else None)."""
         values = run_values(row)
         sql = self._sql
+        statement: Statement | None = None
+        if sql.one_statement and events:
+            statement = (sql.run_with_events(len(events)), [*values, *(v for e in events for v in e)], _inserted)
 
         def apply(cur: Any) -> tuple[str, str] | None:
             if start_key is not None:
@@ -340,8 +352,8 @@ class Storage(Listings):
                     cur.execute(sql.get_start_key, (start_key[0],))
                     found = cur.fetchone()
                     return (found[0], found[1])
-            if sql.one_statement and events:
-                cur.execute(sql.run_with_events(len(events)), [*values, *(v for e in events for v in e)])
+            if statement is not None:
+                cur.execute(statement[0], statement[1])
                 return None
             cur.execute(sql.insert_run, values)
             self._insert_events(cur, events)
@@ -351,7 +363,8 @@ class Storage(Listings):
 
         apply.mark = None  # type: ignore[attr-defined]
         apply.lock_key = None if start_key is None else "start:" + start_key[0]  # type: ignore[attr-defined]
-        apply.one_statement = sql.one_statement and start_key is None and bool(events)  # type: ignore[attr-defined]
+        # Alone in its transaction, a write of one statement needs no BEGIN/COMMIT (see writer).
+        apply.statement = statement if start_key is None else None  # type: ignore[attr-defined]
         return apply
 
     def get_run(self, run_id: str) -> RunRow | None:
@@ -458,16 +471,26 @@ class Storage(Listings):
         sql = self._sql
         params = (*(step_values_in_place if in_place else step_values)(row), row.run_id, epoch)
         update = sql.commit_step_in_place if in_place else sql.commit_step
+        statement: Statement | None = None
+        if sql.one_statement and events:
+            count = len(events)
+
+            def moved(rowcount: int) -> LeaseLost | None:
+                # the events are written only if the update was: none means it matched no row
+                return None if rowcount == count else LeaseLost()
+
+            statement = (sql.step_with_events(count, in_place), [*params, *(v for e in events for v in e)], moved)
 
         def apply(cur: Any) -> LeaseLost | DuplicateStep | None:
             if again and events:
                 cur.execute(sql.event_exists, (events[0][0], events[0][1]))
                 if cur.fetchone() is not None:
                     return DuplicateStep(f"run {row.run_id}: event {events[0][1]} is stored already")
-            if sql.one_statement and events:
-                cur.execute(sql.step_with_events(len(events), in_place), [*params, *(v for e in events for v in e)])
-                if cur.rowcount != len(events):
-                    return LeaseLost()  # the update matched no row, so no event was written either
+            if statement is not None:
+                cur.execute(statement[0], statement[1])
+                lost: LeaseLost | None = statement[2](cur.rowcount)
+                if lost is not None:
+                    return lost
             else:
                 cur.execute(update, params)
                 if cur.rowcount != 1:
@@ -482,9 +505,8 @@ class Storage(Listings):
         apply.mark = None  # type: ignore[attr-defined]
         # (flow, node, key): the record's primary key, as _lock_order compares them
         apply.lock_key = None if idempotency is None else "node:" + "\x00".join(idempotency[:3])  # type: ignore[attr-defined]
-
         # Alone in its transaction, a write of one statement needs no BEGIN/COMMIT (see writer).
-        apply.one_statement = sql.one_statement and bool(events) and not again and idempotency is None  # type: ignore[attr-defined]
+        apply.statement = statement if not again and idempotency is None else None  # type: ignore[attr-defined]
         return apply
 
     def release(self, run_id: str, epoch: int) -> None:

@@ -46,7 +46,13 @@ POSTGRES_FLUSHERS = 8
 Apply = Callable[[Any], Any]
 """A write: given a cursor inside the shared transaction, do the statements, return the outcome.
 A write that inserts a unique key others may insert too (an idempotency key) names it in its
-``lock_key`` attribute: a batch writes those in key order (see :meth:`GroupWriter._flush`)."""
+``lock_key`` attribute: a batch writes those in key order (see :meth:`GroupWriter._flush`).
+A write that is one statement (Postgres) carries it in its ``statement`` attribute."""
+
+Statement = tuple[str, list[Any], Callable[[int], Any]]
+"""A write that is a single statement: its SQL, its parameters, and the write's outcome from
+the statement's row count. Alone, it is its own transaction (Postgres autocommit: no BEGIN and
+COMMIT), and from an event loop it needs no thread (:class:`flowrt.runner.Runner`)."""
 
 
 def _lock_order(item: _Pending) -> tuple[int, str]:
@@ -164,7 +170,7 @@ class GroupWriter:
             batch.sort(key=_lock_order)
         self.transactions += 1
         self.writes += len(batch)
-        alone = len(batch) == 1 and getattr(batch[0].apply, "one_statement", False)
+        alone = len(batch) == 1 and getattr(batch[0].apply, "statement", None) is not None
         try:
             with self.storage._write(one_statement=alone) as cursor:  # noqa: SLF001 - storage's one transaction path
                 results = [item.apply(cursor) for item in batch]

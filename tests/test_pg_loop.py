@@ -1,0 +1,224 @@
+"""Postgres steps taken from an event loop (the server's): the hot statements go on the
+loop's own async connections (flowrt.loop_connections), everything else to a database thread.
+
+Counted and forced, not timed: which threads ran, which connections exist, and a hand-back
+held deterministically behind a busy database thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from flowrt import Engine, Flow, Retry, fail, ok, wait
+from flowrt.errors import StorageUnavailable
+
+from conftest import PG_URL
+
+
+def _flow(calls: list[str], trouble: Any = None) -> Flow:
+    """n0 -> n1 (waits for a resume) -> n2, async handlers; ``trouble(ctx)`` runs in n0 first."""
+    flow = Flow("pgl")
+
+    @flow.node(entry=True)
+    async def n0(ctx: Any) -> Any:
+        calls.append("n0")
+        if trouble is not None:
+            trouble(ctx)
+        return ok({"n": 0})
+
+    @flow.node
+    async def n1(ctx: Any) -> Any:
+        calls.append("n1")
+        if ctx.resume_payload is None:
+            return wait("approval")
+        return ok({"n": 1})
+
+    @flow.node
+    async def n2(ctx: Any) -> Any:
+        calls.append("n2")
+        return ok({"n": 2})
+
+    flow.edge("n0", "n1").edge("n1", "n2")
+    return flow
+
+
+def _loop_backends(engine: Engine) -> list[int]:
+    """The Postgres backend pids of the loop connections this engine keeps idle."""
+    connections = engine.runner.loop_connections
+    assert connections is not None
+    return [c.info.backend_pid for pool in connections._pools.values() for c, _ in pool.idle]
+
+
+def _terminate(pids: list[int]) -> None:
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
+
+
+def _alive(pids: list[int]) -> int:
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_requests_steps_on_postgres_use_no_database_thread(pg_url: str) -> None:
+    """A start, claims by id (a tick of a run nobody holds, a resume), the read of a parked
+    run and one-statement commits: all on the loop's connections; no database thread starts."""
+    calls: list[str] = []
+    with Engine(pg_url, flows=[_flow(calls)]) as engine:
+
+        async def main() -> Any:
+            run, _ = await engine.start_async("pgl")  # no lease kept: the tick claims
+            run = await engine.tick_async(run.run_id)  # claimed by id; n0, parked
+            run = await engine.tick_async(run.run_id)  # the parked run read back; n1 waits
+            assert run.status == "WAITING"
+            run = await engine.resume_async(run.run_id, {"ok": True})  # claimed by id; n1 again
+            return await engine.tick_async(run.run_id)  # n2
+
+        writes = engine.storage.writer.writes
+        run = asyncio.run(main())
+        assert (run.status, calls) == ("COMPLETED", ["n0", "n1", "n1", "n2"])
+        assert engine.runner._db_threads is None  # noqa: SLF001 - no database thread was ever needed
+        assert engine.storage.writer.writes - writes == 6  # the start, the resume, four steps: counted
+        types = [e.type for e in engine.timeline(run.run_id)]
+        assert types.count("NODE_FINISHED") == 4 and types[-1] == "RUN_COMPLETED", types
+
+
+def test_a_connection_postgres_drops_during_a_step_costs_a_retry_not_the_step(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The loop's connections are killed while a handler runs: the step's commit fails on a
+    dead one, is tried again (in a thread: a retry is not one statement) and lands once; the
+    next request's read finds only new connections."""
+    calls: list[str] = []
+    engine: Engine | None = None
+
+    def kill_the_loop_connections(ctx: Any) -> None:
+        assert engine is not None
+        pids = _loop_backends(engine)
+        assert pids, "the start and the read came through the loop's connections"
+        _terminate(pids)
+        deadline = time.monotonic() + 20
+        while _alive(pids):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+    with Engine(pg_url, flows=[_flow(calls, kill_the_loop_connections)]) as engine:
+
+        async def main() -> Any:
+            run, _ = await engine.start_async("pgl", keep_lease=True)
+            run = await engine.tick_async(run.run_id)
+            assert run.current_node_id == "n1", run
+            return await engine.tick_async(run.run_id)  # the loop reconnects
+
+        run = asyncio.run(main())
+        assert run.status == "WAITING"
+        assert calls == ["n0", "n1"]  # n0 ran once: its result was kept through the failed commit
+        types = [e.type for e in engine.timeline(run.run_id)]
+        assert types == ["RUN_STARTED", "NODE_STARTED", "NODE_FINISHED", "NODE_STARTED", "NODE_FINISHED", "RUN_WAITING"]
+        assert engine.storage.write_error is None  # the trouble is over, and /health says so
+        logged = [r.getMessage() for r in caplog.records]
+        assert any("committing a step of node n0 failed" in m for m in logged), logged  # it did fail
+        assert any("committed after" in m for m in logged), logged
+
+
+def test_a_read_on_a_connection_killed_while_idle_is_tried_again_on_a_new_one(pg_url: str) -> None:
+    with Engine(pg_url, flows=[_flow([])]) as engine:
+
+        async def main() -> Any:
+            run, _ = await engine.start_async("pgl", keep_lease=True)
+            pids = _loop_backends(engine)
+            _terminate(pids)
+            while _alive(pids):
+                await asyncio.sleep(0.02)
+            return await engine.tick_async(run.run_id)  # the parked run's read: retried, not a 503
+
+        assert asyncio.run(main()).current_node_id == "n1"
+
+
+def test_a_database_that_is_away_is_storage_unavailable_on_the_loop(pg_url: str) -> None:
+    """Connecting fails (a port nobody listens on): a clear StorageUnavailable, as from a thread."""
+    with Engine(pg_url, flows=[_flow([])]) as engine:
+        run_id = engine.start("pgl").run_id
+        good = engine.storage.db.database
+        dead = good.replace("127.0.0.1:5432", "127.0.0.1:1")
+        if dead == good:
+            pytest.skip("the test database is not at 127.0.0.1:5432")
+        engine.storage.db.database = dead  # what the loop's next connection dials
+        try:
+            with pytest.raises(StorageUnavailable, match="unavailable"):
+                asyncio.run(engine.tick_async(run_id))
+        finally:
+            engine.storage.db.database = good
+        assert asyncio.run(engine.tick_async(run_id)).current_node_id == "n1"  # and back
+
+
+def test_a_hand_back_asked_for_on_the_loop_is_written_in_a_thread_and_the_next_tick_waits_for_it(
+    pg_url: str,
+) -> None:
+    """On Postgres the loop waits for no database call of a thread: a tick that leaves its run
+    in a long backoff hands the lease back from a database thread. A tick of the run meanwhile
+    waits for that (the loop going on), then claims it; it is never RUN_BUSY."""
+    flow = Flow("backoff")
+
+    @flow.node(entry=True, retry=Retry(max_attempts=3, base_delay_ms=60_000))
+    async def flaky(ctx: Any) -> Any:
+        return fail("RATE_LIMIT", "try later", retryable=True)
+
+    with Engine(pg_url, flows=[flow], pool_size=1) as engine:
+        run_id = engine.start("backoff").run_id
+        busy = threading.Event()
+        go_on = threading.Event()
+
+        def hold_the_thread() -> None:
+            busy.set()
+            go_on.wait(20)
+
+        engine.runner.db_pool().submit(hold_the_thread)  # the only database thread: busy
+        assert busy.wait(10)
+
+        async def scenario() -> tuple[Any, Any, float]:
+            beats: list[float] = []
+
+            async def heartbeat() -> None:
+                while True:
+                    beats.append(time.monotonic())
+                    await asyncio.sleep(0.01)
+
+            beating = asyncio.ensure_future(heartbeat())
+            first = await engine.tick_async(run_id)  # fails, parked for 60 s: the lease goes back
+            assert engine.leases.returning(run_id)  # queued behind the busy thread
+            threading.Timer(1.0, go_on.set).start()
+            second = await engine.tick_async(run_id)  # waits for the hand-back, then claims
+            beating.cancel()
+            gaps = [b - a for a, b in zip(beats, beats[1:])]
+            return first, second, max(gaps, default=99.0)
+
+        first, second, longest_gap = asyncio.run(scenario())
+        assert first.status == second.status == "RUNNING" and second.wake_at is not None
+        assert longest_gap < 0.75  # the loop was never held for the hand-back (it took 1 s)
+        deadline = time.monotonic() + 20
+        while engine.storage.get_run(run_id).lease_owner is not None:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the second tick's hand-back never landed"
+            time.sleep(0.02)
+        assert [e.type for e in engine.timeline(run_id)].count("NODE_FAILED") == 1
+
+
+def test_closing_the_engine_closes_the_loops_connections(pg_url: str) -> None:
+    engine = Engine(pg_url, flows=[_flow([])])
+    try:
+        asyncio.run(engine.start_async("pgl"))
+        pids = _loop_backends(engine)
+        assert pids
+    finally:
+        engine.close()
+    deadline = time.monotonic() + 20
+    while _alive(pids):
+        assert time.monotonic() < deadline, "a loop connection outlived its engine"
+        time.sleep(0.05)
