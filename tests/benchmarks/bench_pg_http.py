@@ -1,0 +1,113 @@
+"""HTTP on Postgres, one checkout against another in the same minutes: `flowrt serve --no-drive`
+of each, on a fresh schema each time, loaded by the shared client (start + ticks of demo-fraud),
+A B A B. Not collected by pytest.
+
+    git worktree add /tmp/wt-old <commit>
+    python tests/benchmarks/bench_pg_http.py /tmp/wt-old . [--rounds 3] [--runs 2000] [--concurrency 1 16]
+
+Each server runs *from its own checkout* (that folder as the working directory and first on
+PYTHONPATH): started from this checkout instead, ``python -m flowrt.cli`` would import this
+checkout's flowrt whatever PYTHONPATH says (the working directory comes first), and every column
+would measure the same code. A server that does not have the checkout's flowrt is refused.
+
+One JSON line per measurement (req/s, p99, server CPU per request), then the median per
+checkout and concurrency, and each checkout's req/s over the first's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psycopg
+
+PG = os.environ.get("FLOWRT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+CLIENT = Path(__file__).resolve().parents[3] / "shared" / "bench" / "http_flow_bench.py"
+PORT = 3951
+
+
+def measure(checkout: Path, runs: int, concurrency: int) -> dict[str, object]:
+    schema = f"flowrt_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    url = f"{PG}{'&' if '?' in PG else '?'}options=-csearch_path%3D{schema}"
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import flowrt; print(flowrt.__file__)"], cwd=checkout, env=env,
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    if not where.startswith(str(checkout)):
+        sys.exit(f"{checkout} imports flowrt from {where}, not from itself")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "flowrt.cli", "serve", "--flows", "examples.demo:ALL", "--port", str(PORT),
+         "--db", url, "--no-drive", "--log-level", "warning"],
+        cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=2).read()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    sys.exit(f"the server of {checkout} did not start")
+                time.sleep(0.1)
+        out = subprocess.run(
+            [sys.executable, str(CLIENT), "--url", f"http://127.0.0.1:{PORT}", "--flow", "demo-fraud",
+             "--version", "1.0.0", "--input", '{"amount": 50, "userId": "u1"}', "--runs", str(runs),
+             "--warmup", "100", "--concurrency", str(concurrency), "--server-pid", str(server.pid)],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip().splitlines()[-1]  # fmt: skip
+        result = json.loads(out)
+    finally:
+        server.terminate()
+        server.wait(30)
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    cpu = result.get("server", {}).get("cpu_s")
+    return {
+        "checkout": str(checkout),
+        "concurrency": concurrency,
+        "requestsPerSecond": round(result["requests_per_s"]),
+        "p99Ms": result["latency_ms"]["p99"],
+        "serverCpuMicrosecondsPerRequest": round(cpu / result["requests"] * 1e6) if cpu else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkouts", nargs="+", type=Path)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16])
+    args = parser.parse_args()
+    checkouts = [c.resolve() for c in args.checkouts]
+    rows = []
+    for concurrency in args.concurrency:
+        for _ in range(args.rounds):
+            for checkout in checkouts:
+                rows.append(measure(checkout, args.runs, concurrency))
+                print(json.dumps(rows[-1]), flush=True)
+    for concurrency in args.concurrency:
+        medians = {
+            str(c): statistics.median(
+                int(r["requestsPerSecond"]) for r in rows if r["checkout"] == str(c) and r["concurrency"] == concurrency  # type: ignore[call-overload]
+            )
+            for c in checkouts
+        }
+        first = medians[str(checkouts[0])]
+        ratios = " ".join(f"{Path(c).name}={medians[c] / first:.2f}x" for c in medians)
+        print(f"c={concurrency} median req/s " + " ".join(f"{Path(c).name}={v:.0f}" for c, v in medians.items()) + f"; over the first: {ratios}")
+
+
+if __name__ == "__main__":
+    main()
