@@ -121,8 +121,6 @@ class Engine:
         self._repairs = Repairs(self._steps)
         self.pruner = Pruner(self.storage)
         self.runner = Runner(self.storage, self.executor, clock, pool_size=pool_size)
-        if self.runner.offload_db:
-            self.leases.write_elsewhere = lambda release: self.runner.db_pool().submit(release)
         self._backlog = False  # the last claim ahead found a run: drivers go on claiming ahead
         self._listeners: list[Callable[[], None]] = []
         self.register(*flows)

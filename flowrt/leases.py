@@ -19,8 +19,8 @@ transaction), and at close all of them are.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -30,6 +30,14 @@ from typing import Any, Callable
 from .storage import RunRow, Storage
 
 log = logging.getLogger("flowrt.leases")
+
+
+hand_backs_elsewhere: contextvars.ContextVar[Callable[[Callable[[], None]], None] | None] = contextvars.ContextVar(
+    "flowrt_hand_backs_elsewhere", default=None
+)
+"""Set by the runner around a step it drives on an event loop on Postgres, where the loop waits
+for no database call of a thread: how that step's lease hand-backs are written instead (given
+the write, it submits it to a database thread). Unset, a hand-back is written at once."""
 
 
 @dataclass(slots=True)
@@ -86,12 +94,12 @@ class Leases:
         self._stopping = threading.Event()
         self._failing_since: float | None = None
         self._parked: dict[str, Parked] = {}
-        self._returning: dict[str, Parked] = {}  # parked leases being handed back right now
+        # Leases being handed back right now: parked ones nobody continued, and releases written
+        # from a database thread (hand_backs_elsewhere). Still ours in the database.
+        self._returning: dict[str, Parked] = {}
         self._returned = threading.Condition(self._lock)
         self.park_seconds = 1.0
         self._on_handed_back = on_handed_back  # parked leases went back: their runs are anyone's now
-        self.write_elsewhere: Callable[[Callable[[], None]], Any] | None = None
-        """Postgres: how a hand-back asked for on an event loop is written in a database thread."""
 
     # -- holding
 
@@ -136,8 +144,7 @@ class Leases:
             else:
                 release = True  # closing: nothing here will step it, and the park is emptied already
         if release:
-            with contextlib.suppress(Exception):
-                self.storage.release(run_id, epoch)
+            self._hand_back(Lease(run_id, epoch))
             return
         self._ensure_renewer()
 
@@ -149,7 +156,7 @@ class Leases:
                 found.offered = True
 
     def returning(self, run_id: str) -> bool:
-        """Whether this run's parked lease is being handed back right now (see :meth:`unpark`)."""
+        """Whether this run's lease is being handed back right now (see :meth:`unpark`)."""
         return run_id in self._returning
 
     def unpark(self, run_id: str) -> Parked | None:
@@ -215,35 +222,40 @@ class Leases:
             self._on_handed_back()
 
     def _hand_back(self, lease: Lease) -> None:
-        if self.write_elsewhere is not None and not lease.executing and _on_event_loop():
-            self._hand_back_elsewhere(lease, self.write_elsewhere)
-            return
-        self._hand_back_now(lease)
+        elsewhere = hand_backs_elsewhere.get()
+        if elsewhere is not None:
+            self._hand_back_elsewhere(lease, elsewhere)
+        else:
+            self._hand_back_now(lease)
 
-    def _hand_back_elsewhere(self, lease: Lease, submit: Callable[[Callable[[], None]], Any]) -> None:
-        """Release the lease from a database thread: on Postgres the event loop waits for no
-        database call but those of its own async connections. Meanwhile the lease counts as
-        being handed back, so a step of the run here waits for it (:meth:`returning`), as it
-        waits for a parked lease handed back."""
-        returning = Parked(lease.run_id, lease.epoch, time.monotonic())
-        with self._lock:
-            self._returning[lease.run_id] = returning
+    def _hand_back_elsewhere(self, lease: Lease, submit: Callable[[Callable[[], None]], None]) -> None:
+        """Write the hand-back in a database thread (see :data:`hand_backs_elsewhere`). Until
+        it lands, a release counts as a lease being handed back, so a step of the run here
+        waits for it (:meth:`returning`) instead of finding the run held. (An expiry does not:
+        its run was interrupted mid-node, and a tick meanwhile is RUN_BUSY, as it was.)"""
+        returning = None if lease.executing else Parked(lease.run_id, lease.epoch, time.monotonic())
+        if returning is not None:
+            with self._lock:
+                self._returning[lease.run_id] = returning
 
-        def release() -> None:
+        def hand_back() -> None:
             try:
                 self._hand_back_now(lease)
+            except BaseException:  # noqa: BLE001 - a thread's future would keep it unseen
+                log.exception("run %s: handing its lease back failed", lease.run_id)
             finally:
-                with self._lock:
-                    if self._returning.get(lease.run_id) is returning:
-                        del self._returning[lease.run_id]
-                    self._returned.notify_all()
-            if self._on_handed_back is not None:
+                if returning is not None:
+                    with self._lock:
+                        if self._returning.get(lease.run_id) is returning:
+                            del self._returning[lease.run_id]
+                        self._returned.notify_all()
+            if returning is not None and self._on_handed_back is not None:
                 self._on_handed_back()
 
         try:
-            submit(release)
+            submit(hand_back)
         except RuntimeError:  # the database threads are shut down (closing): here, then
-            release()
+            hand_back()
 
     def _hand_back_now(self, lease: Lease) -> None:
         try:
@@ -371,14 +383,6 @@ class Leases:
             if self._failing_since is not None:
                 log.warning("lease renewal works again after %.1fs", time.monotonic() - self._failing_since)
                 self._failing_since = None
-
-
-def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 class _Hold:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from typing import Any, Sequence
 
 import psycopg
@@ -29,12 +30,18 @@ from .errors import StorageUnavailable
 from .storage import Storage
 
 
+STALE_AFTER = 300.0
+"""An idle connection older than this (seconds) is closed rather than used, as the threads'
+pool does (``stale_timeout``): a firewall or proxy may have dropped it long ago."""
+
+
 class _Pool:
-    """One loop's connections: idle ones kept with their cursor, at most ``size`` in all."""
+    """One loop's connections: idle ones kept with their cursor and since when, at most
+    ``size`` in all (held or idle)."""
 
     def __init__(self, size: int) -> None:
         self.slots = asyncio.Semaphore(size)
-        self.idle: list[tuple[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any]]] = []
+        self.idle: list[tuple[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[Any], float]] = []
 
 
 class LoopConnections:
@@ -48,11 +55,12 @@ class LoopConnections:
         self._lock = threading.Lock()
         self._closed = False
 
-    async def fetch_one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
-        """A read's first row, or None. A read that fails on a connection kept from before
-        is tried once more on a new one: after a database restart every kept connection is
-        dead, and a read is safe to repeat."""
-        row: tuple[Any, ...] | None = await self._run(sql, params, fetch=True, again=True)
+    async def fetch_one(self, sql: str, params: Sequence[Any], *, repeatable: bool) -> tuple[Any, ...] | None:
+        """The statement's first row, or None. ``repeatable`` (a read): one that fails on a
+        connection kept from before is tried once more on a new one, since after a database
+        restart every kept connection is dead. A write that returns rows (a claim) is not
+        repeatable: it may have landed before the connection broke."""
+        row: tuple[Any, ...] | None = await self._run(sql, params, fetch=True, again=repeatable)
         return row
 
     async def execute(self, sql: str, params: Sequence[Any]) -> int:
@@ -67,10 +75,10 @@ class LoopConnections:
         with self._lock:
             self._closed = True
             pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            for connection, _ in pool.idle:
-                _drop(connection)
-            pool.idle.clear()
+            for pool in pools:
+                for connection, _, _ in pool.idle:
+                    _drop(connection)
+                pool.idle.clear()
 
     # ------------------------------------------------------------------ inside
 
@@ -80,7 +88,7 @@ class LoopConnections:
         if pool is None:
             with self._lock:
                 for old in [other for other in self._pools if other.is_closed()]:
-                    for connection, _ in self._pools.pop(old).idle:
+                    for connection, _, _ in self._pools.pop(old).idle:
                         _drop(connection)
                 pool = self._pools.setdefault(loop, _Pool(self.size))
         return pool
@@ -91,22 +99,21 @@ class LoopConnections:
         pool = self._pool()
         async with pool.slots:
             while True:
-                kept = bool(pool.idle)
-                connection: psycopg.AsyncConnection[Any] | None = None
+                connection, cursor = self._kept(pool)
+                kept = connection is not None
                 try:
-                    if kept:
-                        connection, cursor = pool.idle.pop()
-                    else:
+                    if connection is None:
                         connection = await psycopg.AsyncConnection.connect(
                             self.storage.db.database, autocommit=True, **self.storage.db.connect_params
                         )
                         cursor = connection.cursor()
+                    assert cursor is not None
                     await cursor.execute(sql, params)
                     result = await cursor.fetchone() if fetch else cursor.rowcount
                 except psycopg.IntegrityError:
                     # the statement's own failure (a duplicate key): the connection is fine
-                    assert connection is not None
-                    pool.idle.append((connection, cursor))
+                    assert connection is not None and cursor is not None
+                    self._keep(pool, connection, cursor)
                     raise
                 except BaseException as exc:
                     # Broken, or cut off mid-statement: never used again.
@@ -116,18 +123,35 @@ class LoopConnections:
                         raise
                     # The database went away (or restarted): the kept connections are most
                     # likely dead too, and each would fail once.
-                    for other, _ in pool.idle:
+                    for other, _, _ in pool.idle:
                         _drop(other)
                     pool.idle.clear()
                     if again and kept:
                         again = False
                         continue
                     raise unavailable(self.storage.url, exc) from exc
-                if self._closed:
-                    _drop(connection)
-                else:
-                    pool.idle.append((connection, cursor))
+                self._keep(pool, connection, cursor)
                 return result
+
+    def _kept(self, pool: _Pool) -> tuple[Any, Any]:
+        """The most recently used idle connection and its cursor (stale ones are closed), or Nones."""
+        now = time.monotonic()
+        while pool.idle:
+            connection, cursor, since = pool.idle.pop()
+            if now - since < STALE_AFTER:
+                return connection, cursor
+            _drop(connection)
+            # the rest are older still
+            for other, _, _ in pool.idle:
+                _drop(other)
+            pool.idle.clear()
+        return None, None
+
+    def _keep(self, pool: _Pool, connection: psycopg.AsyncConnection[Any], cursor: psycopg.AsyncCursor[Any]) -> None:
+        if self._closed:
+            _drop(connection)
+        else:
+            pool.idle.append((connection, cursor, time.monotonic()))
 
 
 def _drop(connection: psycopg.AsyncConnection[Any]) -> None:

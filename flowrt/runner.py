@@ -25,6 +25,7 @@ from typing import Any, Callable, Generator
 from .clock import Clock
 from .errors import StorageUnavailable
 from .execution import Executor
+from .leases import hand_backs_elsewhere
 from .loop_connections import LoopConnections
 from .steps import Commit, Execute, Query, Sleep
 from .storage import RunRow, Storage
@@ -80,33 +81,46 @@ class Runner:
             gen.close()
 
     async def drive_async(self, gen: Generator[Any, Any, Any]) -> Any:
-        """Perform a generator's requests from an event loop; the generator runs on the loop."""
+        """Perform a generator's requests from an event loop; the generator runs on the loop.
+
+        On Postgres, a hand-back of the step's lease is written from a database thread
+        (:data:`flowrt.leases.hand_backs_elsewhere`), and awaited before this returns: the
+        answer goes out once the run is free for any process to take."""
+        if not self.offload_db:
+            return await self._drive_on_loop(gen)
+        pending: list[concurrent.futures.Future[None]] = []
+        token = hand_backs_elsewhere.set(lambda release: pending.append(self.db_pool().submit(release)))
+        try:
+            return await self._drive_on_loop(gen)
+        finally:
+            hand_backs_elsewhere.reset(token)
+            if pending:
+                await asyncio.wait([asyncio.wrap_future(future) for future in pending])
+
+    async def _drive_on_loop(self, gen: Generator[Any, Any, Any]) -> Any:
         value: Any = None
         error: BaseException | None = None
-        committing: asyncio.Future[Any] | None = None
+        in_flight: asyncio.Future[Any] | None = None
         try:
             while True:
                 done, request = _send(gen, value, error)
                 if done:
                     return request
                 error = None
-                if isinstance(request, Query):
-                    try:
-                        if self.offload_db:
-                            value = await self._query_async(request)
-                        else:  # SQLite: here, on the loop (cheaper than a thread hop)
-                            value = request.call(*request.args)
+                if not self.offload_db and isinstance(request, Commit):
+                    value = await self._commit_async(request)
+                elif not self.offload_db and isinstance(request, Query):
+                    try:  # SQLite: here, on the loop (cheaper than a thread hop)
+                        value = request.call(*request.args)
                     except Exception as exc:  # noqa: BLE001 - raised in the generator, where it asked
-                        value, error = None, exc
-                elif isinstance(request, Commit):
-                    if self.offload_db:
-                        # Shielded: a request cut off here (shutdown) lets its commit finish, so
-                        # the step is closed -- its lease handed back -- only after it landed or not.
-                        committing = asyncio.ensure_future(self._commit_async(request))
-                        value = await asyncio.shield(committing)
-                        committing = None
-                    else:
-                        value = await self._commit_async(request)
+                        error = exc
+                elif isinstance(request, (Query, Commit)):
+                    # Postgres. Shielded: a request cut off while Postgres works (shutdown) lets
+                    # that work finish, and the step is closed -- its lease handed back -- only
+                    # then, when whatever it wrote (a claim, a commit) has landed or not.
+                    in_flight = asyncio.ensure_future(self._on_postgres(request))
+                    value, error = await asyncio.shield(in_flight)
+                    in_flight = None
                 elif isinstance(request, Sleep):
                     await self.clock.asleep(request.seconds)
                     value = None
@@ -114,21 +128,27 @@ class Runner:
                     assert isinstance(request, Execute)
                     value = await self.executor.acall(request.node, request.ctx)
         finally:
-            if committing is not None and not committing.done():
-                committing.add_done_callback(lambda _: gen.close())
+            if in_flight is not None and not in_flight.done():
+                in_flight.add_done_callback(lambda _: gen.close())
             else:
                 gen.close()
 
-    async def _query_async(self, request: Query) -> Any:
-        """Postgres: on the loop's connections if the call has a twin there, else in a database thread."""
-        on_loop = self._on_loop.get(request.call)
-        if on_loop is not None:
-            return await on_loop(*request.args)
-        return await asyncio.get_running_loop().run_in_executor(self.db_pool(), request.call, *request.args)
+    async def _on_postgres(self, request: Query | Commit) -> tuple[Any, Exception | None]:
+        """``(value, error)`` of a query or commit: on the loop's connections if it has a
+        twin there, else in a database thread."""
+        if isinstance(request, Commit):
+            return await self._commit_async(request), None
+        try:
+            on_loop = self._on_loop.get(request.call)
+            if on_loop is not None:
+                return await on_loop(*request.args), None
+            return await asyncio.get_running_loop().run_in_executor(self.db_pool(), request.call, *request.args), None
+        except Exception as exc:  # noqa: BLE001 - raised in the generator, where it asked
+            return None, exc
 
     async def _get_run_on_loop(self, run_id: str) -> RunRow | None:
         assert self.loop_connections is not None
-        row = await self.loop_connections.fetch_one(self.storage._sql.get_run, (run_id,))  # noqa: SLF001 - its SQL
+        row = await self.loop_connections.fetch_one(self.storage._sql.get_run, (run_id,), repeatable=True)  # noqa: SLF001 - its SQL
         return RunRow(*row) if row else None
 
     async def _claim_on_loop(self, run_id: str, owner: str, ttl_ms: int) -> RunRow | None:
@@ -147,7 +167,7 @@ class Runner:
         result: Any
         try:
             if fetch:
-                result = await self.loop_connections.fetch_one(sql, params)
+                result = await self.loop_connections.fetch_one(sql, params, repeatable=False)
             else:
                 result = await self.loop_connections.execute(sql, params)
         except StorageUnavailable as exc:

@@ -207,7 +207,8 @@ class StepCore:
 
     def wait_for_hand_back(self, run_id: str) -> Generator[Any, Any, None]:
         """Wait, as a step waits (``Sleep``: an event loop goes on serving), while this run's
-        parked lease is being handed back; then it is claimed afresh."""
+        lease is being handed back (a parked one nobody continued, or a release written from a
+        database thread); then it is claimed afresh."""
         while self.leases.returning(run_id):
             yield Sleep(0.005)
 

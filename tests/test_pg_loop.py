@@ -1,8 +1,9 @@
 """Postgres steps taken from an event loop (the server's): the hot statements go on the
 loop's own async connections (flowrt.loop_connections), everything else to a database thread.
 
-Counted and forced, not timed: which threads ran, which connections exist, and a hand-back
-held deterministically behind a busy database thread.
+What is asserted is counted or forced: which threads ran, which connections exist, a hand-back
+held behind a busy database thread, a commit held by a row lock. Waits are deadlines on clocks,
+so a slow, loaded machine takes longer but means the same.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _loop_backends(engine: Engine) -> list[int]:
     """The Postgres backend pids of the loop connections this engine keeps idle."""
     connections = engine.runner.loop_connections
     assert connections is not None
-    return [c.info.backend_pid for pool in connections._pools.values() for c, _ in pool.idle]
+    return [c.info.backend_pid for pool in connections._pools.values() for c, _, _ in pool.idle]
 
 
 def _terminate(pids: list[int]) -> None:
@@ -72,6 +73,21 @@ def test_requests_steps_on_postgres_use_no_database_thread(pg_url: str) -> None:
     run and one-statement commits: all on the loop's connections; no database thread starts."""
     calls: list[str] = []
     with Engine(pg_url, flows=[_flow(calls)]) as engine:
+        on_the_loop: list[str] = []  # the storage's own (thread) connections used from the loop
+
+        def watched(method: Any) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    asyncio.get_running_loop()
+                    on_the_loop.append(method.__name__)
+                except RuntimeError:
+                    pass
+                return method(*args, **kwargs)
+
+            return call
+
+        engine.storage._read = watched(engine.storage._read)  # type: ignore[method-assign]
+        engine.storage._write = watched(engine.storage._write)  # type: ignore[method-assign]
 
         async def main() -> Any:
             run, _ = await engine.start_async("pgl")  # no lease kept: the tick claims
@@ -85,6 +101,8 @@ def test_requests_steps_on_postgres_use_no_database_thread(pg_url: str) -> None:
         run = asyncio.run(main())
         assert (run.status, calls) == ("COMPLETED", ["n0", "n1", "n1", "n2"])
         assert engine.runner._db_threads is None  # noqa: SLF001 - no database thread was ever needed
+        assert on_the_loop == []  # nor a blocking call on the loop instead
+        assert _loop_backends(engine)  # the loop's own connections did the work
         assert engine.storage.writer.writes - writes == 6  # the start, the resume, four steps: counted
         types = [e.type for e in engine.timeline(run.run_id)]
         assert types.count("NODE_FINISHED") == 4 and types[-1] == "RUN_COMPLETED", types
@@ -134,6 +152,7 @@ def test_a_read_on_a_connection_killed_while_idle_is_tried_again_on_a_new_one(pg
         async def main() -> Any:
             run, _ = await engine.start_async("pgl", keep_lease=True)
             pids = _loop_backends(engine)
+            assert pids  # the start's commit went on the loop's connection: the one killed now
             _terminate(pids)
             while _alive(pids):
                 await asyncio.sleep(0.02)
@@ -159,12 +178,11 @@ def test_a_database_that_is_away_is_storage_unavailable_on_the_loop(pg_url: str)
         assert asyncio.run(engine.tick_async(run_id)).current_node_id == "n1"  # and back
 
 
-def test_a_hand_back_asked_for_on_the_loop_is_written_in_a_thread_and_the_next_tick_waits_for_it(
-    pg_url: str,
-) -> None:
+def test_a_hand_back_asked_for_on_the_loop_is_written_in_a_thread_and_answered_after_it(pg_url: str) -> None:
     """On Postgres the loop waits for no database call of a thread: a tick that leaves its run
-    in a long backoff hands the lease back from a database thread. A tick of the run meanwhile
-    waits for that (the loop going on), then claims it; it is never RUN_BUSY."""
+    in a long backoff hands the lease back from a database thread, and answers once that has
+    landed (another process may take the run next). Meanwhile the loop goes on, and another
+    tick of the run waits for the hand-back, then claims it: never RUN_BUSY."""
     flow = Flow("backoff")
 
     @flow.node(entry=True, retry=Retry(max_attempts=3, base_delay_ms=60_000))
@@ -192,21 +210,26 @@ def test_a_hand_back_asked_for_on_the_loop_is_written_in_a_thread_and_the_next_t
                     await asyncio.sleep(0.01)
 
             beating = asyncio.ensure_future(heartbeat())
-            first = await engine.tick_async(run_id)  # fails, parked for 60 s: the lease goes back
-            assert engine.leases.returning(run_id)  # queued behind the busy thread
-            threading.Timer(1.0, go_on.set).start()
-            second = await engine.tick_async(run_id)  # waits for the hand-back, then claims
+            first = asyncio.ensure_future(engine.tick_async(run_id))  # fails, parked for 60 s
+            deadline = time.monotonic() + 20
+            while not engine.leases.returning(run_id):  # its hand-back: queued behind the busy thread
+                assert time.monotonic() < deadline and not first.done(), first
+                await asyncio.sleep(0.01)
+            second = asyncio.ensure_future(engine.tick_async(run_id))  # waits for the hand-back
+            await asyncio.sleep(1.0)
+            assert not first.done() and not second.done()  # no answer before the lease is back
+            go_on.set()
+            ran = await first
+            assert not engine.leases.returning(run_id) or second.done()
+            took = await second
             beating.cancel()
             gaps = [b - a for a, b in zip(beats, beats[1:])]
-            return first, second, max(gaps, default=99.0)
+            return ran, took, max(gaps, default=99.0)
 
         first, second, longest_gap = asyncio.run(scenario())
         assert first.status == second.status == "RUNNING" and second.wake_at is not None
-        assert longest_gap < 0.75  # the loop was never held for the hand-back (it took 1 s)
-        deadline = time.monotonic() + 20
-        while engine.storage.get_run(run_id).lease_owner is not None:  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "the second tick's hand-back never landed"
-            time.sleep(0.02)
+        assert longest_gap < 0.5  # the loop was never held for the hand-back (it took over 1 s)
+        assert engine.storage.get_run(run_id).lease_owner is None  # type: ignore[union-attr]
         assert [e.type for e in engine.timeline(run_id)].count("NODE_FAILED") == 1
 
 
@@ -222,3 +245,48 @@ def test_closing_the_engine_closes_the_loops_connections(pg_url: str) -> None:
     while _alive(pids):
         assert time.monotonic() < deadline, "a loop connection outlived its engine"
         time.sleep(0.05)
+
+
+def test_a_request_cut_off_during_its_commit_hands_the_lease_back_only_once_the_commit_landed(pg_url: str) -> None:
+    """Shutdown cancels the requests still running. One cut off while its commit waits in
+    Postgres (here for a row lock) lets the commit finish before its step is closed, so the
+    lease goes back after the commit, not before it (where the commit would take it again,
+    leaving the run held by nobody until the lease ran out)."""
+    calls: list[str] = []
+    with Engine(pg_url, flows=[_flow(calls)], lease_ttl=120) as engine:
+
+        def commit_waits_for_the_lock(run_id: str) -> bool:
+            with psycopg.connect(PG_URL, autocommit=True) as admin:
+                row = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                    ("%UPDATE flowrt_runs SET%",),
+                ).fetchone()
+            return bool(row and row[0])
+
+        async def scenario() -> Any:
+            run, _ = await engine.start_async("pgl", keep_lease=True)
+            locker = psycopg.connect(pg_url)  # a transaction holding the run's row
+            try:
+                locker.execute("SELECT 1 FROM flowrt_runs WHERE run_id = %s FOR UPDATE", (run.run_id,))
+                tick = asyncio.ensure_future(engine.tick_async(run.run_id))
+                deadline = time.monotonic() + 20
+                while not await asyncio.to_thread(commit_waits_for_the_lock, run.run_id):
+                    assert time.monotonic() < deadline, "the tick's commit never reached the lock"
+                    assert not tick.done(), tick
+                    await asyncio.sleep(0.02)
+                tick.cancel()
+                done, _ = await asyncio.wait([tick], timeout=10)
+                assert tick in done and tick.cancelled(), "the request did not end when cut off"
+            finally:
+                locker.rollback()  # the commit goes on, and lands
+                locker.close()
+            deadline = time.monotonic() + 20
+            while (await asyncio.to_thread(engine.storage.get_run, run.run_id)).lease_owner is not None:  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "the run stayed held after its cut-off commit"
+                await asyncio.sleep(0.02)
+            return await engine.tick_async(run.run_id)  # free: claimed, n1 runs
+
+        run = asyncio.run(scenario())
+        assert run.status == "WAITING" and calls == ["n0", "n1"]
+        types = [e.type for e in engine.timeline(run.run_id)]
+        assert types.count("NODE_FINISHED") == 2 and "NODE_FAILED" not in types, types  # landed once, no lost worker
