@@ -1,9 +1,10 @@
-"""HTTP on Postgres, one checkout against another in the same minutes: `flowrt serve --no-drive`
-of each, on a fresh schema each time, loaded by the shared client (start + ticks of demo-fraud),
-A B A B. Not collected by pytest.
+"""HTTP, one checkout against another in the same minutes: `flowrt serve --no-drive` of each, on
+a fresh Postgres schema (or a fresh SQLite file) each time, loaded by the shared client (start +
+ticks of demo-fraud), A B A B. Not collected by pytest.
 
     git worktree add /tmp/wt-old <commit>
-    python tests/benchmarks/bench_pg_http.py /tmp/wt-old . [--rounds 3] [--runs 2000] [--concurrency 1 16]
+    python tests/benchmarks/bench_http_ab.py /tmp/wt-old . [--db postgres|sqlite] [--rounds 3]
+                                             [--runs 2000] [--concurrency 1 16]
 
 Each server runs *from its own checkout* (that folder as the working directory and first on
 PYTHONPATH): started from this checkout instead, ``python -m flowrt.cli`` would import this
@@ -22,6 +23,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -34,11 +36,15 @@ CLIENT = Path(__file__).resolve().parents[3] / "shared" / "bench" / "http_flow_b
 PORT = 3951
 
 
-def measure(checkout: Path, runs: int, concurrency: int) -> dict[str, object]:
+def measure(checkout: Path, runs: int, concurrency: int, db: str) -> dict[str, object]:
     schema = f"flowrt_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    url = f"{PG}{'&' if '?' in PG else '?'}options=-csearch_path%3D{schema}"
+    folder = tempfile.TemporaryDirectory()
+    if db == "postgres":
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        url = f"{PG}{'&' if '?' in PG else '?'}options=-csearch_path%3D{schema}"
+    else:
+        url = f"sqlite:///{folder.name}/flowrt.db"
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     where = subprocess.run(
         [sys.executable, "-c", "import flowrt; print(flowrt.__file__)"], cwd=checkout, env=env,
@@ -71,8 +77,10 @@ def measure(checkout: Path, runs: int, concurrency: int) -> dict[str, object]:
     finally:
         server.terminate()
         server.wait(30)
-        with psycopg.connect(PG, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        if db == "postgres":
+            with psycopg.connect(PG, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        folder.cleanup()
     cpu = result.get("server", {}).get("cpu_s")
     return {
         "checkout": str(checkout),
@@ -86,6 +94,7 @@ def measure(checkout: Path, runs: int, concurrency: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkouts", nargs="+", type=Path)
+    parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16])
@@ -95,7 +104,7 @@ def main() -> None:
     for concurrency in args.concurrency:
         for _ in range(args.rounds):
             for checkout in checkouts:
-                rows.append(measure(checkout, args.runs, concurrency))
+                rows.append(measure(checkout, args.runs, concurrency, args.db))
                 print(json.dumps(rows[-1]), flush=True)
     for concurrency in args.concurrency:
         medians = {
