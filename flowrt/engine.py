@@ -120,7 +120,7 @@ class Engine:
         )
         self._repairs = Repairs(self._steps)
         self.pruner = Pruner(self.storage)
-        self.runner = Runner(self.storage, self.executor, clock, pool_size=pool_size)
+        self.runner = Runner(self.storage, self.leases, self.executor, clock, pool_size=pool_size)
         self._backlog = False  # the last claim ahead found a run: drivers go on claiming ahead
         self._listeners: list[Callable[[], None]] = []
         self.register(*flows)
@@ -382,7 +382,12 @@ class Engine:
         snapshot = '{"state":' + state_json + ',"outputs":{}}'
         events = [(row.run_id, 1, now, EventType.RUN_STARTED, None, None, "{}", snapshot)]
         write = self.storage.run_insert(row, events, start_key)
-        existing = yield Commit(write)
+        try:
+            existing = yield Commit(write)
+        except GeneratorExit:
+            if keep_lease:  # cut off once its commit was done, landed or not: the park hands it back
+                self.leases.park_new(row.run_id, row.lease_epoch)
+            raise
         failed = isinstance(existing, BaseException)
         if keep_lease and (existing is None or failed):
             # Inserted holding our lease -- or perhaps, if the commit failed: the park hands it back.

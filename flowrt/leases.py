@@ -19,6 +19,7 @@ transaction), and at close all of them are.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import contextvars
 import logging
@@ -32,12 +33,15 @@ from .storage import RunRow, Storage
 log = logging.getLogger("flowrt.leases")
 
 
-hand_backs_elsewhere: contextvars.ContextVar[Callable[[Callable[[], None]], None] | None] = contextvars.ContextVar(
+HandBacks = Callable[[Callable[[], None]], "concurrent.futures.Future[None]"]
+"""Given a hand-back's write, submit it to a database thread; its future."""
+
+hand_backs_elsewhere: contextvars.ContextVar[HandBacks | None] = contextvars.ContextVar(
     "flowrt_hand_backs_elsewhere", default=None
 )
-"""Set by the runner around a step it drives on an event loop on Postgres, where the loop waits
-for no database call of a thread: how that step's lease hand-backs are written instead (given
-the write, it submits it to a database thread). Unset, a hand-back is written at once."""
+"""Set by the runner while the step core runs a step on an event loop on Postgres, where the loop
+waits for no database call of a thread: how that step's lease hand-backs are written instead.
+Unset, a hand-back is written at once."""
 
 
 @dataclass(slots=True)
@@ -144,7 +148,11 @@ class Leases:
             else:
                 release = True  # closing: nothing here will step it, and the park is emptied already
         if release:
-            self._hand_back(Lease(run_id, epoch))
+            if hand_backs_elsewhere.get() is not None:
+                self._hand_back(Lease(run_id, epoch))
+            else:
+                with contextlib.suppress(Exception):
+                    self.storage.release(run_id, epoch)
             return
         self._ensure_renewer()
 
@@ -228,7 +236,12 @@ class Leases:
         else:
             self._hand_back_now(lease)
 
-    def _hand_back_elsewhere(self, lease: Lease, submit: Callable[[Callable[[], None]], None]) -> None:
+    def hand_back_untracked(self, run_id: str, epoch: int) -> None:
+        """Hand back a lease this process holds in the database but tracks nowhere (a claim
+        whose request was cut off as it landed)."""
+        self._hand_back(Lease(run_id, epoch))
+
+    def _hand_back_elsewhere(self, lease: Lease, submit: HandBacks) -> None:
         """Write the hand-back in a database thread (see :data:`hand_backs_elsewhere`). Until
         it lands, a release counts as a lease being handed back, so a step of the run here
         waits for it (:meth:`returning`) instead of finding the run held. (An expiry does not:
@@ -253,9 +266,12 @@ class Leases:
                 self._on_handed_back()
 
         try:
-            submit(hand_back)
+            future = submit(hand_back)
         except RuntimeError:  # the database threads are shut down (closing): here, then
             hand_back()
+            return
+        # cancelled, queued, by the database threads' shutdown (closing): here, then
+        future.add_done_callback(lambda done: hand_back() if done.cancelled() else None)
 
     def _hand_back_now(self, lease: Lease) -> None:
         try:

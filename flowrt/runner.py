@@ -20,22 +20,29 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 from typing import Any, Callable, Generator
 
 from .clock import Clock
 from .errors import StorageUnavailable
 from .execution import Executor
-from .leases import hand_backs_elsewhere
+from .leases import HandBacks, Leases, hand_backs_elsewhere
 from .loop_connections import LoopConnections
 from .steps import Commit, Execute, Query, Sleep
 from .storage import RunRow, Storage
+
+log = logging.getLogger("flowrt.runner")
+
+HAND_BACK_WAIT = 5.0
+"""Longest a request on Postgres waits for its step's lease hand-back before answering (seconds)."""
 
 
 class Runner:
     """Drives step generators; one per engine."""
 
-    def __init__(self, storage: Storage, executor: Executor, clock: Clock, *, pool_size: int) -> None:
+    def __init__(self, storage: Storage, leases: Leases, executor: Executor, clock: Clock, *, pool_size: int) -> None:
         self.storage = storage
+        self.leases = leases
         self.executor = executor
         self.clock = clock
         self.offload_db = storage.kind == "postgres"
@@ -84,26 +91,31 @@ class Runner:
         """Perform a generator's requests from an event loop; the generator runs on the loop.
 
         On Postgres, a hand-back of the step's lease is written from a database thread
-        (:data:`flowrt.leases.hand_backs_elsewhere`), and awaited before this returns: the
-        answer goes out once the run is free for any process to take."""
+        (:data:`flowrt.leases.hand_backs_elsewhere`), and awaited before this returns -- the
+        answer goes out once the run is free for any process to take -- for at most
+        :data:`HAND_BACK_WAIT` (one held up by a row lock lands later, tracked meanwhile)."""
         if not self.offload_db:
-            return await self._drive_on_loop(gen)
+            return await self._drive_on_loop(gen, None)
         pending: list[concurrent.futures.Future[None]] = []
-        token = hand_backs_elsewhere.set(lambda release: pending.append(self.db_pool().submit(release)))
-        try:
-            return await self._drive_on_loop(gen)
-        finally:
-            hand_backs_elsewhere.reset(token)
-            if pending:
-                await asyncio.wait([asyncio.wrap_future(future) for future in pending])
 
-    async def _drive_on_loop(self, gen: Generator[Any, Any, Any]) -> Any:
+        def elsewhere(hand_back: Callable[[], None]) -> concurrent.futures.Future[None]:
+            future = self.db_pool().submit(hand_back)
+            pending.append(future)
+            return future
+
+        try:
+            return await self._drive_on_loop(gen, elsewhere)
+        finally:
+            if pending:
+                await asyncio.wait([asyncio.wrap_future(future) for future in pending], timeout=HAND_BACK_WAIT)
+
+    async def _drive_on_loop(self, gen: Generator[Any, Any, Any], elsewhere: HandBacks | None) -> Any:
         value: Any = None
         error: BaseException | None = None
-        in_flight: asyncio.Future[Any] | None = None
+        in_flight: asyncio.Future[tuple[Any, Exception | None]] | None = None
         try:
             while True:
-                done, request = _send(gen, value, error)
+                done, request = _send(gen, value, error) if elsewhere is None else _send_with(elsewhere, gen, value, error)
                 if done:
                     return request
                 error = None
@@ -129,9 +141,35 @@ class Runner:
                     value = await self.executor.acall(request.node, request.ctx)
         finally:
             if in_flight is not None and not in_flight.done():
-                in_flight.add_done_callback(lambda _: gen.close())
+                cut_off = in_flight
+                cut_off.add_done_callback(lambda _: self._close_after(gen, cut_off, elsewhere))
+            elif elsewhere is not None:
+                _close_with(elsewhere, gen)
             else:
                 gen.close()
+
+    def _close_after(
+        self, gen: Generator[Any, Any, Any], finished: asyncio.Future[tuple[Any, Exception | None]], elsewhere: HandBacks | None
+    ) -> None:
+        """Close a step whose request was cut off once its database work finished. A claim
+        that landed meanwhile is one the step never saw: its lease is handed back too."""
+        try:
+            if elsewhere is not None:
+                _close_with(elsewhere, gen)
+            else:
+                gen.close()
+            value = None if finished.cancelled() or finished.exception() else finished.result()[0]
+            if isinstance(value, RunRow) and value.lease_owner == self.leases.owner and not self.leases.is_parked(value.run_id):
+                if elsewhere is not None:
+                    token = hand_backs_elsewhere.set(elsewhere)
+                    try:
+                        self.leases.hand_back_untracked(value.run_id, value.lease_epoch)
+                    finally:
+                        hand_backs_elsewhere.reset(token)
+                else:
+                    self.leases.hand_back_untracked(value.run_id, value.lease_epoch)
+        except Exception:  # noqa: BLE001 - a callback: nobody else would see it
+            log.exception("closing a step whose request was cut off failed")
 
     async def _on_postgres(self, request: Query | Commit) -> tuple[Any, Exception | None]:
         """``(value, error)`` of a query or commit: on the loop's connections if it has a
@@ -217,6 +255,26 @@ class Runner:
             return outcome(await self._written(sql, params, fetch=False))
         except Exception as exc:  # noqa: BLE001 - as in _commit
             return exc
+
+
+def _send_with(
+    elsewhere: HandBacks, gen: Generator[Any, Any, Any], value: Any, error: BaseException | None
+) -> tuple[bool, Any]:
+    """:func:`_send` with the step's hand-backs going ``elsewhere`` -- only while the step core
+    itself runs, never in what a handler awaits or starts (the context would travel with it)."""
+    token = hand_backs_elsewhere.set(elsewhere)
+    try:
+        return _send(gen, value, error)
+    finally:
+        hand_backs_elsewhere.reset(token)
+
+
+def _close_with(elsewhere: HandBacks, gen: Generator[Any, Any, Any]) -> None:
+    token = hand_backs_elsewhere.set(elsewhere)
+    try:
+        gen.close()
+    finally:
+        hand_backs_elsewhere.reset(token)
 
 
 def _send(gen: Generator[Any, Any, Any], value: Any, error: BaseException | None = None) -> tuple[bool, Any]:

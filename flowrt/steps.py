@@ -266,15 +266,15 @@ class StepCore:
             return kept
         try:
             row: RunRow | None = yield Query(self.storage.get_run, (run_id,))
-        except BaseException:
+            if row is None or row.lease_owner != self.owner or row.lease_epoch != epoch or row.status not in ACTIVE:
+                return None
+            if (row.lease_expires_at or 0) < now + self.leases.ttl_ms // 2:
+                if not (yield Query(self.storage.extend, (run_id, self.owner, epoch, now + self.leases.ttl_ms))):
+                    return None  # taken by another process as it ran out: theirs now
+                row.lease_expires_at = now + self.leases.ttl_ms
+        except BaseException:  # (a step closed at either query, too: the park hands the lease back)
             self.leases.park_new(run_id, epoch, for_drivers=for_drivers)
             raise
-        if row is None or row.lease_owner != self.owner or row.lease_epoch != epoch or row.status not in ACTIVE:
-            return None
-        if (row.lease_expires_at or 0) < now + self.leases.ttl_ms // 2:
-            if not (yield Query(self.storage.extend, (run_id, self.owner, epoch, now + self.leases.ttl_ms))):
-                return None  # taken by another process as it ran out: theirs now
-            row.lease_expires_at = now + self.leases.ttl_ms
         return row
 
     def _take_over(self, row: RunRow, lease: Lease) -> Generator[Any, Any, tuple[Flow, RunRow]]:

@@ -247,6 +247,40 @@ def test_closing_the_engine_closes_the_loops_connections(pg_url: str) -> None:
         time.sleep(0.05)
 
 
+async def _locked_then_cut_off(engine: Engine, pg_url: str, run_id: str, statement: str) -> None:
+    """Tick ``run_id`` while a transaction holds its row, so that ``statement`` waits in
+    Postgres for the lock; cut the request off there, then let the statement land, and wait
+    (on the same loop: the cut-off request's work goes on there) until the run is free."""
+
+    def waits_for_the_lock() -> bool:
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            row = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                (f"%{statement}%",),
+            ).fetchone()
+        return bool(row and row[0])
+
+    locker = psycopg.connect(pg_url)  # a transaction holding the run's row
+    try:
+        locker.execute("SELECT 1 FROM flowrt_runs WHERE run_id = %s FOR UPDATE", (run_id,))
+        tick = asyncio.ensure_future(engine.tick_async(run_id))
+        deadline = time.monotonic() + 20
+        while not await asyncio.to_thread(waits_for_the_lock):
+            assert time.monotonic() < deadline, f"{statement!r} never reached the lock"
+            assert not tick.done(), tick
+            await asyncio.sleep(0.02)
+        tick.cancel()
+        done, _ = await asyncio.wait([tick], timeout=10)
+        assert tick in done and tick.cancelled(), "the request did not end when cut off"
+    finally:
+        locker.rollback()  # the statement goes on, and lands
+        locker.close()
+    deadline = time.monotonic() + 20
+    while (await asyncio.to_thread(engine.storage.get_run, run_id)).lease_owner is not None:  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "the run stayed held after its cut-off request"
+        await asyncio.sleep(0.02)
+
+
 def test_a_request_cut_off_during_its_commit_hands_the_lease_back_only_once_the_commit_landed(pg_url: str) -> None:
     """Shutdown cancels the requests still running. One cut off while its commit waits in
     Postgres (here for a row lock) lets the commit finish before its step is closed, so the
@@ -254,39 +288,30 @@ def test_a_request_cut_off_during_its_commit_hands_the_lease_back_only_once_the_
     leaving the run held by nobody until the lease ran out)."""
     calls: list[str] = []
     with Engine(pg_url, flows=[_flow(calls)], lease_ttl=120) as engine:
-
-        def commit_waits_for_the_lock(run_id: str) -> bool:
-            with psycopg.connect(PG_URL, autocommit=True) as admin:
-                row = admin.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
-                    ("%UPDATE flowrt_runs SET%",),
-                ).fetchone()
-            return bool(row and row[0])
-
         async def scenario() -> Any:
-            run, _ = await engine.start_async("pgl", keep_lease=True)
-            locker = psycopg.connect(pg_url)  # a transaction holding the run's row
-            try:
-                locker.execute("SELECT 1 FROM flowrt_runs WHERE run_id = %s FOR UPDATE", (run.run_id,))
-                tick = asyncio.ensure_future(engine.tick_async(run.run_id))
-                deadline = time.monotonic() + 20
-                while not await asyncio.to_thread(commit_waits_for_the_lock, run.run_id):
-                    assert time.monotonic() < deadline, "the tick's commit never reached the lock"
-                    assert not tick.done(), tick
-                    await asyncio.sleep(0.02)
-                tick.cancel()
-                done, _ = await asyncio.wait([tick], timeout=10)
-                assert tick in done and tick.cancelled(), "the request did not end when cut off"
-            finally:
-                locker.rollback()  # the commit goes on, and lands
-                locker.close()
-            deadline = time.monotonic() + 20
-            while (await asyncio.to_thread(engine.storage.get_run, run.run_id)).lease_owner is not None:  # type: ignore[union-attr]
-                assert time.monotonic() < deadline, "the run stayed held after its cut-off commit"
-                await asyncio.sleep(0.02)
-            return await engine.tick_async(run.run_id)  # free: claimed, n1 runs
+            run_id = (await engine.start_async("pgl", keep_lease=True))[0].run_id
+            await _locked_then_cut_off(engine, pg_url, run_id, "INSERT INTO flowrt_events")
+            return await engine.tick_async(run_id)  # free: claimed, n1 runs
 
         run = asyncio.run(scenario())
+        run_id = run.run_id
         assert run.status == "WAITING" and calls == ["n0", "n1"]
-        types = [e.type for e in engine.timeline(run.run_id)]
+        types = [e.type for e in engine.timeline(run_id)]
         assert types.count("NODE_FINISHED") == 2 and "NODE_FAILED" not in types, types  # landed once, no lost worker
+
+
+def test_a_claim_that_lands_after_its_request_was_cut_off_is_handed_back(pg_url: str) -> None:
+    """The claim finishes (shielded) but its step never sees the row: the lease it took is
+    handed back anyway, instead of being held by nobody until it runs out."""
+    calls: list[str] = []
+    with Engine(pg_url, flows=[_flow(calls)], lease_ttl=120) as engine:
+        run_id = engine.start("pgl").run_id  # no lease kept: the tick claims
+
+        async def scenario() -> Any:
+            await _locked_then_cut_off(engine, pg_url, run_id, "UPDATE flowrt_runs SET lease_owner")
+            assert calls == []  # cut off before its node ran
+            return await engine.tick_async(run_id)
+
+        run = asyncio.run(scenario())
+        assert run.current_node_id == "n1" and calls == ["n0"]
+        assert "NODE_FAILED" not in [e.type for e in engine.timeline(run_id)]  # no lost worker recorded
