@@ -49,6 +49,7 @@ class Runner:
         self._pool_size = pool_size
         self._db_threads: concurrent.futures.ThreadPoolExecutor | None = None
         self.loop_connections = LoopConnections(storage, pool_size) if self.offload_db else None
+        self._read_run = storage.get_run
         # The calls with a twin on the loop's connections; any other goes to a database thread.
         self._on_loop: dict[Callable[..., Any], Callable[..., Any]] = (
             {storage.get_run: self._get_run_on_loop, storage.claim: self._claim_on_loop} if self.offload_db else {}
@@ -126,6 +127,10 @@ class Runner:
                         value = request.call(*request.args)
                     except Exception as exc:  # noqa: BLE001 - raised in the generator, where it asked
                         error = exc
+                elif isinstance(request, Query) and request.call == self._read_run:
+                    # Postgres, a read: cut off, it leaves nothing to finish (a parked lease it
+                    # was checking goes back to the park), so it needs no shield and no task.
+                    value, error = await self._on_postgres(request)
                 elif isinstance(request, (Query, Commit)):
                     # Postgres. Shielded: a request cut off while Postgres works (shutdown) lets
                     # that work finish, and the step is closed -- its lease handed back -- only

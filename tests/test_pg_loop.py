@@ -260,6 +260,8 @@ async def _locked_then_cut_off(engine: Engine, pg_url: str, run_id: str, stateme
             ).fetchone()
         return bool(row and row[0])
 
+    before = engine.storage.get_run(run_id)
+    assert before is not None
     locker = psycopg.connect(pg_url)  # a transaction holding the run's row
     try:
         locker.execute("SELECT 1 FROM flowrt_runs WHERE run_id = %s FOR UPDATE", (run_id,))
@@ -276,8 +278,12 @@ async def _locked_then_cut_off(engine: Engine, pg_url: str, run_id: str, stateme
         locker.rollback()  # the statement goes on, and lands
         locker.close()
     deadline = time.monotonic() + 20
-    while (await asyncio.to_thread(engine.storage.get_run, run_id)).lease_owner is not None:  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "the run stayed held after its cut-off request"
+    while True:  # the statement landed (a claim moves the epoch, a commit the last seq), then the lease went back
+        now = await asyncio.to_thread(engine.storage.get_run, run_id)
+        assert now is not None
+        if (now.lease_epoch, now.last_seq) != (before.lease_epoch, before.last_seq) and now.lease_owner is None:
+            break
+        assert time.monotonic() < deadline, f"the run stayed held after its cut-off request: {now}"
         await asyncio.sleep(0.02)
 
 
