@@ -18,6 +18,7 @@ from flowrt import Engine, Flow, ok
 from flowrt.errors import RunBusy
 from flowrt.schema import RUN_COLUMNS, run_values
 from flowrt.storage import LeaseLost
+from loop_watch import Heartbeat
 
 
 def linear(nodes: int = 3, calls: list[str] | None = None) -> Flow:
@@ -165,19 +166,10 @@ def test_a_tick_on_the_event_loop_waits_for_its_runs_hand_back_without_blocking_
         idle, go_on = _hand_back_held(engine)
 
         async def scenario() -> tuple[Any, float]:
-            beats: list[float] = []
-
-            async def heartbeat() -> None:
-                while True:
-                    beats.append(time.monotonic())
-                    await asyncio.sleep(0.01)
-
-            beating = asyncio.ensure_future(heartbeat())
+            heartbeat = Heartbeat().start()
             threading.Timer(1.5, go_on.set).start()  # the hand-back's write ends in 1.5 s
             run = await engine.tick_async(idle)
-            beating.cancel()
-            gaps = [b - a for a, b in zip(beats, beats[1:])]
-            return run, max(gaps, default=99.0)
+            return run, heartbeat.stop()
 
         run, longest_gap = asyncio.run(scenario())
         assert run.current_node_id == "n2"  # claimed afresh once handed back

@@ -20,6 +20,7 @@ from flowrt import Engine, Flow, Retry, fail, ok, wait
 from flowrt.errors import StorageUnavailable
 
 from conftest import PG_URL
+from loop_watch import Heartbeat
 
 
 def _flow(calls: list[str], trouble: Any = None) -> Flow:
@@ -202,14 +203,7 @@ def test_a_hand_back_asked_for_on_the_loop_is_written_in_a_thread_and_answered_a
         assert busy.wait(10)
 
         async def scenario() -> tuple[Any, Any, float]:
-            beats: list[float] = []
-
-            async def heartbeat() -> None:
-                while True:
-                    beats.append(time.monotonic())
-                    await asyncio.sleep(0.01)
-
-            beating = asyncio.ensure_future(heartbeat())
+            heartbeat = Heartbeat().start()
             first = asyncio.ensure_future(engine.tick_async(run_id))  # fails, parked for 60 s
             deadline = time.monotonic() + 20
             while not engine.leases.returning(run_id):  # its hand-back: queued behind the busy thread
@@ -222,9 +216,7 @@ def test_a_hand_back_asked_for_on_the_loop_is_written_in_a_thread_and_answered_a
             ran = await first
             assert not engine.leases.returning(run_id) or second.done()
             took = await second
-            beating.cancel()
-            gaps = [b - a for a, b in zip(beats, beats[1:])]
-            return ran, took, max(gaps, default=99.0)
+            return ran, took, heartbeat.stop()
 
         first, second, longest_gap = asyncio.run(scenario())
         assert first.status == second.status == "RUNNING" and second.wake_at is not None
