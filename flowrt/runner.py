@@ -146,35 +146,29 @@ class Runner:
                     value = await self.executor.acall(request.node, request.ctx)
         finally:
             if in_flight is not None and not in_flight.done():
-                cut_off = in_flight
-                cut_off.add_done_callback(lambda _: self._close_after(gen, cut_off, elsewhere))
+                assert elsewhere is not None  # (Postgres)
+                cut_off, hand_backs = in_flight, elsewhere
+                cut_off.add_done_callback(lambda _: self._close_after(gen, cut_off, hand_backs))
             elif elsewhere is not None:
                 _close_with(elsewhere, gen)
             else:
                 gen.close()
 
     def _close_after(
-        self, gen: Generator[Any, Any, Any], finished: asyncio.Future[tuple[Any, Exception | None]], elsewhere: HandBacks | None
+        self, gen: Generator[Any, Any, Any], finished: asyncio.Future[tuple[Any, Exception | None]], elsewhere: HandBacks
     ) -> None:
         """Close a step whose request was cut off once its database work finished. A claim
         that landed meanwhile is one the step never saw: its lease is handed back too."""
+        token = hand_backs_elsewhere.set(elsewhere)
         try:
-            if elsewhere is not None:
-                _close_with(elsewhere, gen)
-            else:
-                gen.close()
+            gen.close()
             value = None if finished.cancelled() or finished.exception() else finished.result()[0]
             if isinstance(value, RunRow) and value.lease_owner == self.leases.owner and not self.leases.is_parked(value.run_id):
-                if elsewhere is not None:
-                    token = hand_backs_elsewhere.set(elsewhere)
-                    try:
-                        self.leases.hand_back_untracked(value.run_id, value.lease_epoch)
-                    finally:
-                        hand_backs_elsewhere.reset(token)
-                else:
-                    self.leases.hand_back_untracked(value.run_id, value.lease_epoch)
+                self.leases.hand_back_untracked(value.run_id, value.lease_epoch)
         except Exception:  # noqa: BLE001 - a callback: nobody else would see it
             log.exception("closing a step whose request was cut off failed")
+        finally:
+            hand_backs_elsewhere.reset(token)
 
     async def _on_postgres(self, request: Query | Commit) -> tuple[Any, Exception | None]:
         """``(value, error)`` of a query or commit: on the loop's connections if it has a
