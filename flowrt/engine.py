@@ -486,7 +486,7 @@ class Engine:
         after the step in hand commits, instead of finishing the whole run.
         """
         sleep_limit = self.inline_backoff if max_sleep is None else max_sleep
-        row = self._steps.claim_parked()  # a run whose lease is parked here: no claim
+        row = self.runner.drive_sync(self._steps.claim_parked())  # a run whose lease is parked here: no claim
         backlog = self._backlog
         for timers in (False, True):
             if row is None:

@@ -83,21 +83,6 @@ class Query:
     args: tuple[Any, ...]
 
 
-def performed_here(gen: Generator[Query, Any, Any]) -> Any:
-    """Drive a generator that yields only queries, making each call in this thread."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            query = gen.send(value) if error is None else gen.throw(error)
-        except StopIteration as stop:
-            return stop.value
-        try:
-            value, error = query.call(*query.args), None
-        except BaseException as exc:  # noqa: BLE001 - raised where the call was asked for
-            value, error = None, exc
-
-
 @dataclass(slots=True)
 class Sleep:
     seconds: float
@@ -231,13 +216,13 @@ class StepCore:
             return row, False
         raise RunBusy(f"run {run_id} is being executed by {row.lease_owner}", run_id=run_id)
 
-    def claim_parked(self) -> RunRow | None:
+    def claim_parked(self) -> Generator[Query, Any, RunRow | None]:
         """A run whose lease is parked here, taken for a driver of this process (no claim)."""
         while True:
             parked = self.leases.take_parked()
             if parked is None:
                 return None
-            row: RunRow | None = performed_here(self._still_parked(parked, for_drivers=True))
+            row = yield from self._still_parked(parked, for_drivers=True)
             if row is not None:
                 return row
 
