@@ -208,6 +208,11 @@ class Engine:
         row = self.storage.get_run(run_id)
         return None if row is None else self._to_run(row)
 
+    async def get_async(self, run_id: str) -> Run | None:
+        """:meth:`get` from an event loop (on Postgres through the loop's own connections)."""
+        row: RunRow | None = await self.runner.query_async(self.storage.get_run, run_id)
+        return None if row is None else self._to_run(row)
+
     def timeline(self, run_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
         rows = self.storage.events(run_id, after, limit)
         if not rows and self.storage.get_run(run_id) is None:

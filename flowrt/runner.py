@@ -170,6 +170,16 @@ class Runner:
         finally:
             hand_backs_elsewhere.reset(token)
 
+    async def query_async(self, call: Callable[..., Any], *args: Any) -> Any:
+        """One storage call from an event loop, made where a step's would be: here on SQLite,
+        on the loop's own connections or else in a database thread on Postgres."""
+        if not self.offload_db:
+            return call(*args)
+        value, error = await self._on_postgres(Query(call, args))
+        if error is not None:
+            raise error
+        return value
+
     async def _on_postgres(self, request: Query | Commit) -> tuple[Any, Exception | None]:
         """``(value, error)`` of a query or commit: on the loop's connections if it has a
         twin there, else in a database thread."""

@@ -71,7 +71,8 @@ def _alive(pids: list[int]) -> int:
 
 def test_requests_steps_on_postgres_use_no_database_thread(pg_url: str) -> None:
     """A start, claims by id (a tick of a run nobody holds, a resume), the read of a parked
-    run and one-statement commits: all on the loop's connections; no database thread starts."""
+    run, one-statement commits and a GET's read: all on the loop's connections; no database
+    thread starts."""
     calls: list[str] = []
     with Engine(pg_url, flows=[_flow(calls)]) as engine:
         on_the_loop: list[str] = []  # the storage's own (thread) connections used from the loop
@@ -96,7 +97,10 @@ def test_requests_steps_on_postgres_use_no_database_thread(pg_url: str) -> None:
             run = await engine.tick_async(run.run_id)  # the parked run read back; n1 waits
             assert run.status == "WAITING"
             run = await engine.resume_async(run.run_id, {"ok": True})  # claimed by id; n1 again
-            return await engine.tick_async(run.run_id)  # n2
+            run = await engine.tick_async(run.run_id)  # n2
+            read = await engine.get_async(run.run_id)  # a GET's read (and a long-poll's, an SSE follow's)
+            assert read is not None and read.status == run.status
+            return run
 
         writes = engine.storage.writer.writes
         run = asyncio.run(main())

@@ -179,7 +179,7 @@ async def tick(state: ApiState, run_id: str) -> Answer:
 async def get(state: ApiState, run_id: str, wait: float | None) -> Answer:
     """``GET /v1/runs/{runId}``; with ``wait`` and drivers, once it has left RUNNING."""
     check_run_id(run_id)
-    run: Run | None = await state.engine.offload(state.engine.get, run_id)
+    run: Run | None = await state.engine.get_async(run_id)
     if run is None:
         raise RunNotFound(f"run {run_id} not found", run_id=run_id)
     if wait is not None and state.drivers is not None:

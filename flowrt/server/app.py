@@ -239,7 +239,7 @@ class ApiState:
             self.engine.wake_drivers()
 
     async def _get(self, run_id: str) -> Run:
-        run: Run | None = await self.engine.offload(self.engine.get, run_id)
+        run: Run | None = await self.engine.get_async(run_id)
         if run is None:
             raise RunNotFound(f"run {run_id} not found", run_id=run_id)
         return run

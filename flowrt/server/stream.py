@@ -205,7 +205,7 @@ class RunWatcher:
         changed += [r for r, (status, _) in self.snapshot.items() if r not in current and status in _ACTIVE]
         self.snapshot = current
         for run_id in changed:
-            run = await engine.offload(engine.get, run_id)
+            run = await engine.get_async(run_id)
             if run is None:
                 continue
             body = run.to_json()
@@ -242,7 +242,7 @@ def stream_handlers(api: Any, check_run_id: Any) -> list[HTTPRouteHandler]:
         delay, quiet_since, failing = RUN_POLL_FAST, time.monotonic(), False
         while not stopping():
             try:
-                row = await engine.offload(storage.get_run, run_id)
+                row = await engine.runner.query_async(storage.get_run, run_id)
                 if row is None:
                     return  # deleted while followed
                 if row.last_seq > sent:
@@ -252,8 +252,9 @@ def stream_handlers(api: Any, check_run_id: Any) -> list[HTTPRouteHandler]:
                     delay, quiet_since = RUN_POLL_FAST, time.monotonic()
                     continue
                 if row.status in _ENDED:
-                    run = await engine.offload(engine.get, run_id)
-                    yield sse.message("end", run.to_json())
+                    run = await engine.get_async(run_id)
+                    if run is not None:  # (else deleted just now)
+                        yield sse.message("end", run.to_json())
                     return
                 failing = False
             except FlowrtError as exc:
