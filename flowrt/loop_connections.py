@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import threading
 import time
 from typing import Any, Sequence
@@ -33,6 +34,12 @@ from .storage import Storage
 STALE_AFTER = 300.0
 """An idle connection older than this (seconds) is closed rather than used, as the threads'
 pool does (``stale_timeout``): a firewall or proxy may have dropped it long ago."""
+
+CHECK_AFTER = 1.0
+"""An idle connection unused for longer than this (seconds) is checked before use: if its socket
+has something to read while no statement is in flight, the server has closed it (a restart, an
+administrator's pg_terminate_backend) and it is replaced rather than failing the write it would
+carry. Connections in steady use are not checked (that would cost a system call a statement)."""
 
 
 class _Pool:
@@ -138,13 +145,14 @@ class LoopConnections:
         now = time.monotonic()
         while pool.idle:
             connection, cursor, since = pool.idle.pop()
-            if now - since < STALE_AFTER:
+            idle = now - since
+            if idle < CHECK_AFTER or (idle < STALE_AFTER and not _closed_by_server(connection)):
                 return connection, cursor
             _drop(connection)
-            # the rest are older still
-            for other, _, _ in pool.idle:
-                _drop(other)
-            pool.idle.clear()
+            if idle >= STALE_AFTER:  # the rest are older still
+                for other, _, _ in pool.idle:
+                    _drop(other)
+                pool.idle.clear()
         return None, None
 
     def _keep(self, pool: _Pool, connection: psycopg.AsyncConnection[Any], cursor: psycopg.AsyncCursor[Any]) -> None:
@@ -152,6 +160,15 @@ class LoopConnections:
             _drop(connection)
         else:
             pool.idle.append((connection, cursor, time.monotonic()))
+
+
+def _closed_by_server(connection: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle connection's socket is readable (the server's goodbye, or its end)."""
+    try:
+        readable, _, _ = select.select([connection.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
 
 
 def _drop(connection: psycopg.AsyncConnection[Any]) -> None:

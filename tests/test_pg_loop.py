@@ -166,6 +166,27 @@ def test_a_read_on_a_connection_killed_while_idle_is_tried_again_on_a_new_one(pg
         assert asyncio.run(main()).current_node_id == "n1"
 
 
+def test_a_write_after_a_quiet_while_does_not_fail_on_a_connection_the_server_closed(pg_url: str) -> None:
+    """Connections the server closed while they sat idle (a restart, pg_terminate_backend) are
+    noticed before a write is sent on them: a claim, which is never repeated, does not fail."""
+    from flowrt import loop_connections
+
+    with Engine(pg_url, flows=[_flow([])]) as engine:
+        run_id = engine.start("pgl").run_id  # nobody holds it: the tick claims
+
+        async def main() -> Any:
+            await engine.get_async(run_id)  # opens a loop connection, left idle
+            pids = _loop_backends(engine)
+            assert pids
+            _terminate(pids)
+            while _alive(pids):
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(loop_connections.CHECK_AFTER * 1.2)
+            return await engine.tick_async(run_id)  # the claim: on a new connection
+
+        assert asyncio.run(main()).current_node_id == "n1"
+
+
 def test_a_database_that_is_away_is_storage_unavailable_on_the_loop(pg_url: str) -> None:
     """Connecting fails (a port nobody listens on): a clear StorageUnavailable, as from a thread."""
     with Engine(pg_url, flows=[_flow([])]) as engine:
