@@ -163,12 +163,14 @@ class LoopConnections:
 
 
 def _closed_by_server(connection: psycopg.AsyncConnection[Any]) -> bool:
-    """Whether an idle connection's socket is readable (the server's goodbye, or its end)."""
+    """Whether an idle connection's socket is readable or hung up (the server's goodbye, or its
+    end). ``poll``, not ``select``: a busy server's descriptors go past select's 1024."""
     try:
-        readable, _, _ = select.select([connection.pgconn.socket], [], [], 0)
+        poller = select.poll()
+        poller.register(connection.pgconn.socket, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError, psycopg.Error):
         return True
-    return bool(readable)
 
 
 def _drop(connection: psycopg.AsyncConnection[Any]) -> None:
