@@ -148,8 +148,9 @@ class Leases:
             else:
                 release = True  # closing: nothing here will step it, and the park is emptied already
         if release:
-            if hand_backs_elsewhere.get() is not None:
-                self._hand_back(Lease(run_id, epoch))
+            elsewhere = hand_backs_elsewhere.get()
+            if elsewhere is not None:
+                self._hand_back_elsewhere(Lease(run_id, epoch), elsewhere)
             else:
                 with contextlib.suppress(Exception):
                     self.storage.release(run_id, epoch)

@@ -83,9 +83,7 @@ class LoopConnections:
             self._closed = True
             pools, self._pools = list(self._pools.values()), {}
             for pool in pools:
-                for connection, _, _ in pool.idle:
-                    _drop(connection)
-                pool.idle.clear()
+                _drop_idle(pool)
 
     # ------------------------------------------------------------------ inside
 
@@ -95,8 +93,7 @@ class LoopConnections:
         if pool is None:
             with self._lock:
                 for old in [other for other in self._pools if other.is_closed()]:
-                    for connection, _, _ in self._pools.pop(old).idle:
-                        _drop(connection)
+                    _drop_idle(self._pools.pop(old))
                 pool = self._pools.setdefault(loop, _Pool(self.size))
         return pool
 
@@ -130,9 +127,7 @@ class LoopConnections:
                         raise
                     # The database went away (or restarted): the kept connections are most
                     # likely dead too, and each would fail once.
-                    for other, _, _ in pool.idle:
-                        _drop(other)
-                    pool.idle.clear()
+                    _drop_idle(pool)
                     if again and kept:
                         again = False
                         continue
@@ -150,9 +145,7 @@ class LoopConnections:
                 return connection, cursor
             _drop(connection)
             if idle >= STALE_AFTER:  # the rest are older still
-                for other, _, _ in pool.idle:
-                    _drop(other)
-                pool.idle.clear()
+                _drop_idle(pool)
         return None, None
 
     def _keep(self, pool: _Pool, connection: psycopg.AsyncConnection[Any], cursor: psycopg.AsyncCursor[Any]) -> None:
@@ -171,6 +164,12 @@ def _closed_by_server(connection: psycopg.AsyncConnection[Any]) -> bool:
         return bool(poller.poll(0))
     except (OSError, ValueError, psycopg.Error):
         return True
+
+
+def _drop_idle(pool: _Pool) -> None:
+    for connection, _, _ in pool.idle:
+        _drop(connection)
+    pool.idle.clear()
 
 
 def _drop(connection: psycopg.AsyncConnection[Any]) -> None:

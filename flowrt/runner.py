@@ -202,15 +202,15 @@ class Runner:
         """:meth:`Storage.claim`: one statement, so its own transaction."""
         assert self.loop_connections is not None
         now = self.clock.now_ms()
-        self.storage.write_transactions += 1
         row = await self._written(self.storage._sql.claim_by_id, (owner, now + ttl_ms, run_id, now, owner), fetch=True)  # noqa: SLF001
         return RunRow(*row) if row else None
 
     async def _written(self, sql: str, params: Any, *, fetch: bool) -> Any:
-        """A write of one statement on the loop's connections, with the storage's bookkeeping
-        of write trouble (for /health)."""
+        """A write of one statement on the loop's connections (a transaction of its own), with
+        the storage's bookkeeping: transactions counted, write trouble for /health."""
         assert self.loop_connections is not None
         storage = self.storage
+        storage.write_transactions += 1
         result: Any
         try:
             if fetch:
@@ -260,7 +260,6 @@ class Runner:
             writer = self.storage.writer
             writer.transactions += 1
             writer.writes += 1
-            self.storage.write_transactions += 1
             return outcome(await self._written(sql, params, fetch=False))
         except Exception as exc:  # noqa: BLE001 - as in _commit
             return exc

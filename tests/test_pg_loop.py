@@ -58,15 +58,23 @@ def _loop_backends(engine: Engine) -> list[int]:
 
 
 def _terminate(pids: list[int]) -> None:
+    """Postgres closes these backends' connections; returns once they are gone."""
     with psycopg.connect(PG_URL, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
+    _gone(pids, "a terminated backend lived on")
 
 
-def _alive(pids: list[int]) -> int:
-    with psycopg.connect(PG_URL, autocommit=True) as admin:
-        row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)).fetchone()
+def _gone(pids: list[int], what: str) -> None:
+    """Wait (a deadline, not a pace) until none of these backends is left."""
+    deadline = time.monotonic() + 20
+    while True:
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)).fetchone()
         assert row is not None
-        return int(row[0])
+        if not row[0]:
+            return
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
 
 
 def test_requests_steps_on_postgres_use_no_database_thread(pg_url: str) -> None:
@@ -127,10 +135,6 @@ def test_a_connection_postgres_drops_during_a_step_costs_a_retry_not_the_step(
         pids = _loop_backends(engine)
         assert pids, "the start and the read came through the loop's connections"
         _terminate(pids)
-        deadline = time.monotonic() + 20
-        while _alive(pids):
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
 
     with Engine(pg_url, flows=[_flow(calls, kill_the_loop_connections)]) as engine:
 
@@ -159,8 +163,6 @@ def test_a_read_on_a_connection_killed_while_idle_is_tried_again_on_a_new_one(pg
             pids = _loop_backends(engine)
             assert pids  # the start's commit went on the loop's connection: the one killed now
             _terminate(pids)
-            while _alive(pids):
-                await asyncio.sleep(0.02)
             return await engine.tick_async(run.run_id)  # the parked run's read: retried, not a 503
 
         assert asyncio.run(main()).current_node_id == "n1"
@@ -179,8 +181,6 @@ def test_a_write_after_a_quiet_while_does_not_fail_on_a_connection_the_server_cl
             pids = _loop_backends(engine)
             assert pids
             _terminate(pids)
-            while _alive(pids):
-                await asyncio.sleep(0.02)
             await asyncio.sleep(loop_connections.CHECK_AFTER * 1.2)
             return await engine.tick_async(run_id)  # the claim: on a new connection
 
@@ -258,10 +258,7 @@ def test_closing_the_engine_closes_the_loops_connections(pg_url: str) -> None:
         assert pids
     finally:
         engine.close()
-    deadline = time.monotonic() + 20
-    while _alive(pids):
-        assert time.monotonic() < deadline, "a loop connection outlived its engine"
-        time.sleep(0.05)
+    _gone(pids, "a loop connection outlived its engine")
 
 
 async def _locked_then_cut_off(engine: Engine, pg_url: str, run_id: str, statement: str) -> None:
