@@ -13,6 +13,13 @@ worker thread does what that caller does -- start a run, then step it to its end
   continued by :func:`flowrt.driver.recover` on a fresh engine, with the drive mode of the
   same flow measured beside it.
 
+``tick-async`` and ``until-async`` are ``tick`` and ``until`` as an asyncio application
+embedding the engine makes them: ``concurrency`` tasks on one event loop (uvloop when it is
+installed, as the server runs), ``async def`` handlers, :meth:`Engine.start_async` then
+:meth:`Engine.tick_async` / :meth:`Engine.run_until_blocked_async` -- the server's path, with
+no HTTP in front: steps commit through the loop's group commit on SQLite and on the loop's
+own connections on Postgres, with no thread hop.
+
 Every figure comes with its ceiling beside it: the raw step-commit rate (one transaction
 that updates a ~200-byte row and inserts two event rows, the physical limit of a durable
 step, one commit each), measured in the same call on the same database, by one thread
@@ -26,11 +33,13 @@ releases and renewals count against the steps), and "per run" counts them all.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 from .definitions import Flow, ok
 from .driver import recover
@@ -39,7 +48,9 @@ from .http_bench import ServerUnreachable, Unauthorized, bench_http, compare_htt
 from .runs import RunStatus
 from .storage import Storage
 
-ENGINE_MODES = ("drive", "tick", "until")
+THREAD_MODES = ("drive", "tick", "until")
+LOOP_MODES = ("tick-async", "until-async")
+ENGINE_MODES = (*THREAD_MODES, *LOOP_MODES)
 MODES = (*ENGINE_MODES, "recover")
 
 __all__ = [
@@ -68,24 +79,32 @@ class _Probe:
         self.last_seen[ctx.run_id] = now
         return ok()
 
+    async def async_handler(self, ctx: Any) -> Any:
+        return self.handler(ctx)
 
-def bench_flow(nodes: int, probe: _Probe) -> Flow:
+
+def bench_flow(nodes: int, probe: _Probe, *, asynchronous: bool = False) -> Flow:
     """A linear flow of ``nodes`` trivial nodes, with a version of its own, so the figures
-    count (and the clean-up deletes) only this session's runs."""
+    count (and the clean-up deletes) only this session's runs; ``asynchronous``: its
+    handlers are ``async def`` (what an event loop awaits in place)."""
     flow = Flow("flowrt-bench", f"{nodes}.{os.getpid()}.{time.time_ns()}")
+    handler = probe.async_handler if asynchronous else probe.handler
     for i in range(nodes):
-        flow.add_node(f"n{i}", probe.handler, entry=(i == 0))
+        flow.add_node(f"n{i}", handler, entry=(i == 0))
         if i:
             flow.edge(f"n{i - 1}", f"n{i}")
     return flow
 
 
 class WriteTally:
-    """Counts write transactions, and which of the group writer's batches held starts or steps.
+    """Counts write transactions, and which of them held starts or steps.
 
     It wraps this storage instance's ``run_insert`` and ``step_write`` (instance attributes
-    shadow the methods; nothing else is touched), so each write notes the batch it lands in:
-    the writer numbers batches under its flush lock, and a write runs inside its batch.
+    shadow the methods; nothing else is touched), so each write notes the transaction it
+    lands in: the cursor it is given, which :meth:`Storage._write` makes anew for each
+    transaction (kept here, so no other transaction's cursor can take its identity), or, for
+    a write of one statement made alone (on an event loop, on Postgres), a token of its own.
+    Not the writer's batch counter: on Postgres several transactions are in flight at once.
     """
 
     def __init__(self, storage: Storage) -> None:
@@ -99,22 +118,29 @@ class WriteTally:
     def reset(self) -> None:
         with self._lock:
             self._base = (self.storage.write_transactions, self.storage.writer.transactions, self.storage.writer.writes)
-            self.start_batches: set[int] = set()
-            self.step_batches: set[int] = set()
+            self.start_batches: set[object] = set()
+            self.step_batches: set[object] = set()
             self.step_writes = 0
 
     def _tagged(self, apply: Callable[[Any], Any], *, step: bool) -> Callable[[Any], Any]:
-        writer = self.storage.writer
+        """The write, noting its transaction and outcome however it is written: in a
+        transaction (``apply(cursor)``) or as its one statement alone."""
 
-        def tagged(cursor: Any) -> Any:
-            outcome = apply(cursor)
+        def noted(outcome: Any, transaction: object) -> Any:
             with self._lock:
-                (self.step_batches if step else self.start_batches).add(writer.transactions)
+                (self.step_batches if step else self.start_batches).add(transaction)
                 if step and outcome is None:  # written (not a lost lease, not a duplicate)
                     self.step_writes += 1
             return outcome
 
-        tagged.statement = getattr(apply, "statement", None)  # type: ignore[attr-defined]
+        def tagged(cursor: Any) -> Any:
+            return noted(apply(cursor), cursor)
+
+        statement = getattr(apply, "statement", None)
+        if statement is not None:
+            sql, params, outcome_of = statement
+            statement = (sql, params, lambda rowcount: noted(outcome_of(rowcount), object()))
+        tagged.statement = statement  # type: ignore[attr-defined]
         return tagged
 
     def figures(self, *, steps: int, runs: int) -> dict[str, Any]:
@@ -182,11 +208,50 @@ def _step_to_end(engine: Engine, mode: str, flow: Flow, input_value: Any) -> Non
         engine.drive_next()
 
 
+async def _step_to_end_async(engine: Engine, mode: str, flow: Flow, input_value: Any) -> None:
+    """The same from an event loop: start holding the lease, then tick, or run until blocked."""
+    run, _ = await engine.start_async(flow.flow_id, flow.version, input_value, keep_lease=True)
+    if mode == "tick-async":
+        while (await engine.tick_async(run.run_id)).status == RunStatus.RUNNING:
+            pass
+    else:
+        await engine.run_until_blocked_async(run.run_id)
+
+
+@contextlib.contextmanager
+def _loop_for(mode: str) -> Iterator[asyncio.Runner | None]:
+    """The event loop a loop mode's measurements share (so its connections and caches carry
+    over from the warm-up, as in a long-running application); None for a thread mode."""
+    if mode not in LOOP_MODES:
+        yield None
+        return
+    try:
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    except ImportError:  # flowrt[fast] not installed: asyncio's own loop
+        factory = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        yield runner
+
+
+def _timed_on_loop(runner: asyncio.Runner, work: Callable[[int], Awaitable[None]], concurrency: int) -> float:
+    """Seconds for ``concurrency`` tasks of ``work`` on the runner's loop, all started together."""
+
+    async def timed() -> float:
+        started = time.perf_counter()
+        await asyncio.gather(*(work(i) for i in range(concurrency)))
+        return time.perf_counter() - started
+
+    return runner.run(timed())
+
+
 def _measure(
     engine: Engine, flow: Flow, tally: WriteTally, probe: _Probe, *, mode: str, runs: int, concurrency: int,
-    input_value: Any,
+    input_value: Any, loop: asyncio.Runner | None = None,
 ) -> dict[str, Any]:
-    """Timed: ``concurrency`` threads each start and step runs until ``runs`` have been started."""
+    """Timed: ``concurrency`` threads (or, for a loop mode, tasks on ``loop``) each start and
+    step runs until ``runs`` have been started."""
     remaining = [runs]
     lock = threading.Lock()
     errors: list[str] = []
@@ -194,18 +259,31 @@ def _measure(
     probe.reset()
     tally.reset()
 
+    def take() -> bool:
+        with lock:
+            remaining[0] -= 1
+            return remaining[0] >= 0
+
     def work(_: int) -> None:
         try:
-            while True:
-                with lock:
-                    if remaining[0] <= 0:
-                        return
-                    remaining[0] -= 1
+            while take():
                 _step_to_end(engine, mode, flow, input_value)
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             errors.append(f"{type(exc).__name__}: {exc}")
 
-    elapsed = timed_in_threads(work, concurrency) if runs else 0.0
+    async def work_async(_: int) -> None:
+        try:
+            while take():
+                await _step_to_end_async(engine, mode, flow, input_value)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    if not runs:
+        elapsed = 0.0
+    elif loop is not None:
+        elapsed = _timed_on_loop(loop, work_async, concurrency)
+    else:
+        elapsed = timed_in_threads(work, concurrency)
     finished = _not_running(engine, flow) - before
     return _figures(f"engine/{mode}", engine, flow, tally, probe, elapsed, runs, finished, concurrency, errors)
 
@@ -282,20 +360,22 @@ def bench_engine(
     if mode not in ENGINE_MODES:
         raise ValueError(f"mode must be one of {', '.join(ENGINE_MODES)}")
     probe = _Probe()
-    flow = bench_flow(nodes, probe)
+    flow = bench_flow(nodes, probe, asynchronous=mode in LOOP_MODES)
     engine = Engine(database_url, flows=[flow])
     try:
-        tally = WriteTally(engine.storage)
-        # Untimed first: a new database file grows its WAL, and caches are cold.
-        warm = _measure(engine, flow, tally, probe, mode=mode, runs=min(200, runs // 10), concurrency=concurrency, input_value=None)
-        rates = _RawRates(engine.storage, max(300, runs * nodes), concurrency) if raw else None
-        if rates:
-            rates.measure()
-        result = _measure(engine, flow, tally, probe, mode=mode, runs=runs, concurrency=concurrency, input_value=None)
-        result["errors"] = (warm["errors"] + result["errors"])[:5]
-        if rates:
-            rates.measure()
-            result = rates.add_to(result)
+        with _loop_for(mode) as loop:
+            tally = WriteTally(engine.storage)
+            options: dict[str, Any] = dict(mode=mode, concurrency=concurrency, input_value=None, loop=loop)
+            # Untimed first: a new database file grows its WAL, and caches are cold.
+            warm = _measure(engine, flow, tally, probe, runs=min(200, runs // 10), **options)
+            rates = _RawRates(engine.storage, max(300, runs * nodes), concurrency) if raw else None
+            if rates:
+                rates.measure()
+            result = _measure(engine, flow, tally, probe, runs=runs, **options)
+            result["errors"] = (warm["errors"] + result["errors"])[:5]
+            if rates:
+                rates.measure()
+                result = rates.add_to(result)
         engine.storage.delete_runs(flow.flow_id, flow.version)  # leave the database as we found it
         return result
     finally:

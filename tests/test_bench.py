@@ -62,6 +62,24 @@ def test_several_threads_share_transactions_and_every_write_is_counted(tmp_path:
     assert three["engineVsRawAtC1"] == pytest.approx(three["stepsPerSecond"] / three["rawCommitsPerSecondAtC1"], abs=0.002)
 
 
+def test_loop_modes_step_as_tasks_on_one_event_loop_and_share_its_group_commit(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    figures = _bench("--db", url, "-n", "40", "-k", "3", "--mode", "tick-async", "--mode", "until-async", "-c", "1", "-c", "4")
+    assert [(f["mode"], f["concurrency"]) for f in figures] == [
+        ("engine/tick-async", 1), ("engine/tick-async", 4), ("engine/until-async", 1), ("engine/until-async", 4),
+    ]  # fmt: skip
+    for f in figures:
+        assert f["completed"] == 40 and f["steps"] == f["stepCommits"] == 120 and not f["errors"]
+        assert f["groupCommit"]["writes"] == 160  # every start and step went through the group writer
+        assert f["rawCommitsPerSecond"] > 0 and f["stepP99Ms"] >= f["stepP50Ms"] > 0
+    one, four = figures[0], figures[1]
+    assert one["writeTransactionsPerStep"] == 1.0 and one["stepsPerTransaction"] == 1.0
+    # four tasks reach their commits in the same turn of the loop: they share transactions
+    assert four["groupCommit"]["transactions"] < 160 and four["stepsPerTransaction"] > 1.0
+    with Engine(url) as engine:
+        assert engine.storage.count_runs() == {}
+
+
 def test_recovery_continues_every_run_and_reports_drive_mode_beside_it(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'b.db'}"
     f = bench_recovery(url, runs=30, nodes=3, concurrency=1)
@@ -92,6 +110,12 @@ def test_engine_modes_on_postgres(pg_url: str) -> None:
     four = bench_engine(pg_url, runs=40, nodes=3, concurrency=4, mode="drive")
     assert four["completed"] == 40 and four["steps"] == 120 and four["groupCommit"]["writes"] == 160
     assert four["rawCommitsPerSecond"] > 0 and four["rawCommitsPerSecondAtC1"] > 0 and not four["errors"]
+    # on the loop every start and every step is a statement of its own, each its own transaction,
+    # several in flight at once: each is counted once, as a start or as a step
+    tasks = bench_engine(pg_url, runs=40, nodes=3, concurrency=4, mode="tick-async")
+    assert tasks["completed"] == 40 and tasks["steps"] == tasks["stepCommits"] == 120 and not tasks["errors"]
+    assert tasks["startOnlyTransactions"] == 40 and tasks["stepTransactions"] == 120
+    assert tasks["writeTransactionsPerStep"] == 1.0 and tasks["stepsPerTransaction"] == 1.0
     with Engine(pg_url) as engine:
         assert engine.storage.count_runs() == {}
 

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from .errors import Unreachable
 
-MODES = ("drive", "tick", "until", "recover")  # flowrt.bench.MODES, without importing the engine here
+MODES = ("drive", "tick", "until", "tick-async", "until-async", "recover")  # flowrt.bench.MODES, without importing the engine here
 
 ENGINE_LABELS = {
     "stepsPerSecond": "durable steps/s",
@@ -84,7 +84,7 @@ def bench(
     nodes: Annotated[int, typer.Option("--nodes", "-k", min=1, max=100, metavar="N", help="Nodes per run (in-process mode).")] = 5,
     concurrency: Annotated[
         list[int],
-        typer.Option("--concurrency", "-c", min=1, metavar="N", help="Threads (in-process) or clients (HTTP); repeat to compare."),
+        typer.Option("--concurrency", "-c", min=1, metavar="N", help="Threads or loop tasks (in-process) or clients (HTTP); repeat to compare."),
     ] = [1],  # noqa: B006 - typer reads the default
     mode: Annotated[
         list[str],
@@ -92,7 +92,8 @@ def bench(
             "--mode",
             metavar="MODE",
             help="In-process, repeatable: 'drive' (start + a driver's drive_next), 'tick' (start + a tick per step), "
-            "'until' (start + run_until_blocked), 'recover' (a backlog of un-driven runs, continued by recover()).",
+            "'until' (start + run_until_blocked), 'tick-async' / 'until-async' (the same as tasks on an event loop, "
+            "async handlers: an asyncio app's path), 'recover' (a backlog of un-driven runs, continued by recover()).",
         ),
     ] = ["drive"],  # noqa: B006
     driven: Annotated[
