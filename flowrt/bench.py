@@ -134,13 +134,19 @@ class WriteTally:
             return outcome
 
         def tagged(cursor: Any) -> Any:
-            return noted(apply(cursor), cursor)
+            outcome = apply(cursor)
+            # what the write leaves for the step core after it ran: the change mark a parked
+            # lease's next step checks instead of reading the run (lost, every step would read)
+            tagged.mark = getattr(apply, "mark", None)  # type: ignore[attr-defined]
+            return noted(outcome, cursor)
 
         statement = getattr(apply, "statement", None)
         if statement is not None:
             sql, params, outcome_of = statement
             statement = (sql, params, lambda rowcount: noted(outcome_of(rowcount), object()))
         tagged.statement = statement  # type: ignore[attr-defined]
+        tagged.lock_key = getattr(apply, "lock_key", None)  # type: ignore[attr-defined]
+        tagged.mark = getattr(apply, "mark", None)  # type: ignore[attr-defined]
         return tagged
 
     def figures(self, *, steps: int, runs: int) -> dict[str, Any]:

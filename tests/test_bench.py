@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flowrt import Engine
-from flowrt.bench import bench_engine, bench_recovery
+from flowrt.bench import WriteTally, _Probe, bench_engine, bench_flow, bench_recovery
 from flowrt.cli import app
 from http_helpers import serve_process, thread_server
 from reference_peer import running_reference
@@ -78,6 +78,23 @@ def test_loop_modes_step_as_tasks_on_one_event_loop_and_share_its_group_commit(t
     assert four["groupCommit"]["transactions"] < 160 and four["stepsPerTransaction"] > 1.0
     with Engine(url) as engine:
         assert engine.storage.count_runs() == {}
+
+
+def test_the_tally_leaves_the_engine_as_users_get_it_a_parked_tick_reads_nothing(tmp_path: Path) -> None:
+    # The tally wraps the storage's writes; the step core reads a write's change mark after it
+    # ran, and without it every tick of a parked lease would read the run back: the bench would
+    # measure an engine slower than the one users have.
+    flow = bench_flow(4, _Probe())
+    with Engine(f"sqlite:///{tmp_path / 'b.db'}", flows=[flow]) as engine:
+        WriteTally(engine.storage)
+        reads: list[str] = []
+        get_run = engine.storage.get_run
+        engine.storage.get_run = lambda run_id: reads.append(run_id) or get_run(run_id)  # type: ignore[method-assign]
+        run = engine.start(flow.flow_id, flow.version, keep_lease=True)
+        ticks = 0
+        while engine.tick(run.run_id).status == "RUNNING":
+            ticks += 1
+        assert ticks == 3 and reads == []
 
 
 def test_recovery_continues_every_run_and_reports_drive_mode_beside_it(tmp_path: Path) -> None:
