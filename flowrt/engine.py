@@ -210,8 +210,14 @@ class Engine:
 
     async def get_async(self, run_id: str) -> Run | None:
         """:meth:`get` from an event loop (on Postgres through the loop's own connections)."""
-        row: RunRow | None = await self.runner.query_async(self.storage.get_run, run_id)
+        row = await self.get_stored_async(run_id)
         return None if row is None else self._to_run(row)
+
+    async def get_stored_async(self, run_id: str) -> RunRow | None:
+        """:meth:`get_async`'s run as stored, its JSON undecoded: what the HTTP server answers
+        a GET with (:meth:`Run.stored_to_json`)."""
+        row: RunRow | None = await self.runner.query_async(self.storage.get_run, run_id)
+        return row
 
     def timeline(self, run_id: str, after: int = 0, limit: int | None = None) -> list[Event]:
         rows = self.storage.events(run_id, after, limit)
@@ -520,7 +526,12 @@ class Engine:
     # the server's entry points: the same generators, another executor
 
     async def tick_async(self, run_id: str) -> Run:
-        return self._to_run(await self._run_async(self._steps.tick(run_id), run_id))
+        return self._to_run(await self.tick_stored_async(run_id))
+
+    async def tick_stored_async(self, run_id: str) -> RunRow:
+        """:meth:`tick_async`'s run as stored, its JSON undecoded: what the HTTP server
+        answers a tick with (:meth:`Run.stored_to_json`)."""
+        return await self._run_async(self._steps.tick(run_id), run_id)
 
     async def resume_async(self, run_id: str, payload: Any = None, *, by: str = "api") -> Run:
         return self._to_run(await self._run_async(self._steps.resume(run_id, payload, by), run_id))

@@ -306,7 +306,7 @@ def test_an_unexpected_error_is_the_same_logged_500(
         raise RuntimeError("boom")
 
     for server in (fast, slow):
-        monkeypatch.setattr(server.engine, "tick_async", broken)
+        monkeypatch.setattr(server.engine, "tick_stored_async", broken)
     caplog.set_level(logging.ERROR, logger="flowrt.server")
 
     def tick(r: Recorder) -> None:

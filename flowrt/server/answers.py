@@ -171,21 +171,24 @@ async def start(state: ApiState, data: StartRequest, header_key: str | None, wai
 async def tick(state: ApiState, run_id: str) -> Answer:
     """``POST /v1/runs/{runId}/tick``: one step, then the run."""
     check_run_id(run_id)
-    run = await state.engine.tick_async(run_id)
-    state.hand_on(run)
-    return json_answer(run.to_json())
+    row = await state.engine.tick_stored_async(run_id)
+    state.hand_on(row.run_id, row.status)
+    return json_answer(Run.stored_to_json(row))
 
 
 async def get(state: ApiState, run_id: str, wait: float | None) -> Answer:
     """``GET /v1/runs/{runId}``; with ``wait`` and drivers, once it has left RUNNING."""
     check_run_id(run_id)
+    if wait is None or state.drivers is None:
+        row = await state.engine.get_stored_async(run_id)
+        if row is None:
+            raise RunNotFound(f"run {run_id} not found", run_id=run_id)
+        return json_answer(Run.stored_to_json(row))
     run: Run | None = await state.engine.get_async(run_id)
     if run is None:
         raise RunNotFound(f"run {run_id} not found", run_id=run_id)
-    if wait is not None and state.drivers is not None:
-        # Only watches: a GET never moves a run (on --no-drive, tick it).
-        run = await state.settle(run, wait, move=False)
-    return json_answer(run.to_json())
+    # Only watches: a GET never moves a run (on --no-drive, tick it).
+    return json_answer((await state.settle(run, wait, move=False)).to_json())
 
 
 async def resume(state: ApiState, run_id: str, body: Any, wait: float | None, by: str) -> Answer:
@@ -195,5 +198,5 @@ async def resume(state: ApiState, run_id: str, body: Any, wait: float | None, by
     if wait is not None:
         run = await state.settle(run, wait)
     else:
-        state.hand_on(run)
+        state.hand_on(run.run_id, run.status)
     return json_answer(run.to_json())

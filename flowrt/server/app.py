@@ -5,7 +5,8 @@ codes. Every error is ``{"error", "code"}`` with a meaningful status; no client
 mistake becomes a 500, and a 500 never carries a traceback (it is logged here).
 
 Responses are encoded once with msgspec straight from ``Run.to_json()`` /
-``Event.to_json()``; the msgspec structs of :mod:`.wire` describe them for the OpenAPI
+``Event.to_json()`` (a tick's or a GET's straight from the stored row, its JSON columns
+spliced in undecoded: ``Run.stored_to_json``); the msgspec structs of :mod:`.wire` describe them for the OpenAPI
 document and decode request bodies. On SQLite the engine's calls run inline on the
 event loop (``Engine.offload``): a thread hop per request costs more than the commit.
 
@@ -227,15 +228,15 @@ class ApiState:
             except RunBusy:
                 watching = True
         if move:
-            self.hand_on(run)
+            self.hand_on(run.run_id, run.status)
         return run
 
-    def hand_on(self, run: Run) -> None:
+    def hand_on(self, run_id: str, status: str) -> None:
         """With drivers, a run a request moved and left RUNNING is theirs to continue, at once:
         its lease, kept by the request's last step, is offered to them rather than left for a
         next tick or handed back a second later."""
-        if self.drivers is not None and run.status == RunStatus.RUNNING:
-            self.engine.leases.offer_to_drivers(run.run_id)
+        if self.drivers is not None and status == RunStatus.RUNNING:
+            self.engine.leases.offer_to_drivers(run_id)
             self.engine.wake_drivers()
 
     async def _get(self, run_id: str) -> Run:
