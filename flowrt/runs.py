@@ -12,8 +12,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-import msgspec
-
 
 class RunStatus(StrEnum):
     """A run's status; compares equal to the plain strings ``"RUNNING"``, ..."""
@@ -153,6 +151,8 @@ class Run:
         was a quarter of the Python around a tick's step. The same answer byte for byte
         (tests/test_wire_json.py), but that a float stored in exponent form keeps its stored
         spelling (``1e+100``, not ``1e100``): the same number."""
+        from msgspec import Raw  # here: flowrt.client imports this module and stays light without it
+
         error = row.error_json
         return {
             "runId": row.run_id,
@@ -161,14 +161,14 @@ class Run:
             "tenantId": row.tenant_id,
             "status": row.status,
             "currentNodeId": row.current_node_id,
-            "inputJson": msgspec.Raw(row.input_json),
-            "stateJson": msgspec.Raw(row.state_json),
-            "outputsJson": msgspec.Raw(row.outputs_json),
-            "attempts": msgspec.Raw(row.attempts_json),
+            "inputJson": Raw(row.input_json),
+            "stateJson": Raw(row.state_json),
+            "outputsJson": Raw(row.outputs_json),
+            "attempts": Raw(row.attempts_json),
             "waitReason": row.wait_reason,
             "waitUntil": row.wait_until,
             "wakeAt": iso(row.wake_at),
-            "error": None if error is None else msgspec.Raw(error),
+            "error": None if error is None else Raw(error),
             "createdAt": iso(row.created_at),
             "updatedAt": iso(row.updated_at),
         }
