@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import threading
@@ -101,10 +102,12 @@ class WriteTally:
 
     It wraps this storage instance's ``run_insert`` and ``step_write`` (instance attributes
     shadow the methods; nothing else is touched), so each write notes the transaction it
-    lands in: the cursor it is given, which :meth:`Storage._write` makes anew for each
-    transaction (kept here, so no other transaction's cursor can take its identity), or, for
-    a write of one statement made alone (on an event loop, on Postgres), a token of its own.
-    Not the writer's batch counter: on Postgres several transactions are in flight at once.
+    lands in: a number given to each cursor :meth:`Storage._write` makes (one a transaction;
+    a batch's writes run one after another in its thread, so a cursor unlike the thread's
+    last one is a new transaction; that last one is kept, so no new cursor can take its
+    identity), or, for a write of one statement made alone (on an event loop, on Postgres),
+    a number of its own. Not the writer's batch counter: on Postgres several transactions are
+    in flight at once, and they share it.
     """
 
     def __init__(self, storage: Storage) -> None:
@@ -113,20 +116,29 @@ class WriteTally:
         run_insert, step_write = storage.run_insert, storage.step_write
         storage.run_insert = lambda *a, **k: self._tagged(run_insert(*a, **k), step=False)  # type: ignore[method-assign]
         storage.step_write = lambda *a, **k: self._tagged(step_write(*a, **k), step=True)  # type: ignore[method-assign]
+        self._numbers = itertools.count()
+        self._last = threading.local()  # this thread's last cursor and its transaction's number
         self.reset()
 
     def reset(self) -> None:
         with self._lock:
             self._base = (self.storage.write_transactions, self.storage.writer.transactions, self.storage.writer.writes)
-            self.start_batches: set[object] = set()
-            self.step_batches: set[object] = set()
+            self.start_batches: set[int] = set()
+            self.step_batches: set[int] = set()
             self.step_writes = 0
+
+    def _transaction_of(self, cursor: Any) -> int:
+        last = self._last
+        if getattr(last, "cursor", None) is not cursor:
+            last.cursor, last.number = cursor, next(self._numbers)
+        number: int = last.number
+        return number
 
     def _tagged(self, apply: Callable[[Any], Any], *, step: bool) -> Callable[[Any], Any]:
         """The write, noting its transaction and outcome however it is written: in a
         transaction (``apply(cursor)``) or as its one statement alone."""
 
-        def noted(outcome: Any, transaction: object) -> Any:
+        def noted(outcome: Any, transaction: int) -> Any:
             with self._lock:
                 (self.step_batches if step else self.start_batches).add(transaction)
                 if step and outcome is None:  # written (not a lost lease, not a duplicate)
@@ -138,12 +150,12 @@ class WriteTally:
             # what the write leaves for the step core after it ran: the change mark a parked
             # lease's next step checks instead of reading the run (lost, every step would read)
             tagged.mark = getattr(apply, "mark", None)  # type: ignore[attr-defined]
-            return noted(outcome, cursor)
+            return noted(outcome, self._transaction_of(cursor))
 
         statement = getattr(apply, "statement", None)
         if statement is not None:
             sql, params, outcome_of = statement
-            statement = (sql, params, lambda rowcount: noted(outcome_of(rowcount), object()))
+            statement = (sql, params, lambda rowcount: noted(outcome_of(rowcount), next(self._numbers)))
         tagged.statement = statement  # type: ignore[attr-defined]
         tagged.lock_key = getattr(apply, "lock_key", None)  # type: ignore[attr-defined]
         tagged.mark = getattr(apply, "mark", None)  # type: ignore[attr-defined]
@@ -327,12 +339,21 @@ class _RawRates:
     and half after the engine's figure and combined (commits over seconds), so a machine
     that speeds up or slows down meanwhile moves both sides of the ratio alike."""
 
-    def __init__(self, storage: Storage, commits: int, concurrency: int) -> None:
+    def __init__(self, storage: Storage, commits: int, concurrency: int, loop: asyncio.Runner | None = None) -> None:
         self.storage, self.commits, self.concurrency = storage, max(2, commits // 2), concurrency
+        self.loop = loop
         self.seconds: dict[int, float] = {1: 0.0, concurrency: 0.0}
         self.done: dict[int, int] = {1: 0, concurrency: 0}
 
     def measure(self) -> None:
+        """A loop mode's loop keeps running meanwhile (the raw commits run in a thread): a
+        stopped loop that ran async handlers would be reported blocked by the engine's watchdog."""
+        if self.loop is not None:
+            self.loop.run(asyncio.to_thread(self._measure))
+        else:
+            self._measure()
+
+    def _measure(self) -> None:
         for threads in self.seconds:
             rate = raw_commit_rate(self.storage, commits=self.commits, concurrency=threads)
             done = max(1, self.commits // threads) * threads
@@ -374,7 +395,7 @@ def bench_engine(
             options: dict[str, Any] = dict(mode=mode, concurrency=concurrency, input_value=None, loop=loop)
             # Untimed first: a new database file grows its WAL, and caches are cold.
             warm = _measure(engine, flow, tally, probe, runs=min(200, runs // 10), **options)
-            rates = _RawRates(engine.storage, max(300, runs * nodes), concurrency) if raw else None
+            rates = _RawRates(engine.storage, max(300, runs * nodes), concurrency, loop) if raw else None
             if rates:
                 rates.measure()
             result = _measure(engine, flow, tally, probe, runs=runs, **options)

@@ -98,6 +98,14 @@ def new_run_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+@functools.cache
+def _raw() -> Any:
+    """``msgspec.Raw``, imported on first use: flowrt.client imports this module and stays light."""
+    from msgspec import Raw
+
+    return Raw
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
     run_id: str
@@ -151,8 +159,7 @@ class Run:
         was a quarter of the Python around a tick's step. The same answer byte for byte
         (tests/test_wire_json.py), but that a float stored in exponent form keeps its stored
         spelling (``1e+100``, not ``1e100``): the same number."""
-        from msgspec import Raw  # here: flowrt.client imports this module and stays light without it
-
+        raw = _raw()
         error = row.error_json
         return {
             "runId": row.run_id,
@@ -161,14 +168,14 @@ class Run:
             "tenantId": row.tenant_id,
             "status": row.status,
             "currentNodeId": row.current_node_id,
-            "inputJson": Raw(row.input_json),
-            "stateJson": Raw(row.state_json),
-            "outputsJson": Raw(row.outputs_json),
-            "attempts": Raw(row.attempts_json),
+            "inputJson": raw(row.input_json),
+            "stateJson": raw(row.state_json),
+            "outputsJson": raw(row.outputs_json),
+            "attempts": raw(row.attempts_json),
             "waitReason": row.wait_reason,
             "waitUntil": row.wait_until,
             "wakeAt": iso(row.wake_at),
-            "error": None if error is None else Raw(error),
+            "error": None if error is None else raw(error),
             "createdAt": iso(row.created_at),
             "updatedAt": iso(row.updated_at),
         }
