@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import sqlite3
 import urllib.parse
-from typing import Iterator
+from typing import Any, Iterator
 
 import peewee as pw
 import psycopg
@@ -69,7 +70,7 @@ def open_database(url: str, *, pool_size: int = 16) -> tuple[str, pw.Database]:
         return "sqlite", db
     if scheme in ("postgres", "postgresql", "postgresql+psycopg", "postgres+psycopg"):
         conninfo = urllib.parse.urlunsplit(parts._replace(scheme="postgresql"))
-        db = PooledPostgresqlDatabase(
+        db = CheckedPool(
             conninfo,
             # the server's database threads keep one each; drivers and others share the rest
             max_connections=2 * pool_size + 4,
@@ -81,6 +82,60 @@ def open_database(url: str, *, pool_size: int = 16) -> tuple[str, pw.Database]:
     raise InvalidInput(
         f"unsupported database URL {describe_url(url)!r}: use sqlite:///file.db, memory:// or postgresql://..."
     )
+
+
+CHECK_AFTER = 1.0
+"""A Postgres connection unused for longer than this (seconds) is checked before use: if its
+socket has something to read while no statement is in flight, the server has closed it (a
+restart, an administrator's pg_terminate_backend) and it is replaced rather than failing the
+statement it would carry. Connections in steady use are not checked (that would cost a system
+call a statement). The loop's connections (:mod:`flowrt.loop_connections`) and the connection a
+database thread keeps (:meth:`flowrt.storage.Storage.session`) are checked so; the threads' pool
+checks every connection it hands out (:class:`CheckedPool`)."""
+
+
+class CheckedPool(PooledPostgresqlDatabase):  # type: ignore[misc]
+    """peewee's Postgres pool, with the check of a connection taken out of it made by its socket.
+
+    peewee checks each connection it hands out with a round trip (``SELECT 1``): a step taken
+    from a thread -- a read and a commit, each on a connection taken from the pool -- paid two
+    round trips more than its own two (measured: every tick of ``flowrt bench --mode tick``).
+    :func:`closed_by_server` tells a connection the server closed (a restart, a terminated
+    backend) without one; a connection left inside a transaction is rolled back first, as
+    peewee does."""
+
+    def _is_closed(self, conn: Any) -> bool:
+        status = conn.info.transaction_status
+        if status == psycopg.pq.TransactionStatus.UNKNOWN:
+            return True
+        if status != psycopg.pq.TransactionStatus.IDLE:
+            try:
+                conn.rollback()
+            except Exception:  # noqa: BLE001 - not usable: the pool discards it
+                return True
+        return closed_by_server(conn)
+
+
+def closed_by_server(connection: Any) -> bool:
+    """Whether an idle psycopg connection (sync or async) is closed, or its socket readable or
+    hung up while no statement is in flight: the server's goodbye, or its end. One ``poll``
+    (not ``select``: a busy server's descriptors go past select's 1024), no round trip."""
+    if connection.closed or connection.broken:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(connection.pgconn.socket, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, psycopg.Error):
+        return True
+
+
+def drop_if_closed_by_server(db: pw.Database) -> None:
+    """Give up this thread's open connection if the server has closed it (after a restart of
+    Postgres), so the statement it would carry gets a new one instead of failing with a 503."""
+    if not db.is_closed() and closed_by_server(db.connection()):
+        with contextlib.suppress(Exception):
+            db.manual_close()  # type: ignore[attr-defined]
 
 
 UNAVAILABLE = (

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import select
 import threading
 import time
 from typing import Any, Sequence
 
 import psycopg
 
-from .database import UNAVAILABLE, unavailable
+from .database import CHECK_AFTER, UNAVAILABLE, closed_by_server, unavailable
 from .errors import StorageUnavailable
 from .storage import Storage
 
@@ -34,13 +33,6 @@ from .storage import Storage
 STALE_AFTER = 300.0
 """An idle connection older than this (seconds) is closed rather than used, as the threads'
 pool does (``stale_timeout``): a firewall or proxy may have dropped it long ago."""
-
-CHECK_AFTER = 1.0
-"""An idle connection unused for longer than this (seconds) is checked before use: if its socket
-has something to read while no statement is in flight, the server has closed it (a restart, an
-administrator's pg_terminate_backend) and it is replaced rather than failing the write it would
-carry. Connections in steady use are not checked (that would cost a system call a statement)."""
-
 
 class _Pool:
     """One loop's connections: idle ones kept with their cursor and since when, at most
@@ -141,7 +133,7 @@ class LoopConnections:
         while pool.idle:
             connection, cursor, since = pool.idle.pop()
             idle = now - since
-            if idle < CHECK_AFTER or (idle < STALE_AFTER and not _closed_by_server(connection)):
+            if idle < CHECK_AFTER or (idle < STALE_AFTER and not closed_by_server(connection)):
                 return connection, cursor
             _drop(connection)
             if idle >= STALE_AFTER:  # the rest are older still
@@ -153,17 +145,6 @@ class LoopConnections:
             _drop(connection)
         else:
             pool.idle.append((connection, cursor, time.monotonic()))
-
-
-def _closed_by_server(connection: psycopg.AsyncConnection[Any]) -> bool:
-    """Whether an idle connection's socket is readable or hung up (the server's goodbye, or its
-    end). ``poll``, not ``select``: a busy server's descriptors go past select's 1024."""
-    try:
-        poller = select.poll()
-        poller.register(connection.pgconn.socket, select.POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError, psycopg.Error):
-        return True
 
 
 def _drop_idle(pool: _Pool) -> None:

@@ -25,7 +25,10 @@ import peewee as pw
 import psycopg
 
 from .clock import SYSTEM_CLOCK, Clock
-from .database import DEFAULT_URL, DUPLICATE, UNAVAILABLE, describe_url, open_database, translated, unavailable
+from .database import (
+    CHECK_AFTER, DEFAULT_URL, DUPLICATE, UNAVAILABLE,
+    describe_url, drop_if_closed_by_server, open_database, translated, unavailable,
+)  # fmt: skip
 from .errors import StorageUnavailable
 from .listings import Listings
 from .statements import Statements
@@ -164,11 +167,14 @@ class Storage(Listings):
         if self.kind != "postgres":
             yield
             return
-        depth = getattr(self._local, "depth", 0)
+        local = self._local
+        depth = getattr(local, "depth", 0)
+        if not depth and getattr(local, "keep", False) and _monotonic() - getattr(local, "used", 0.0) > CHECK_AFTER:
+            drop_if_closed_by_server(self.db)  # a database thread's kept connection, idle a while
         if self.db.is_closed():  # also inside an outer session whose connection failed
             with translated(self.url):
                 self.db.connect(reuse_if_open=True)
-        self._local.depth = depth + 1
+        local.depth = depth + 1
         broken = False
         try:
             yield
@@ -176,7 +182,8 @@ class Storage(Listings):
             broken = True
             raise
         finally:
-            self._local.depth -= 1
+            local.depth -= 1
+            local.used = _monotonic()
             if broken:
                 # Never hand a connection that failed back to the pool, nor try it again: after
                 # a database restart every pooled connection is dead, and would fail once each.

@@ -1,0 +1,87 @@
+"""The threads' Postgres connections: the pool checks a connection it hands out by its socket,
+not by a round trip, and a connection the server closed -- pooled, or kept by a database
+thread -- is replaced before the statement it would carry, not failed as a 503."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+from flowrt import Engine, Flow, ok
+from flowrt.database import CHECK_AFTER
+
+from test_pg_loop import _terminate
+
+
+def _flow() -> Flow:
+    flow = Flow("pgp", "1")
+    for i in range(4):
+        flow.add_node(f"n{i}", lambda ctx: ok(), entry=(i == 0))
+        if i:
+            flow.edge(f"n{i - 1}", f"n{i}")
+    return flow
+
+
+def test_a_step_from_a_thread_checks_its_pooled_connections_without_a_round_trip(pg_url: str) -> None:
+    # peewee's own check sends SELECT 1 each time a connection leaves the pool: a tick from a
+    # thread (a read, then its commit, each on a pooled connection) paid two round trips more.
+    with Engine(pg_url, flows=[_flow()]) as engine:
+        db = engine.storage.db
+        round_trips: list[Any] = []
+        checks: list[Any] = []
+        check = db._is_closed
+        db._adapter.is_connection_closed = lambda conn: round_trips.append(conn) or False
+        db._is_closed = lambda conn: checks.append(conn) or check(conn)
+        run = engine.start("pgp", keep_lease=True)
+        ticks = 0
+        while engine.tick(run.run_id).status == "RUNNING":
+            ticks += 1
+        assert ticks == 3
+        assert len(checks) >= ticks and round_trips == []  # checked every time, never by a query
+
+
+def _backend(engine: Engine) -> int:
+    """This thread's connection's backend pid (a session holds one)."""
+    with engine.storage.session():
+        pid: int = engine.storage.db.connection().info.backend_pid
+        return pid
+
+
+def test_a_pooled_connection_the_server_closed_is_not_handed_out(pg_url: str) -> None:
+    with Engine(pg_url, flows=[_flow()]) as engine:
+        run_id = engine.start("pgp").run_id
+        idle = _backend(engine)  # back in the pool when the session ends
+        _terminate([idle])
+        assert engine.get(run_id) is not None  # on another connection, no 503
+        assert _backend(engine) != idle
+
+
+def test_a_database_threads_kept_connection_the_server_closed_is_replaced_after_a_quiet_while(pg_url: str) -> None:
+    with Engine(pg_url, flows=[_flow()]) as engine:
+        run_id = engine.start("pgp").run_id
+        results: list[Any] = []
+
+        def in_a_database_thread(then: Callable[[], Any]) -> None:
+            def target() -> None:
+                engine.storage.keep_connection()  # as the server's database threads do
+                try:
+                    results.append(then())
+                except Exception as exc:  # noqa: BLE001 - the test's answer
+                    results.append(exc)
+
+            thread = threading.Thread(target=target)
+            thread.start()
+            thread.join(60)
+
+        def read_kill_wait_read() -> Any:
+            first = _backend(engine)
+            _terminate([first])  # as a restart of Postgres does to every connection
+            time.sleep(CHECK_AFTER * 1.2)
+            run = engine.storage.get_run(run_id)  # not a 503: the kept connection is replaced
+            return first, _backend(engine), run
+
+        in_a_database_thread(read_kill_wait_read)
+        assert not isinstance(results[0], Exception), results[0]
+        first, second, run = results[0]
+        assert run is not None and run.run_id == run_id and second != first
