@@ -262,14 +262,20 @@ class Storage(Listings):
                 self.db.close()
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        try:
-            with self._connection(), self._read_lock:
-                cursor = self.db.cursor()
-                cursor.execute(sql, params)
-                rows: list[tuple[Any, ...]] = cursor.fetchall()
-                return rows
-        except UNAVAILABLE as exc:
-            raise unavailable(self.url, exc) from exc
+        """A read; on Postgres, one whose connection the server closed (a restart: every kept
+        connection is dead, even one used a moment ago) is tried once more on a new one, as on
+        the loop's connections. A read is safe to repeat; a statement timeout is not repeated."""
+        for again in (False, True):
+            try:
+                with self._connection(), self._read_lock:
+                    cursor = self.db.cursor()
+                    cursor.execute(sql, params)
+                    rows: list[tuple[Any, ...]] = cursor.fetchall()
+                    return rows
+            except UNAVAILABLE as exc:
+                if again or self.kind != "postgres" or isinstance(exc, psycopg.errors.QueryCanceled):
+                    raise unavailable(self.url, exc) from exc
+        raise AssertionError("unreachable")
 
     # -- schema
 

@@ -303,9 +303,21 @@ def test_outage_log_logs_each_episode_once_then_once_per_interval(caplog: pytest
     fail(20, 1.0)  # past 60 s since that line: one summary with the count
     assert len(caplog.records) == 2 and "still unavailable: 60 more request(s)" in caplog.records[1].getMessage()
     caplog.clear()
-    now[0] += 120  # quiet for two minutes: the next failure starts a new episode, logged at once
-    fail(1, 1.0)
-    assert len(caplog.records) == 1 and caplog.records[0].getMessage().startswith("storage unavailable (")
+    fail(5, 1.0)  # five more, then the outage ends: counted (with the 9 since the summary), not logged
+    assert caplog.records == []
+    now[0] += 120  # quiet for two minutes: the next failure starts a new episode, logged at once,
+    fail(1, 1.0)  # after the last one's tail
+    assert [r.getMessage() for r in caplog.records] == [
+        "storage was unavailable: 14 more request(s) answered 503 before it came back",
+        "storage unavailable (GET /v1/runs answered 503): database postgresql://u@h:5/db unavailable: boom",
+    ]
+    caplog.clear()
+    fail(3, 1.0)
+    outages.flush()  # at shutdown: the three counted since are logged, once
+    outages.flush()
+    assert [r.getMessage() for r in caplog.records] == [
+        "storage was unavailable: 3 more request(s) answered 503 before it came back"
+    ]
 
 
 # --------------------------------------------------------------------------- connection limits

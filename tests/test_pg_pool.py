@@ -85,3 +85,33 @@ def test_a_database_threads_kept_connection_the_server_closed_is_replaced_after_
         assert not isinstance(results[0], Exception), results[0]
         first, second, run = results[0]
         assert run is not None and run.run_id == run_id and second != first
+
+
+def test_a_read_right_after_postgres_closed_the_connection_is_tried_again_on_a_new_one(pg_url: str) -> None:
+    # In use a moment ago, so not checked before use (CHECK_AFTER): a listing, a count or a
+    # timeline read fails on it, and is tried once more on a new connection -- no 503.
+    with Engine(pg_url, flows=[_flow()]) as engine:
+        run_id = engine.start("pgp").run_id
+        results: list[Any] = []
+
+        def target() -> None:
+            engine.storage.keep_connection()
+            try:
+                for read in (
+                    lambda: engine.list_runs(limit=5)[0],
+                    lambda: engine.storage.count_runs(),
+                    lambda: engine.timeline(run_id),
+                ):
+                    first = _backend(engine)
+                    _terminate([first])
+                    results.append((read(), _backend(engine) != first))
+            except Exception as exc:  # noqa: BLE001 - the test's answer
+                results.append(exc)
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join(60)
+        assert len(results) == 3 and all(not isinstance(r, Exception) for r in results), results
+        runs, counts, events = (value for value, _ in results)
+        assert [r.run_id for r in runs] == [run_id] and counts == {"RUNNING": 1} and events
+        assert all(replaced for _, replaced in results)

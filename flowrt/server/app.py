@@ -454,6 +454,7 @@ def create_app(
             components=components,
         ),
         request_max_body_size=max_body_bytes,
+        on_shutdown=[errors.outages.flush],  # the 503s of an outage's tail, counted but not yet logged
         logging_config=None,
         debug=False,
     )

@@ -6,7 +6,8 @@ driver's own words. Those help whoever runs the server and help an attacker map 
 network, so a client gets a fixed ``503 STORAGE_UNAVAILABLE`` message and the details
 go to the server log. During an outage every request fails the same way, so the log
 gets the first failure at once and then one line per :data:`LOG_INTERVAL` while it
-lasts, with the count of requests answered 503 meanwhile.
+lasts, with the count of requests answered 503 meanwhile; the count left when it ends is
+logged with the next episode's first line, or at shutdown.
 
 The answer itself is :meth:`.answers.ErrorAnswers.storage_unavailable`, one per app
 (for Litestar's handlers and the fast path alike), so both count into one log.
@@ -54,7 +55,9 @@ class OutageLog:
             new_episode = self._last_failure is None or now - self._last_failure >= self.interval
             self._last_failure = now
             if new_episode:
-                self._last_logged, self._suppressed = now, 0
+                ended, self._last_logged, self._suppressed = self._suppressed, now, 0
+                if ended:  # the last episode's tail, never logged: it ended before the next line was due
+                    log.error("storage was unavailable: %d more request(s) answered 503 before it came back", ended)
                 log.error("storage unavailable (%s %s answered 503): %s", method, path, message)
                 return
             if now - self._last_logged < self.interval:
@@ -62,3 +65,10 @@ class OutageLog:
                 return
             count, self._suppressed, self._last_logged = self._suppressed + 1, 0, now
         log.error("storage still unavailable: %d more request(s) answered 503; latest: %s", count, message)
+
+    def flush(self) -> None:
+        """Log the 503s counted since the last line, if any (at shutdown: they would be lost)."""
+        with self._lock:
+            count, self._suppressed = self._suppressed, 0
+        if count:
+            log.error("storage was unavailable: %d more request(s) answered 503 before it came back", count)
