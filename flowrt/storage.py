@@ -30,6 +30,7 @@ from .database import (
     describe_url, drop_if_closed_by_server, open_database, translated, unavailable,
 )  # fmt: skip
 from .errors import StorageUnavailable
+from .lease_bookkeeping import LeaseBookkeeping
 from .listings import Listings
 from .statements import Statements
 from .writer import Apply, GroupWriter, Statement
@@ -66,7 +67,7 @@ def _inserted(rowcount: int) -> None:
     """A new run's statement has no outcome: it is written, or it raises."""
 
 
-class Storage(Listings):
+class Storage(Listings, LeaseBookkeeping):
     """All of flowrt's reads and writes. One instance per engine."""
 
     def __init__(self, url: str = DEFAULT_URL, *, pool_size: int = 16, clock: Clock = SYSTEM_CLOCK) -> None:
@@ -537,52 +538,6 @@ class Storage(Listings):
                 (expires, run_id, owner, epoch),
             )
             return bool(cur.rowcount == 1)
-
-    def release_lapsed(self, owner: str, keep: Sequence[str]) -> None:
-        """Release ``owner``'s leases that ran out, but those of ``keep`` (at most 500)."""
-        p = self.db.param
-        lapsed = (
-            f"status IN ('RUNNING', 'WAITING') AND lease_owner = {p} AND lease_expires_at > 0 AND lease_expires_at < {p}"
-        )
-        now = self.clock.now_ms()
-        if not self._read(f"SELECT 1 FROM flowrt_runs WHERE {lapsed} LIMIT 1", (owner, now)):
-            return  # the usual case: a read, no write
-        if keep:
-            lapsed += f" AND run_id NOT IN ({', '.join([p] * len(keep))})"
-        with self._write() as cur:
-            cur.execute(f"UPDATE flowrt_runs SET lease_owner = NULL, lease_expires_at = NULL WHERE {lapsed}", (owner, now, *keep))
-
-    def release_many(self, leases: Sequence[tuple[str, int]]) -> None:
-        """Hand back many ``(run_id, epoch)`` leases in one transaction (parked ones, at close)."""
-        with self._write() as cur:
-            for run_id, epoch in leases:
-                cur.execute(self._sql.release, (run_id, epoch))
-
-    def renew(self, owner: str, run_ids: Sequence[str], ttl_ms: int) -> None:
-        expires = self.clock.now_ms() + ttl_ms
-        for start in range(0, len(run_ids), 500):
-            chunk = list(run_ids[start : start + 500])
-            marks = ", ".join([self.db.param] * len(chunk))
-            where = f"lease_owner = {self.db.param} AND run_id IN ({marks})"
-            if self.kind == "postgres":
-                # A row a step's commit has locked is being written with a fresh lease anyway;
-                # waiting for it while holding others could deadlock with a batch of commits.
-                where = f"run_id IN (SELECT run_id FROM flowrt_runs WHERE {where} FOR UPDATE SKIP LOCKED)"
-            with self._write() as cur:
-                cur.execute(f"UPDATE flowrt_runs SET lease_expires_at = {self.db.param} WHERE {where}", [expires, owner, *chunk])
-
-    def expire(self, owner: str, run_ids: Sequence[str]) -> None:
-        """End ``owner``'s leases now without releasing them: the next claimer, this process
-        included, sees an abandoned holder and records the interrupted attempt as WORKER_LOST.
-        (Expiry 0 marks it as on purpose: a lease of ours that merely ran out is not free to us.)"""
-        for start in range(0, len(run_ids), 500):
-            chunk = list(run_ids[start : start + 500])
-            marks = ", ".join([self.db.param] * len(chunk))
-            with self._write() as cur:
-                cur.execute(
-                    f"UPDATE flowrt_runs SET lease_expires_at = 0 WHERE lease_owner = {self.db.param} AND run_id IN ({marks})",
-                    [owner, *chunk],
-                )
 
     def cancel(self, run_id: str, reason: str | None, event: tuple[Any, ...]) -> RunRow | None:
         """End an active run as CANCELLED, fencing off any step still in flight."""
