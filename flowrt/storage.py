@@ -274,7 +274,8 @@ class Storage(Listings, LeaseBookkeeping):
                     rows: list[tuple[Any, ...]] = cursor.fetchall()
                     return rows
             except UNAVAILABLE as exc:
-                if again or self.kind != "postgres" or isinstance(exc, psycopg.errors.QueryCanceled):
+                lost = isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))  # the connection, not the pool
+                if again or not lost or isinstance(exc, psycopg.errors.QueryCanceled):
                     raise unavailable(self.url, exc) from exc
         raise AssertionError("unreachable")
 
