@@ -190,3 +190,15 @@ def test_the_client_speaks_the_reference_runtimes_api(sqlite_url: str) -> None:
         _check_compare(f, 10)
         assert f["statusesB"] == {"COMPLETED": 10} and f["modeB"] == "http/tick"
         assert all(p["b"]["requests"] == 30 for p in f["measurements"])  # start + 2 ticks, as flowrt
+
+
+def test_the_tables_legend_explains_only_the_modes_that_ran(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    ticks = CliRunner().invoke(app, ["bench", "--db", url, "-n", "10", "-k", "2", "--mode", "tick", "--no-raw"])
+    assert ticks.exit_code == 0, ticks.output
+    legend = " ".join(ticks.stdout.split())  # as rich wrapped it, unwrapped
+    assert "write tx/step:" in legend and "recover:" not in legend and "event loop" not in legend
+    both = CliRunner().invoke(app, ["bench", "--db", url, "-n", "10", "-k", "2", "--mode", "tick-async", "--mode", "recover", "--no-raw"])
+    assert both.exit_code == 0, both.output
+    legend = " ".join(both.stdout.split())
+    assert "recover:" in legend and "event loop" in legend

@@ -190,12 +190,23 @@ def _print_tables(results: list[dict[str, Any]], where: str) -> None:
             if any(result.get(key) is not None for result in group):
                 table.add_row(label, *["" if result.get(key) is None else str(result[key]) for result in group])
         out.print(table)
-    if any(not mode.startswith("http/") for mode in modes):
-        out.print(
-            "[dim]Each engine mode starts its runs (start(keep_lease=True), 1 write) and steps them in the "
-            "timed loop. write tx/step: every write transaction except those that held only starts; "
-            "write tx/run: all of them. steps/tx: steps per group-commit transaction. raw: one bare "
-            "step transaction per commit, same database, by 1 thread and by as many as the engine had; "
-            "engine/raw compares durable steps/s with it. recover: runs started before a restart, "
-            "continued by recover(); drive runs/s: drive mode of the same flow, measured next.[/dim]"
+    engine_modes = [mode for mode in modes if not mode.startswith("http/")]
+    if engine_modes:
+        legend = []
+        if any(mode != "recover" for mode in engine_modes):
+            legend.append(
+                "Each engine mode starts its runs (start(keep_lease=True), 1 write) and steps them in the timed loop"
+                + (" (the -async modes: as tasks on one event loop)" if any(m.endswith("-async") for m in engine_modes) else "")
+                + "."
+            )
+        legend.append(
+            "write tx/step: every write transaction except those that held only starts; write tx/run: all of them. "
+            "steps/tx: steps per group-commit transaction. raw: one bare step transaction per commit, same "
+            "database, by 1 thread and by as many as the engine had; engine/raw compares durable steps/s with it."
         )
+        if "recover" in engine_modes:
+            legend.append(
+                "recover: runs started before a restart, continued by recover(); drive runs/s: drive mode of the "
+                "same flow, measured next."
+            )
+        out.print("[dim]" + " ".join(legend) + "[/dim]")
