@@ -34,6 +34,7 @@ STALE_AFTER = 300.0
 """An idle connection older than this (seconds) is closed rather than used, as the threads'
 pool does (``stale_timeout``): a firewall or proxy may have dropped it long ago."""
 
+
 class _Pool:
     """One loop's connections: idle ones kept with their cursor and since when, at most
     ``size`` in all (held or idle)."""

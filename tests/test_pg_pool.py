@@ -57,22 +57,28 @@ def test_a_pooled_connection_the_server_closed_is_not_handed_out(pg_url: str) ->
         assert _backend(engine) != idle
 
 
+def _in_a_database_thread(engine: Engine, then: Callable[[], Any]) -> Any:
+    """``then()`` in a thread that keeps its connection, as the server's database threads do:
+    its value, or the exception it raised."""
+    results: list[Any] = []
+
+    def target() -> None:
+        engine.storage.keep_connection()
+        try:
+            results.append(then())
+        except Exception as exc:  # noqa: BLE001 - the test's answer
+            results.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(60)
+    assert results, "the database thread did not finish"
+    return results[0]
+
+
 def test_a_database_threads_kept_connection_the_server_closed_is_replaced_after_a_quiet_while(pg_url: str) -> None:
     with Engine(pg_url, flows=[_flow()]) as engine:
         run_id = engine.start("pgp").run_id
-        results: list[Any] = []
-
-        def in_a_database_thread(then: Callable[[], Any]) -> None:
-            def target() -> None:
-                engine.storage.keep_connection()  # as the server's database threads do
-                try:
-                    results.append(then())
-                except Exception as exc:  # noqa: BLE001 - the test's answer
-                    results.append(exc)
-
-            thread = threading.Thread(target=target)
-            thread.start()
-            thread.join(60)
 
         def read_kill_wait_read() -> Any:
             first = _backend(engine)
@@ -81,9 +87,9 @@ def test_a_database_threads_kept_connection_the_server_closed_is_replaced_after_
             run = engine.storage.get_run(run_id)  # not a 503: the kept connection is replaced
             return first, _backend(engine), run
 
-        in_a_database_thread(read_kill_wait_read)
-        assert not isinstance(results[0], Exception), results[0]
-        first, second, run = results[0]
+        result = _in_a_database_thread(engine, read_kill_wait_read)
+        assert not isinstance(result, Exception), result
+        first, second, run = result
         assert run is not None and run.run_id == run_id and second != first
 
 
@@ -92,26 +98,22 @@ def test_a_read_right_after_postgres_closed_the_connection_is_tried_again_on_a_n
     # timeline read fails on it, and is tried once more on a new connection -- no 503.
     with Engine(pg_url, flows=[_flow()]) as engine:
         run_id = engine.start("pgp").run_id
-        results: list[Any] = []
 
-        def target() -> None:
-            engine.storage.keep_connection()
-            try:
-                for read in (
-                    lambda: engine.list_runs(limit=5)[0],
-                    lambda: engine.storage.count_runs(),
-                    lambda: engine.timeline(run_id),
-                ):
-                    first = _backend(engine)
-                    _terminate([first])
-                    results.append((read(), _backend(engine) != first))
-            except Exception as exc:  # noqa: BLE001 - the test's answer
-                results.append(exc)
+        def kill_then_read_each() -> list[Any]:
+            results = []
+            for read in (
+                lambda: engine.list_runs(limit=5)[0],
+                lambda: engine.storage.count_runs(),
+                lambda: engine.timeline(run_id),
+            ):
+                first = _backend(engine)
+                _terminate([first])
+                results.append((read(), _backend(engine) != first))
+            return results
 
-        thread = threading.Thread(target=target)
-        thread.start()
-        thread.join(60)
-        assert len(results) == 3 and all(not isinstance(r, Exception) for r in results), results
+        results = _in_a_database_thread(engine, kill_then_read_each)
+        assert not isinstance(results, Exception), results
+        assert len(results) == 3
         runs, counts, events = (value for value, _ in results)
         assert [r.run_id for r in runs] == [run_id] and counts == {"RUNNING": 1} and events
         assert all(replaced for _, replaced in results)

@@ -35,7 +35,7 @@ from litestar.response import Stream
 
 from .. import sse
 from ..errors import FlowrtError, InvalidInput, RunNotFound
-from ..runs import RunStatus
+from ..runs import Run, RunStatus
 
 log = logging.getLogger("flowrt.server.stream")
 
@@ -238,11 +238,10 @@ def stream_handlers(api: Any, check_run_id: Any) -> list[HTTPRouteHandler]:
         return bool(api.stopping)
 
     async def follow(run_id: str, sent: int) -> AsyncIterator[bytes]:
-        storage = engine.storage
         delay, quiet_since, failing = RUN_POLL_FAST, time.monotonic(), False
         while not stopping():
             try:
-                row = await engine.runner.query_async(storage.get_run, run_id)
+                row = await engine.get_stored_async(run_id)
                 if row is None:
                     return  # deleted while followed
                 if row.last_seq > sent:
@@ -252,9 +251,7 @@ def stream_handlers(api: Any, check_run_id: Any) -> list[HTTPRouteHandler]:
                     delay, quiet_since = RUN_POLL_FAST, time.monotonic()
                     continue
                 if row.status in _ENDED:
-                    run = await engine.get_async(run_id)
-                    if run is not None:  # (else deleted just now)
-                        yield sse.message("end", run.to_json())
+                    yield sse.message("end", Run.stored_to_json(row))  # the row in hand: no second read
                     return
                 failing = False
             except FlowrtError as exc:
@@ -285,7 +282,7 @@ def stream_handlers(api: Any, check_run_id: Any) -> list[HTTPRouteHandler]:
     ) -> Stream:
         check_run_id(run_id)
         start = _last_event_id(request, after)
-        if await engine.offload(engine.storage.get_run, run_id) is None:
+        if await engine.get_stored_async(run_id) is None:
             raise RunNotFound(f"run {run_id} not found", run_id=run_id)
         pulse.attach()
         return Stream(follow(run_id, start), media_type="text/event-stream", headers=_HEADERS)
