@@ -154,9 +154,9 @@ class Run:
     def stored_to_json(row: Any) -> dict[str, Any]:
         """:meth:`to_json` of a run as stored (a :class:`flowrt.storage.RunRow`), without
         building the :class:`Run`: its JSON columns go into the answer as they are stored
-        (``msgspec.Raw``), not decoded and encoded again. The HTTP server answers ticks,
-        GETs and the event stream's end this way: 3 µs an answer, where building the Run and encoding it took 11.5
-        (docs/performance.md). The same answer byte for byte
+        (``msgspec.Raw``), not decoded and encoded again. The HTTP server answers ticks, GETs
+        and the event stream's end this way: 3 µs an answer, where building the Run and
+        encoding it took 11.5 (docs/performance.md). The same answer byte for byte
         (tests/test_wire_json.py), but that a float stored in exponent form keeps its stored
         spelling (``1e+100``, not ``1e100``): the same number."""
         raw = _raw()
