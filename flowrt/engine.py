@@ -474,10 +474,11 @@ class Engine:
         dry_run: bool = False,
         vacuum: bool = False,
         progress: Callable[[int, int], None] | None = None,
+        max_seconds: float | None = None,
     ) -> PruneReport:
         """Delete finished runs that ended more than ``older_than`` ago (a timedelta, seconds,
         or ``"30d"``), with their events, idempotency records and start keys; RUNNING and
-        WAITING runs are never touched. See :mod:`flowrt.retention` for batches and space."""
+        WAITING runs are never touched. ``max_seconds``: see :meth:`flowrt.retention.Pruner.prune`."""
         if isinstance(older_than, timedelta):
             seconds = older_than.total_seconds()
         elif isinstance(older_than, (int, float)) and not isinstance(older_than, bool):
@@ -486,7 +487,7 @@ class Engine:
             seconds = parse_age(str(older_than), "older_than")
         if not seconds > 0:
             raise InvalidInput("older_than must be longer than zero")
-        return self.pruner.prune(seconds, statuses, dry_run=dry_run, vacuum=vacuum, progress=progress)
+        return self.pruner.prune(seconds, statuses, dry_run=dry_run, vacuum=vacuum, progress=progress, max_seconds=max_seconds)
 
     def drive_next(
         self, *, max_sleep: float | None = None, should_stop: Callable[[], bool] | None = None

@@ -88,6 +88,8 @@ class PruneReport:
     """Why the size did not shrink, when it could not (a SQLite file without incremental vacuum)."""
     dry_run: bool = False
     seconds: float = 0.0
+    more: bool = False
+    """True when ``max_seconds`` ended it with runs perhaps left to delete: prune again."""
 
     def to_json(self) -> dict[str, Any]:
         parts = asdict(self)
@@ -117,11 +119,15 @@ class Pruner:
         vacuum: bool = False,
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        max_seconds: float | None = None,
     ) -> PruneReport:
         """Delete (or with ``dry_run`` count) finished runs that ended over ``older_than`` seconds ago.
 
         ``vacuum``: on a SQLite file not yet in incremental-vacuum mode, switch it with one
         full VACUUM afterwards (it blocks writers while it runs). ``progress(done, total)``.
+        ``max_seconds``: stop after the batch that passes it, with ``more`` set, so that an
+        HTTP caller gets its answer within its timeout and asks again (at least one batch
+        is always deleted, so a caller that repeats always gets to the end).
         """
         chosen = finished_statuses(statuses)
         cutoff = self.storage.clock.now_ms() - int(older_than * 1000)
@@ -141,6 +147,9 @@ class Pruner:
                     if progress:
                         progress(report.runs, max(total, report.runs))
                     if deleted[0] < self.batch:
+                        break
+                    if max_seconds is not None and time.monotonic() - started >= max_seconds:
+                        report.more = True
                         break
                     time.sleep(self.pause)
                 if report.runs or vacuum:

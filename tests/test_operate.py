@@ -175,6 +175,36 @@ def test_prune_over_http_needs_the_admin_scope(tmp_path: Path, request: pytest.F
         assert all(srv.engine.get(r) is None for r in runs["CANCELLED"])
 
 
+def test_a_long_prune_over_http_answers_in_slices_and_the_cli_asks_until_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With maxSeconds the server answers after a batch or more, saying whether runs are left;
+    the CLI's remote prune repeats until none are, and reports the whole prune."""
+    from flowrt.cli import remote
+
+    with thread_server(f"sqlite:///{tmp_path / 's.db'}", ALL, drive=False) as srv:
+        runs = _population(srv.engine, tmp_path)
+        srv.engine.pruner.batch = 2  # 9 old finished runs: five batches
+        assert srv.client.post("/v1/admin/prune", json={"olderThan": "30d", "maxSeconds": 0}).status_code == 400
+        body = {"olderThan": "30d", "status": ["COMPLETED"], "maxSeconds": 0.000001}
+        first = srv.client.post("/v1/admin/prune", json=body).json()
+        assert (first["runs"], first["more"]) == (2, True), first
+        second = srv.client.post("/v1/admin/prune", json=body).json()
+        assert (second["runs"], second["more"]) == (1, False), second  # a short batch: nothing left
+        assert srv.client.post("/v1/admin/prune", json={"olderThan": "30d", "dryRun": True}).json()["runs"] == 6
+
+        monkeypatch.setattr(remote, "PRUNE_SLICE_SECONDS", 0.000001)
+        backend = remote.RemoteBackend(srv.url, None)
+        try:
+            report = backend.prune("30d", None, dry_run=False, vacuum=False)
+        finally:
+            backend.close()
+        assert (report["runs"], report["more"], report["startKeys"]) == (6, False, 0), report
+        assert report["events"] > 0 and report["sizeAfter"] > 0
+        assert all(srv.engine.get(r) is None for key in ("COMPLETED", "FAILED", "CANCELLED") for r in runs[key])
+        assert all(srv.engine.get(r) is not None for key in ("WAITING", "RUNNING", "fresh") for r in runs[key])
+
+
 def test_serve_with_retention_prunes_in_the_background(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'r.db'}"
     with Engine(db, flows=ALL) as engine:

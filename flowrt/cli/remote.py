@@ -29,6 +29,9 @@ LONG_POLL_SECONDS = 60
 POLL_INTERVAL = 0.2
 #: Seconds to connect, and for each answer (a long-poll's hold comes on top).
 TIMEOUT = 30.0
+#: How long the server prunes before answering; the CLI asks again while it says ``more``.
+#: Well under TIMEOUT, so a prune of any size never ends in a timeout halfway.
+PRUNE_SLICE_SECONDS = 10.0
 
 #: What the commands call each endpoint in the "does not offer" message.
 ENDPOINT_USE = {
@@ -133,9 +136,23 @@ class RemoteBackend:
         return self.settle(run_id) if wait and run.get("status") == "RUNNING" else run
 
     def prune(self, older_than: str, statuses: list[str] | None, *, dry_run: bool, vacuum: bool) -> Json:
-        body = {"olderThan": older_than, "status": statuses, "dryRun": dry_run}
+        """One report for the whole prune, made of slices of PRUNE_SLICE_SECONDS each."""
+        body = {"olderThan": older_than, "status": statuses, "dryRun": dry_run, "maxSeconds": PRUNE_SLICE_SECONDS}
+        total: Json = {}
         with self._asking("POST /v1/admin/prune"):
-            return self.client.request("POST", "/v1/admin/prune", body=body, idempotent=False)  # type: ignore[no-any-return]
+            while True:
+                # Not re-sent after a lost answer: that slice may still be deleting on the server.
+                part: Json = self.client.request("POST", "/v1/admin/prune", body=body, idempotent=False)
+                if not total:
+                    total = dict(part)
+                else:
+                    for key in ("runs", "events", "idempotencyRecords", "startKeys", "seconds"):
+                        total[key] = total.get(key, 0) + part.get(key, 0)
+                    total.update(sizeAfter=part.get("sizeAfter"), spaceNote=part.get("spaceNote") or total.get("spaceNote"))
+                if not part.get("more"):  # a server before maxSeconds answers once, for all of it
+                    total["more"] = False
+                    total["seconds"] = round(total.get("seconds", 0), 3)
+                    return total
 
     def get(self, run_id: str) -> Json:
         with self._asking("GET /v1/runs/{runId}"):

@@ -36,6 +36,8 @@ class PruneRequest(msgspec.Struct, rename="camel"):
     """Finished runs that ended longer ago than this: 30d, 12h, 90m, 1w, or seconds."""
     status: list[Literal["COMPLETED", "FAILED", "CANCELLED"]] | None = None
     dry_run: bool = False
+    max_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] | None = None
+    """Answer after about this long, with ``more: true`` if runs may be left (then ask again)."""
 
 
 class PruneOut(msgspec.Struct, rename="camel"):
@@ -48,6 +50,7 @@ class PruneOut(msgspec.Struct, rename="camel"):
     space_note: str | None
     dry_run: bool
     seconds: float
+    more: bool
 
 
 
@@ -105,13 +108,17 @@ def operate_handlers(state: ApiState, max_body_bytes: int) -> list[HTTPRouteHand
         summary="Delete old finished runs (admin)",
         description="Deletes COMPLETED, FAILED and CANCELLED runs (or those of status) that ended longer than "
         "olderThan ago, with their events, idempotency records and start keys, in small batches; RUNNING and "
-        "WAITING runs are never touched. dryRun only counts. Needs a token with the admin scope.",
+        "WAITING runs are never touched. dryRun only counts. With maxSeconds the answer comes after about that "
+        "long, with more: true when runs may be left: send it again until more is false (a client's timeout then "
+        "never cuts a long prune short). Needs a token with the admin scope.",
         responses=_docs(PruneOut, 403, 413),
         opt={"scope": "admin"},
     )
     async def prune_runs(data: PruneRequest = _body_doc(max_body_bytes, "What to prune.")) -> Response[bytes]:
         statuses = None if data.status is None else [str(status) for status in data.status]
-        report = await asyncio.to_thread(engine.prune, data.older_than, statuses, dry_run=data.dry_run)
+        report = await asyncio.to_thread(
+            engine.prune, data.older_than, statuses, dry_run=data.dry_run, max_seconds=data.max_seconds
+        )
         return json_response(report.to_json())
 
     return [retry_run, rewind_run, prune_runs]
