@@ -125,13 +125,19 @@ class Pruner:
 
         ``vacuum``: on a SQLite file not yet in incremental-vacuum mode, switch it with one
         full VACUUM afterwards (it blocks writers while it runs). ``progress(done, total)``.
-        ``max_seconds``: stop after the batch that passes it, with ``more`` set, so that an
-        HTTP caller gets its answer within its timeout and asks again (at least one batch
-        is always deleted, so a caller that repeats always gets to the end).
+        ``max_seconds``: stop after the batch (or vacuum step) that passes it, with ``more``
+        set, so that an HTTP caller gets its answer within its timeout and asks again. At
+        least one batch is always deleted, and a sliced prune always goes on giving space
+        back, so a caller that repeats always gets to the end. A dry run is two counts and
+        ignores it.
         """
         chosen = finished_statuses(statuses)
         cutoff = self.storage.clock.now_ms() - int(older_than * 1000)
         started = time.monotonic()
+
+        def out_of_time() -> bool:
+            return max_seconds is not None and time.monotonic() - started >= max_seconds
+
         report = PruneReport(dry_run=dry_run, size_before=self.size())
         with self._lock:
             if dry_run:
@@ -148,12 +154,16 @@ class Pruner:
                         progress(report.runs, max(total, report.runs))
                     if deleted[0] < self.batch:
                         break
-                    if max_seconds is not None and time.monotonic() - started >= max_seconds:
+                    if out_of_time():
                         report.more = True
                         break
                     time.sleep(self.pause)
-                if report.runs or vacuum:
-                    report.space_note = self.give_space_back(vacuum=vacuum, should_stop=should_stop)
+                # A slice that deleted nothing may still owe the free pages of the ones before it.
+                if report.runs or vacuum or max_seconds is not None:
+                    stop = should_stop or (lambda: False)
+                    report.space_note = self.give_space_back(vacuum=vacuum, should_stop=lambda: stop() or out_of_time())
+                    if report.space_note is None and out_of_time() and self.free_pages() > 0:
+                        report.more = True  # the vacuum was cut short: the next slice goes on with it
         report.size_after = self.size()
         report.seconds = round(time.monotonic() - started, 3)
         return report
@@ -212,6 +222,12 @@ class Pruner:
             return total
         return None
 
+    def free_pages(self) -> int:
+        """Pages a SQLite file could give back (0 on Postgres and memory)."""
+        if self.storage.kind != "sqlite":
+            return 0
+        return int(self.storage._read("PRAGMA freelist_count", ())[0][0])
+
     def incremental(self) -> bool:
         return self.storage.kind == "sqlite" and int(self.storage._read("PRAGMA auto_vacuum", ())[0][0]) == 2
 
@@ -233,13 +249,14 @@ class Pruner:
                 conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 conn.execute("VACUUM")
             return None
-        while should_stop is None or not should_stop():
-            free = int(storage._read("PRAGMA freelist_count", ())[0][0])
-            if free == 0:
-                break
+        # At least one step, even when ``should_stop`` is already true: a sliced prune whose
+        # deletions used up its time still makes progress on the space it owes.
+        while free := self.free_pages():
             with storage._write_lock:
                 # executescript steps the pragma to the end (execute frees one page per call)
                 storage.db.connection().executescript(f"PRAGMA incremental_vacuum({min(free, VACUUM_PAGES)});")
+            if should_stop is not None and should_stop():
+                break
             time.sleep(self.pause)
         with storage._write_lock:  # the WAL holds the deletions; fold it back and truncate it
             storage.db.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
