@@ -138,6 +138,9 @@ class Pruner:
         def out_of_time() -> bool:
             return max_seconds is not None and time.monotonic() - started >= max_seconds
 
+        def stopping() -> bool:
+            return (should_stop is not None and should_stop()) or out_of_time()
+
         report = PruneReport(dry_run=dry_run, size_before=self.size())
         with self._lock:
             if dry_run:
@@ -160,8 +163,7 @@ class Pruner:
                     time.sleep(self.pause)
                 # A slice that deleted nothing may still owe the free pages of the ones before it.
                 if report.runs or vacuum or max_seconds is not None:
-                    stop = should_stop or (lambda: False)
-                    report.space_note = self.give_space_back(vacuum=vacuum, should_stop=lambda: stop() or out_of_time())
+                    report.space_note = self.give_space_back(vacuum=vacuum, should_stop=stopping)
                     if report.space_note is None and out_of_time() and self.free_pages() > 0:
                         report.more = True  # the vacuum was cut short: the next slice goes on with it
         report.size_after = self.size()

@@ -30,7 +30,7 @@ POLL_INTERVAL = 0.2
 #: Seconds to connect, and for each answer (a long-poll's hold comes on top).
 TIMEOUT = 30.0
 #: How long the server prunes before answering; the CLI asks again while it says ``more``.
-#: Well under TIMEOUT, so a prune of any size never ends in a timeout halfway.
+#: Well under TIMEOUT, so each slice's answer (one batch past it at most) comes within it.
 PRUNE_SLICE_SECONDS = 10.0
 
 #: What the commands call each endpoint in the "does not offer" message.

@@ -108,9 +108,9 @@ def operate_handlers(state: ApiState, max_body_bytes: int) -> list[HTTPRouteHand
         summary="Delete old finished runs (admin)",
         description="Deletes COMPLETED, FAILED and CANCELLED runs (or those of status) that ended longer than "
         "olderThan ago, with their events, idempotency records and start keys, in small batches; RUNNING and "
-        "WAITING runs are never touched. dryRun only counts. With maxSeconds the answer comes after about that "
-        "long, with more: true when runs may be left: send it again until more is false (a client's timeout then "
-        "never cuts a long prune short). Needs a token with the admin scope.",
+        "WAITING runs are never touched. dryRun only counts. With maxSeconds the answer comes after the batch or "
+        "vacuum step that passes that long, with more: true when work may be left: send it again until more is "
+        "false, so a long prune comes back in slices. Needs a token with the admin scope.",
         responses=_docs(PruneOut, 403, 413),
         opt={"scope": "admin"},
     )
