@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import re
+import socket
 import threading
 import urllib.parse
 from typing import Any, Callable, Iterator
@@ -24,11 +25,18 @@ from http_flows import ALL as HTTP_FLOWS
 from http_helpers import ThreadServer, thread_server, wait_for
 
 from examples.demo import ALL as DEMO_FLOWS
+from flowrt.server import connections
 from flowrt.server.fastpath import FastPath
 
 pytestmark = pytest.mark.timeout(120)
 
 FAST, LITESTAR = "fast", "litestar"
+try:  # the `fast` extra (httptools): ordinary requests are answered beneath ASGI
+    from flowrt.server.direct import DirectAnswers
+
+    DIRECT = issubclass(connections.protocol_class(), DirectAnswers)
+except ImportError:
+    DIRECT = False
 MAX_BODY = 4096
 FRAUD = {"flowId": "demo-fraud", "version": "1.0.0", "input": {"amount": 50, "userId": "u1"}}
 SUPPORT = {"flowId": "demo-support", "version": "1.0.0", "input": {"message": "hi"}}
@@ -42,13 +50,24 @@ _WORKER = re.compile(r"executed by \S+;")  # RUN_BUSY names the lease holder: ho
 
 
 class LitestarSpy:
-    """Records the requests the fast path hands to the Litestar app behind it."""
+    """Records the requests the fast path hands to the Litestar app behind it, and (in
+    ``entered``) every request that came in through ASGI at all: with httptools, an ordinary
+    one is answered beneath ASGI (flowrt/server/direct.py) and must not be there."""
 
-    def __init__(self, server: ThreadServer) -> None:
+    def __init__(self, server: ThreadServer, monkeypatch: pytest.MonkeyPatch) -> None:
         fast_path = server.runtime.app.asgi_handler
         assert isinstance(fast_path, FastPath), "the fast path is not installed"
         self.seen: list[tuple[str, str]] = []
+        self.entered: list[tuple[str, str]] = []
         inner = fast_path.app
+        asgi_entry = FastPath.__call__
+
+        async def entry(this: FastPath, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and this is fast_path:
+                self.entered.append((scope["method"], scope["path"]))
+            await asgi_entry(this, scope, receive, send)
+
+        monkeypatch.setattr(FastPath, "__call__", entry)
 
         async def spy(scope: Any, receive: Any, send: Any) -> None:
             if scope["type"] == "http":
@@ -69,10 +88,13 @@ class Recorder:
 
     def __call__(self, expect: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
         before = len(self.spy.seen) if self.spy else 0
+        entered = len(self.spy.entered) if self.spy else 0
         response = self.server.client.request(method, url, **kwargs)
         if self.spy is not None:
             served = LITESTAR if len(self.spy.seen) > before else FAST
             assert served == expect, f"{method} {url}: served by {served}, expected {expect}"
+            if served == FAST and DIRECT:
+                assert len(self.spy.entered) == entered, f"{method} {url}: went through ASGI, not beneath it"
         self.answers.append((method, self._normalize(url), self._answer(response)))
         return response
 
@@ -114,7 +136,8 @@ def server_pair(make_url: Callable[[str], str], **settings: Any) -> Iterator[tup
     with thread_server(make_url("fast"), flows=flows, **settings) as fast:
         with thread_server(make_url("litestar"), flows=flows, fast_path=False, **settings) as slow:
             assert not isinstance(slow.runtime.app.asgi_handler, FastPath)
-            yield fast, LitestarSpy(fast), slow
+            with pytest.MonkeyPatch.context() as monkeypatch:
+                yield fast, LitestarSpy(fast, monkeypatch), slow
 
 
 @pytest.fixture(scope="module")
@@ -356,3 +379,77 @@ def test_flowrt_fast_path_0_turns_it_off() -> None:
     assert Settings.resolve(env={"FLOWRT_FAST_PATH": "0"}, fast_path=True).fast_path is True
     with pytest.raises(InvalidInput, match="FLOWRT_FAST_PATH"):
         Settings.resolve(env={"FLOWRT_FAST_PATH": "maybe"})
+
+
+# --------------------------------------------------------------------------- the bytes on the wire
+
+_DATE = re.compile(rb"\r\ndate: [^\r]*")
+
+
+def raw_exchange(server: ThreadServer, requests: bytes, answers: int) -> list[bytes]:
+    """Send ``requests`` in one write on a fresh connection; read ``answers`` whole responses."""
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=30) as sock:
+        sock.sendall(requests)
+        data, found = b"", []
+        while len(found) < answers:
+            head_end = data.find(b"\r\n\r\n")
+            if head_end >= 0:
+                length = int(re.search(rb"\r\ncontent-length: (\d+)", data[:head_end]).group(1))  # type: ignore[union-attr]
+                end = head_end + 4 + length
+                if len(data) >= end:
+                    found.append(data[:end])
+                    data = data[end:]
+                    continue
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {len(found)} answer(s): {data!r}"
+            data += chunk
+        if answers and b"connection: close" in found[-1]:
+            assert sock.recv(1) == b"", "a connection: close answer leaves the connection open"
+        return [_DATE.sub(b"\r\ndate: <date>", answer) for answer in found]
+
+
+def test_answers_beneath_asgi_are_byte_for_byte_uvicorns(servers: Any) -> None:
+    """Pipelined requests, answered in order; an error answer; Connection: close -- the same
+    bytes, head and body, as uvicorn sends for Litestar (date aside)."""
+    fast, spy, slow = servers
+    missing = "nope-" + "0" * 8
+    requests = (
+        f"POST /v1/runs/{missing}/tick HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n"
+        f"GET /v1/runs/{missing} HTTP/1.1\r\nhost: x\r\n\r\n"
+        f"POST /v1/runs/{missing}/resume HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        f"content-length: 4\r\nconnection: close\r\n\r\nnull"
+    ).encode()
+    entered = len(spy.entered)
+    on_fast = raw_exchange(fast, requests, 3)
+    assert len(spy.entered) == entered or not DIRECT, "answered through ASGI"
+    assert on_fast == raw_exchange(slow, requests, 3)
+    assert on_fast[0].startswith(b"HTTP/1.1 404 Not Found\r\ndate: <date>\r\ncontent-type: application/json\r\n")
+    assert b"\r\nconnection: close\r\n" in on_fast[2] and b"connection" not in on_fast[0]
+    # HTTP/1.0 without keep-alive: closed after the answer, on both.
+    old = f"GET /v1/runs/{missing} HTTP/1.0\r\n\r\n".encode()
+    assert raw_exchange(fast, old, 1) == raw_exchange(slow, old, 1)
+
+
+def test_a_body_declined_beneath_asgi_reaches_litestar_once(servers: Any) -> None:
+    """Not JSON: read once beneath ASGI, replayed to Litestar, which answers the 400."""
+    fast, spy, slow = servers
+    bad = b"POST /v1/runs/start HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n{bad!"
+    seen, entered = len(spy.seen), len(spy.entered)
+    on_fast = raw_exchange(fast, bad, 1)
+    assert on_fast == raw_exchange(slow, bad, 1) and on_fast[0].startswith(b"HTTP/1.1 400 ")
+    assert len(spy.seen) == seen + 1 and len(spy.entered) == entered + 1
+
+
+def test_the_access_log_line_is_uvicorns_beneath_asgi_too(servers: Any, caplog: pytest.LogCaptureFixture) -> None:
+    fast, spy, slow = servers
+    caplog.set_level(logging.INFO, logger="uvicorn.access")
+    lines = []
+    for server in (fast, slow):
+        caplog.clear()
+        raw_exchange(server, b"POST /v1/runs/nope/tick?x HTTP/1.1\r\nhost: x\r\n\r\n", 1)  # Litestar: a query
+        raw_exchange(server, b"GET /v1/runs/nope HTTP/1.1\r\nhost: x\r\n\r\n", 1)  # fast: beneath ASGI
+        lines.append([re.sub(r":\d+ - ", ":<port> - ", r.getMessage()) for r in caplog.records if r.name == "uvicorn.access"])
+    assert lines[0] == lines[1] == [
+        '127.0.0.1:<port> - "POST /v1/runs/nope/tick?x HTTP/1.1" 404',
+        '127.0.0.1:<port> - "GET /v1/runs/nope HTTP/1.1" 404',
+    ]

@@ -75,8 +75,11 @@ def _httptools_protocol() -> type[asyncio.Protocol] | None:
     except ImportError:  # the `fast` extra is not installed
         return None
 
-    class GuardedHttpToolsProtocol(_FirstRequestTimer, HttpToolsProtocol):
-        """uvicorn's httptools protocol with the first-request timer and a bounded head."""
+    from .direct import DirectAnswers  # uvicorn's httptools module: only with the `fast` extra
+
+    class GuardedHttpToolsProtocol(_FirstRequestTimer, DirectAnswers, HttpToolsProtocol):
+        """uvicorn's httptools protocol with the first-request timer, a bounded head, and the
+        hot routes answered beneath ASGI (:mod:`.direct`)."""
 
         _head_bytes = 0
 

@@ -57,10 +57,12 @@ _WAIT = re.compile(rb"wait=((?:0|[1-9][0-9]{0,2})(?:\.[0-9]{1,9})?)")
 _JSON_TYPES = (b"application/json", b"application/x-www-form-urlencoded")  # the latter: curl -d
 _READ = frozenset({b"authorization", b"content-type", b"content-length", b"idempotency-key"})
 _DECODE_ERRORS = (msgspec.MsgspecError, ValueError, RecursionError)  # ValueError: UnicodeDecodeError
+DECLINED = "flowrt.fast_path.declined"
+"""Scope key: this request was looked at and left to Litestar (its body read is replayed)."""
 
 
 @dataclass(slots=True)
-class _Route:
+class Route:
     """An ordinary request to a hot route, as admitted: which call, on what, for whom."""
 
     call: str  # "start", "tick", "get" or "resume"
@@ -92,25 +94,36 @@ class FastPath:
         """Paths Litestar routes to a route of their own (``/v1/runs/counts``): never a run id here."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self._admit(scope) if scope["type"] == "http" else None
+        route = self.admit(scope) if scope["type"] == "http" else None
         if route is None:
             await self.app(scope, receive, send)
             return
-        body: Any = None
-        if route.call in ("start", "resume"):
-            raw, messages = await _read_body(receive, self.max_body_bytes)
-            body = _NOT_ORDINARY if raw is None else _decode(route.call, raw)
-            if body is _NOT_ORDINARY:
-                await self.app(scope, _replaying(messages, receive), send)
-                return
-        try:
-            answer = await self._answer(route, body)
-        except Exception as exc:  # what Litestar's exception handlers would answer (CancelledError passes)
-            answer = self.errors.for_exception(exc, scope["method"], scope["path"])
+        answer, read = await self.answer(route, scope, receive)
+        if answer is None:
+            await self.app(scope, replaying(read, receive), send)
+            return
         await send({"type": "http.response.start", "status": answer.status, "headers": answer.asgi_headers()})
         await send({"type": "http.response.body", "body": answer.body, "more_body": False})
 
-    def _answer(self, route: _Route, body: Any) -> Awaitable[Answer]:
+    async def answer(self, route: Route, scope: Scope, receive: Receive) -> tuple[Answer | None, list[Message]]:
+        """``(answer, messages read)`` for an admitted request; answer None when its body turns
+        out not to be ordinary (the caller hands the request, with those messages, to Litestar).
+
+        Also what :mod:`.direct` calls, beneath ASGI, for a connection uvicorn parses with httptools."""
+        body: Any = None
+        read: list[Message] = []
+        if route.call in ("start", "resume"):
+            raw, read = await _read_body(receive, self.max_body_bytes)
+            body = _NOT_ORDINARY if raw is None else _decode(route.call, raw)
+            if body is _NOT_ORDINARY:
+                scope[DECLINED] = True  # so a second look (the ASGI entry behind .direct) does not read it again
+                return None, read
+        try:
+            return await self._answer(route, body), read
+        except Exception as exc:  # what Litestar's exception handlers would answer (CancelledError passes)
+            return self.errors.for_exception(exc, scope["method"], scope["path"]), read
+
+    def _answer(self, route: Route, body: Any) -> Awaitable[Answer]:
         state = self.state
         if route.call == "tick":
             return answers.tick(state, route.run_id)
@@ -120,10 +133,10 @@ class FastPath:
             return answers.resume(state, route.run_id, body, route.wait, route.by)
         return answers.start(state, body, route.idempotency_key, route.wait)
 
-    def _admit(self, scope: Scope) -> _Route | None:
-        """The request as a :class:`_Route` if it is ordinary, else None (Litestar serves it)."""
+    def admit(self, scope: Scope) -> Route | None:
+        """The request as a :class:`Route` if it is ordinary, else None (Litestar serves it)."""
         method, path = scope["method"], scope["path"]
-        if scope.get("root_path") or not path.startswith(_RUNS):
+        if scope.get("root_path") or not path.startswith(_RUNS) or DECLINED in scope:
             return None
         call, run_id = _match(method, path)
         if call is None or (call != "start" and path in self.static_paths):
@@ -147,7 +160,7 @@ class FastPath:
             except (NotAuthorizedException, PermissionDeniedException):
                 return None  # Litestar's guard answers 401/403, with its headers
             by = token.name or ANONYMOUS
-        return _Route(call, run_id, wait, key, by)
+        return Route(call, run_id, wait, key, by)
 
 
 class _NotOrdinary:
@@ -240,7 +253,7 @@ def _decode(call: str, raw: bytes) -> Any:
         return _NOT_ORDINARY
 
 
-def _replaying(messages: list[Message], receive: Receive) -> Receive:
+def replaying(messages: list[Message], receive: Receive) -> Receive:
     """``receive`` for the app: the messages this path already read, then the rest of the stream."""
     pending = deque(messages)
 
