@@ -2,6 +2,7 @@
 
 This module is the public face; the work is done by parts with one job each:
 
+- :mod:`flowrt.starts`: what a start writes, its arguments checked;
 - :mod:`flowrt.steps`: the step core, the one place results become state (claims,
   commits, retries, interruptions), written once as generators;
 - :mod:`flowrt.execution`: calling handlers and containing whatever they do;
@@ -19,7 +20,6 @@ between the two.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import re
@@ -38,26 +38,25 @@ from .errors import (
     FlowNotRegistered,
     IdempotencyConflict,
     InvalidInput,
-    PayloadTooLarge,
     RunFinished,
     RunNotFound,
 )
 from .execution import Executor
 from .leases import Leases
-from .runs import Event, EventType, Run, RunStatus, new_run_id, to_datetime
+from .runs import Event, EventType, Run, RunStatus, to_datetime
 from .repair import Repairs
 from .retention import Pruner, PruneReport, parse_age
 from .runner import Runner
+from .starts import new_run
 from .steps import Commit, Query, Step, StepCore
 from .storage import DEFAULT_URL, LeaseLost, RunRow, Storage
-from .values import DEFAULT_MAX_VALUE_BYTES, dumps, dumps_user, loads, too_large
+from .values import DEFAULT_MAX_VALUE_BYTES, dumps, loads
 
 __all__ = ["Context", "Engine"]
 
 log = logging.getLogger("flowrt.engine")
 
 _CURSOR = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # a run id
-_START_KEY = re.compile(r"[^\x00]{1,200}\Z")
 
 
 def _version_key(version: str) -> tuple[Any, ...]:
@@ -340,58 +339,12 @@ class Engine:
     ) -> Generator[Any, Any, tuple[Run, bool]]:
         """``(run, replayed)``: replayed is True when an idempotency key found an earlier start."""
         flow = self.flow(flow_id, version)
-        if initial_state is not None and not isinstance(initial_state, dict):
-            raise InvalidInput("initialState must be a JSON object")
-        if tenant_id is not None and not isinstance(tenant_id, str):
-            raise InvalidInput("tenantId must be a string")
-        if idempotency_key is not None and not (
-            isinstance(idempotency_key, str) and _START_KEY.match(idempotency_key)
-        ):
-            raise InvalidInput("idempotency key must be a string of 1 to 200 characters without NUL")
-        try:
-            input_json = dumps_user({} if input is None else input)
-            state_json = dumps_user(initial_state or {})
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise InvalidInput(f"input and initial state must be JSON values: {exc}") from exc
-        for what, text in (("input", input_json), ("initial state", state_json)):
-            if too_large(text, self.max_value_bytes):
-                raise PayloadTooLarge(
-                    f"the run's {what} is {len(text.encode())} bytes, over the limit of {self.max_value_bytes} "
-                    "(Engine(max_value_bytes=...), flowrt serve --max-value-bytes)"
-                )
-        now = self.clock.now_ms()
-        row = RunRow(
-            run_id=new_run_id(),
-            flow_id=flow.flow_id,
-            flow_version=flow.version,
-            tenant_id=tenant_id,
-            status=RunStatus.RUNNING,
-            current_node_id=flow.entry,
-            input_json=input_json,
-            state_json=state_json,
-            outputs_json="{}",
-            attempts_json="{}",
-            failures=0,
-            error_json=None,
-            wait_reason=None,
-            wait_until=None,
-            wake_at=None,
-            resume_json=None,
-            last_seq=1,
-            lease_owner=self.owner if keep_lease else None,
-            lease_expires_at=now + self.lease_ttl_ms if keep_lease else None,
-            lease_epoch=0,
-            stale_owner=None,
-            created_at=now,
-            updated_at=now,
-        )
-        start_key = None
-        if idempotency_key is not None:
-            request = dumps([flow.flow_id, flow.version, tenant_id, input_json, state_json])
-            start_key = (idempotency_key, hashlib.sha256(request.encode()).hexdigest())
-        # The first snapshot a rewind starts from (see flowrt.repair).
-        snapshot = '{"state":' + state_json + ',"outputs":{}}'
-        events = [(row.run_id, 1, now, EventType.RUN_STARTED, None, None, "{}", snapshot)]
+        lease_owner = self.owner if keep_lease else None
+        row, events, start_key = new_run(
+            flow, input, tenant_id, initial_state, idempotency_key,
+            now=self.clock.now_ms(), lease_owner=lease_owner, lease_ttl_ms=self.lease_ttl_ms,
+            max_value_bytes=self.max_value_bytes,
+        )  # fmt: skip
         write = self.storage.run_insert(row, events, start_key)
         try:
             existing = yield Commit(write)
