@@ -91,6 +91,32 @@ def test_a_step_that_keeps_the_runs_status_and_timer_leaves_the_indexed_columns_
         assert engine.list_runs(status="RUNNING")[0] == []
 
 
+def test_nulls_and_statuses_bind_through_registered_adapters_and_are_stored_as_before(sqlite_url: str) -> None:
+    """The sqlite3 module binds only exact str/int/float directly; None and StrEnum members go
+    through its adapters (flowrt.database registers the two: otherwise each costs a formatted
+    AttributeError). What is stored must be what it was: NULL, and the status as plain text."""
+    import sqlite3
+
+    from flowrt.runs import EventType, RunStatus
+
+    assert {(type(None), sqlite3.PrepareProtocol), (RunStatus, sqlite3.PrepareProtocol)} <= set(sqlite3.adapters)
+    with Engine(sqlite_url, flows=[linear(2)]) as engine:
+        run_id = engine.start("lin", keep_lease=True).run_id
+        engine.tick(run_id)
+        conn = engine.storage.db.connection()
+        status, tenant = conn.execute(
+            "SELECT typeof(status) || ':' || status, typeof(tenant_id) FROM flowrt_runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        assert (status, tenant) == ("text:RUNNING", "null")
+        types = conn.execute("SELECT DISTINCT typeof(type), typeof(node_id) FROM flowrt_events WHERE seq = 1").fetchall()
+        assert types == [("text", "null")]
+        # A user's own sqlite3 use sees the same values bound.
+        mine = sqlite3.connect(":memory:")
+        assert mine.execute("SELECT ?, typeof(?), ?", (RunStatus.WAITING, None, EventType.RUN_STARTED)).fetchone() == (
+            "WAITING", "null", "RUN_STARTED",
+        )  # fmt: skip
+
+
 def test_run_until_blocked_from_a_kept_lease_writes_only_its_steps(make_engine: Any) -> None:
     engine = make_engine(linear(4))
     run = engine.start("lin", keep_lease=True)

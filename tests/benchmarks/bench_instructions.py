@@ -50,7 +50,7 @@ def client(runs: int, concurrency: int) -> dict[str, object]:
 
 def measure(checkout: Path, runs: int, concurrency: int) -> dict[str, object]:
     folder = tempfile.TemporaryDirectory()
-    env = {**os.environ, "PYTHONPATH": str(checkout), "PYTHONMALLOC": "malloc"}
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
     out_file = f"{folder.name}/callgrind.out"
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}",
