@@ -3,7 +3,8 @@
 Backends differ here only: WAL pragmas for a SQLite file, one shared connection for
 ``memory://``, a connection pool for Postgres. Driver errors that mean "the database is not
 there right now" become :class:`~flowrt.errors.StorageUnavailable` (HTTP 503, CLI exit 5),
-never a raw driver error.
+never a raw driver error. Importing it registers sqlite3 adapters (see
+:func:`_register_sqlite_adapters`).
 """
 
 from __future__ import annotations
@@ -24,22 +25,32 @@ from .runs import EventType, RunStatus
 
 DEFAULT_URL = "sqlite:///flowrt.db"
 
-# The sqlite3 module binds exact str, int, float and bytearray parameters directly. Anything
-# else -- None (every NULL column), and a run's status or an event's type (StrEnum members) --
-# goes through its adapter registry, then PrepareProtocol.__adapt__: a class attribute that
-# does not exist, so Python formats an AttributeError message only to throw it away. Some 11
-# parameters a request on the server, ~4% of its instructions
-# (tests/benchmarks/bench_instructions.py). Registered, each is one dict lookup and a call:
-# None stays None (bound as NULL), a StrEnum's str() is its value, what is stored.
+
+def _register_sqlite_adapters() -> None:
+    """Adapters for the parameters a step binds that are not exact str, int or float.
+
+    The sqlite3 module binds exact str, int, float and bytearray parameters directly. Anything
+    else -- None (every NULL column), and a run's status or an event's type (StrEnum members)
+    -- goes through its adapter registry, then ``PrepareProtocol.__adapt__``: a class attribute
+    that does not exist, so Python formats an AttributeError message only to throw it away.
+    That was some 11 parameters a request on the server and ~3% of its instructions
+    (docs/performance.md, "NULLs and statuses"). Registered, each is one dict lookup and a
+    call: None stays None (bound as NULL), a StrEnum's ``str()`` is its value, what is stored.
+
+    The registry is the sqlite3 module's, for the whole process: a user's own sqlite3 use binds
+    these the same way as without it (an adapter of theirs for NoneType would be replaced).
+    """
+    sqlite3.register_adapter(type(None), _null)
+    for enum in (EventType, RunStatus):
+        sqlite3.register_adapter(enum, str)
 
 
 def _null(value: None) -> None:
     return None
 
 
-sqlite3.register_adapter(type(None), _null)
-for _enum in (EventType, RunStatus):
-    sqlite3.register_adapter(_enum, str)
+_register_sqlite_adapters()
+
 
 def describe_url(url: str) -> str:
     """The URL without its password, for logs and /health."""

@@ -342,7 +342,7 @@ class Engine:
         lease_owner = self.owner if keep_lease else None
         row, events, start_key = new_run(
             flow, input, tenant_id, initial_state, idempotency_key,
-            now=self.clock.now_ms(), lease_owner=lease_owner, lease_ttl_ms=self.lease_ttl_ms,
+            clock=self.clock, lease_owner=lease_owner, lease_ttl_ms=self.lease_ttl_ms,
             max_value_bytes=self.max_value_bytes,
         )  # fmt: skip
         write = self.storage.run_insert(row, events, start_key)

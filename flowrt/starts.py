@@ -12,6 +12,7 @@ import hashlib
 import re
 from typing import Any
 
+from .clock import Clock
 from .definitions import Flow
 from .errors import InvalidInput, PayloadTooLarge
 from .runs import EventType, RunStatus, new_run_id
@@ -31,7 +32,7 @@ def new_run(
     initial_state: dict[str, Any] | None,
     idempotency_key: str | None,
     *,
-    now: int,
+    clock: Clock,
     lease_owner: str | None,
     lease_ttl_ms: int,
     max_value_bytes: int,
@@ -55,6 +56,7 @@ def new_run(
                 f"the run's {what} is {len(text.encode())} bytes, over the limit of {max_value_bytes} "
                 "(Engine(max_value_bytes=...), flowrt serve --max-value-bytes)"
             )
+    now = clock.now_ms()
     row = RunRow(
         run_id=new_run_id(),
         flow_id=flow.flow_id,

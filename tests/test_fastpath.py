@@ -11,6 +11,7 @@ checks which path served each request: ordinary requests must not reach Litestar
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import re
@@ -387,14 +388,17 @@ _DATE = re.compile(rb"\r\ndate: [^\r]*")
 
 
 def raw_exchange(server: ThreadServer, requests: bytes, answers: int) -> list[bytes]:
-    """Send ``requests`` in one write on a fresh connection; read ``answers`` whole responses."""
+    """Send ``requests`` in one write on a fresh connection; read ``answers`` whole responses
+    (an interim ``100 Continue`` counts as one)."""
     with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=30) as sock:
         sock.sendall(requests)
         data, found = b"", []
         while len(found) < answers:
             head_end = data.find(b"\r\n\r\n")
             if head_end >= 0:
-                length = int(re.search(rb"\r\ncontent-length: (\d+)", data[:head_end]).group(1))  # type: ignore[union-attr]
+                declared = re.search(rb"\r\ncontent-length: (\d+)", data[:head_end])
+                assert declared or data.startswith(b"HTTP/1.1 1"), f"no content-length: {data[:head_end]!r}"
+                length = int(declared[1]) if declared else 0  # an interim 1xx answer: a head alone
                 end = head_end + 4 + length
                 if len(data) >= end:
                     found.append(data[:end])
@@ -440,16 +444,76 @@ def test_a_body_declined_beneath_asgi_reaches_litestar_once(servers: Any) -> Non
     assert len(spy.seen) == seen + 1 and len(spy.entered) == entered + 1
 
 
-def test_the_access_log_line_is_uvicorns_beneath_asgi_too(servers: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_access_log_line_is_uvicorns_beneath_asgi_too(servers: Any) -> None:
+    """uvicorn logs access lines when its access logger has a handler (looked at as a
+    connection opens); the direct path writes the same line."""
     fast, spy, slow = servers
-    caplog.set_level(logging.INFO, logger="uvicorn.access")
-    lines = []
-    for server in (fast, slow):
-        caplog.clear()
-        raw_exchange(server, b"POST /v1/runs/nope/tick?x HTTP/1.1\r\nhost: x\r\n\r\n", 1)  # Litestar: a query
-        raw_exchange(server, b"GET /v1/runs/nope HTTP/1.1\r\nhost: x\r\n\r\n", 1)  # fast: beneath ASGI
-        lines.append([re.sub(r":\d+ - ", ":<port> - ", r.getMessage()) for r in caplog.records if r.name == "uvicorn.access"])
-    assert lines[0] == lines[1] == [
+    access = logging.getLogger("uvicorn.access")
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(re.sub(r":\d+ - ", ":<port> - ", record.getMessage()))  # type: ignore[method-assign]
+    level = access.level
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    try:
+        seen = []
+        for server in (fast, slow):
+            lines.clear()
+            raw_exchange(server, b"POST /v1/runs/nope/tick?x HTTP/1.1\r\nhost: x\r\n\r\n", 1)  # Litestar: a query
+            entered = len(spy.entered)
+            raw_exchange(server, b"GET /v1/runs/nope HTTP/1.1\r\nhost: x\r\n\r\n", 1)  # fast: beneath ASGI
+            assert len(spy.entered) == entered or not DIRECT
+            seen.append(list(lines))
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(level)
+    assert seen[0] == seen[1] == [
         '127.0.0.1:<port> - "POST /v1/runs/nope/tick?x HTTP/1.1" 404',
         '127.0.0.1:<port> - "GET /v1/runs/nope HTTP/1.1" 404',
     ]
+
+
+def test_successes_beneath_asgi_are_uvicorns_bytes_too(servers: Any) -> None:
+    """A start, its idempotent replay (an extra header), and a start that asks to be told to
+    continue (Expect: 100-continue) before it sends its body: the same bytes on both servers,
+    run ids and times aside."""
+    fast, spy, slow = servers
+    body = json.dumps(FRAUD).encode()
+
+    def start(key: str, extra: str = "") -> bytes:
+        return (
+            f"POST /v1/runs/start HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            f"idempotency-key: {key}\r\n{extra}content-length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+    def normalized(answers: list[bytes]) -> list[bytes]:
+        return [re.sub(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", b"<run>", a) for a in answers]
+
+    answers = []
+    for server in (fast, slow):
+        key = f"bytes-{server.url.rsplit(':', 1)[1]}"
+        entered = len(spy.entered)
+        got = raw_exchange(server, start(key) + start(key), 2)
+        got += raw_exchange(server, start(key + "-2", "expect: 100-continue\r\n"), 2)
+        assert server is slow or len(spy.entered) == entered or not DIRECT
+        answers.append(normalized(got))
+    assert answers[0] == answers[1]
+    first, replay, interim, continued = answers[0]
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert first.startswith(b"HTTP/1.1 200 OK\r\ndate: <date>\r\ncontent-type: application/json\r\n")
+    assert b"\r\nidempotent-replayed: true\r\n" in replay and b"idempotent-replayed" not in first
+    assert b'"status":"RUNNING"' in continued
+
+
+def test_the_pinned_uvicorn_is_one_the_direct_answers_were_checked_with() -> None:
+    """direct.py reaches into uvicorn's private protocol parts; on a uvicorn it was not checked
+    with, requests go through ASGI (slower, never wrong). Bumping the pin means checking them."""
+    if not DIRECT and importlib.util.find_spec("httptools") is None:
+        pytest.skip("httptools (the `fast` extra) is not installed")
+    import uvicorn
+
+    from flowrt.server import direct
+
+    assert direct.supported(uvicorn.__version__), f"check direct.py against uvicorn {uvicorn.__version__}"
+    assert not direct.supported("0.55.0") and not direct.supported("0.5.4")
+    assert DIRECT

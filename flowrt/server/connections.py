@@ -75,11 +75,20 @@ def _httptools_protocol() -> type[asyncio.Protocol] | None:
     except ImportError:  # the `fast` extra is not installed
         return None
 
-    from .direct import DirectAnswers  # uvicorn's httptools module: only with the `fast` extra
+    import uvicorn
 
-    class GuardedHttpToolsProtocol(_FirstRequestTimer, DirectAnswers, HttpToolsProtocol):
-        """uvicorn's httptools protocol with the first-request timer, a bounded head, and the
-        hot routes answered beneath ASGI (:mod:`.direct`)."""
+    from . import direct  # uvicorn's httptools module: only with the `fast` extra
+
+    if direct.supported(uvicorn.__version__):
+        bases: tuple[type, ...] = (_FirstRequestTimer, direct.DirectAnswers, HttpToolsProtocol)
+    else:  # its private parts may differ: the fast path stays an ASGI app, as on h11
+        log.info("uvicorn %s is not one direct answers were checked with; serving them through ASGI", uvicorn.__version__)
+        bases = (_FirstRequestTimer, HttpToolsProtocol)
+
+    class GuardedHttpToolsProtocol(*bases):  # type: ignore[misc]
+        """uvicorn's httptools protocol with the first-request timer, a bounded head, and (on
+        the uvicorn releases it was checked with) the hot routes answered beneath ASGI
+        (:mod:`.direct`)."""
 
         _head_bytes = 0
 

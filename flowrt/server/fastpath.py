@@ -58,7 +58,8 @@ _JSON_TYPES = (b"application/json", b"application/x-www-form-urlencoded")  # the
 _READ = frozenset({b"authorization", b"content-type", b"content-length", b"idempotency-key"})
 _DECODE_ERRORS = (msgspec.MsgspecError, ValueError, RecursionError)  # ValueError: UnicodeDecodeError
 DECLINED = "flowrt.fast_path.declined"
-"""Scope key: this request was looked at and left to Litestar (its body read is replayed)."""
+"""Scope key: this request was looked at beneath ASGI (:mod:`.direct`) and left to Litestar,
+its body replayed if it was read; the ASGI entry does not look again."""
 
 
 @dataclass(slots=True)

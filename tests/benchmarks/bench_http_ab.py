@@ -36,6 +36,19 @@ CLIENT = Path(__file__).resolve().parents[3] / "shared" / "bench" / "http_flow_b
 PORT = 3951
 
 
+def wait_for_health(server: subprocess.Popen[bytes], port: int, what: str, *, seconds: float) -> None:
+    """Until the server on ``port`` answers /health; exits if it dies or takes too long."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+            return
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"{what} did not start")
+            time.sleep(0.1)
+
+
 def measure(checkout: Path, runs: int, concurrency: int, db: str) -> dict[str, object]:
     schema = f"flowrt_bench_{uuid.uuid4().hex[:8]}"
     folder = tempfile.TemporaryDirectory()
@@ -58,15 +71,7 @@ def measure(checkout: Path, runs: int, concurrency: int, db: str) -> dict[str, o
         cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=2).read()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    sys.exit(f"the server of {checkout} did not start")
-                time.sleep(0.1)
+        wait_for_health(server, PORT, f"the server of {checkout}", seconds=60)
         out = subprocess.run(
             [sys.executable, str(CLIENT), "--url", f"http://127.0.0.1:{PORT}", "--flow", "demo-fraud",
              "--version", "1.0.0", "--input", '{"amount": 50, "userId": "u1"}', "--runs", str(runs),

@@ -1,5 +1,6 @@
-"""Instructions a request costs the server, counted (valgrind's callgrind), not timed: the same on
-any machine, so a change of a few percent shows where req/s and CPU time drown in this
+"""Instructions a request costs the server, counted (valgrind's callgrind), not timed: repeatable
+to ~0.2% on one machine whatever its load (not across machines: the CPU, libc and Python build
+change the count), so a change of a few percent shows where req/s and CPU time drown in this
 machine's noise (±15% between rounds). Not collected by pytest.
 
     git worktree add /tmp/wt-old <commit>
@@ -12,7 +13,7 @@ runs unmeasured (imports, caches, the WAL's first pages), then counting is switc
 is switched off and dumped. The figure is every instruction the process executed meanwhile,
 all threads, user space only (the kernel's share of a request -- its socket and WAL system
 calls -- is not in it: count those with `strace -c -f`), over the requests. Under valgrind the
-server is ~50x slower, so timings mean nothing here; counts repeat to ~0.1%.
+server is ~50x slower, so timings mean nothing here.
 
 Needs valgrind (`apt-get install valgrind`). Prints one JSON line per checkout, then each
 checkout's count over the first's.
@@ -29,10 +30,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-CLIENT = Path(__file__).resolve().parents[3] / "shared" / "bench" / "http_flow_bench.py"
+from bench_http_ab import CLIENT, wait_for_health  # the same client and start-up wait
+
 PORT = 3952
 WARMUP_RUNS = 60
 
@@ -59,15 +60,7 @@ def measure(checkout: Path, runs: int, concurrency: int) -> dict[str, object]:
         cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=5).read()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    sys.exit(f"the server of {checkout} did not start under valgrind")
-                time.sleep(0.5)
+        wait_for_health(server, PORT, f"the server of {checkout} under valgrind", seconds=180)
         client(WARMUP_RUNS, concurrency)
         subprocess.run(["callgrind_control", "-i", "on", str(server.pid)], check=True, capture_output=True)
         result = client(runs, concurrency)
