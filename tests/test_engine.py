@@ -407,6 +407,25 @@ def test_non_json_output_fails_the_step_cleanly(make_engine: Any) -> None:
     assert run.state == {}
 
 
+def test_a_circular_output_fails_the_step_saying_so_and_user_json_is_the_standard_encoding(make_engine: Any) -> None:
+    """User values go through the standard library's strict encoder, built once (flowrt.values):
+    the text stored is json.dumps's, compact and UTF-8; a value that refers to itself fails."""
+    import json
+
+    from flowrt.values import dumps_user
+
+    for value in ({"a": 1, "b": [1.5, None, True, 'caf\u00e9 "q"']}, "s", 5, 2.5, [], {}, {1: 2}):
+        assert dumps_user(value) == json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    looped: dict[str, Any] = {}
+    looped["self"] = looped
+    f = Flow("circular")
+    f.add_node("a", lambda ctx: ok(looped), entry=True)
+    engine = make_engine(f)
+    run = engine.run_until_blocked(engine.start("circular").run_id)
+    assert run.status == "FAILED" and run.error["code"] == "NOT_SERIALIZABLE"
+    assert "circular reference" in run.error["message"]
+
+
 def test_start_errors_and_version_selection(make_engine: Any) -> None:
     v1, v2 = Flow("multi", "1.2.0"), Flow("multi", "1.10.0")
     v1.add_node("a", lambda ctx: ok("v1"), entry=True)
