@@ -48,7 +48,7 @@ def new_run(
     try:
         input_json = dumps_user({} if input is None else input)
         state_json = dumps_user(initial_state or {})
-    except (TypeError, ValueError, RecursionError) as exc:
+    except (TypeError, ValueError) as exc:
         raise InvalidInput(f"input and initial state must be JSON values: {exc}") from exc
     for what, text in (("input", input_json), ("initial state", state_json)):
         if too_large(text, max_value_bytes):

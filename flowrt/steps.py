@@ -136,7 +136,7 @@ class StepCore:
     def resume(self, run_id: str, payload: Any, by: str) -> Step:
         try:
             payload_json = dumps_user(payload)
-        except (TypeError, ValueError, RecursionError) as exc:
+        except (TypeError, ValueError) as exc:
             raise InvalidInput(f"resume payload must be a JSON value: {exc}") from exc
         if too_large(payload_json, self.max_value_bytes):
             raise PayloadTooLarge(
@@ -466,7 +466,7 @@ class StepCore:
                     raise TypeError(f"patch must be a dict, not {type(result.patch).__name__}")
                 output_json = dumps_user(result.output)
                 patch_json = None if result.patch is None else dumps_user(result.patch)
-            except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 result = Fail("NOT_SERIALIZABLE", f"node {node_id} returned a value that is not JSON: {exc}", False)
             else:
                 for what, text in (("output", output_json), ("patch", patch_json)):

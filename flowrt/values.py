@@ -11,12 +11,12 @@ import json
 from json.encoder import encode_basestring
 from typing import Any, Callable
 
+import msgspec
+
 try:
     from json.encoder import c_make_encoder  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - CPython always has it
     c_make_encoder = None
-
-import msgspec
 
 DEFAULT_MAX_VALUE_BYTES = 1 << 20
 """Default bound of one stored value: a step's output or patch, a resume payload, a run's input."""
@@ -38,10 +38,14 @@ def _strict_encoder() -> Callable[[Any], str]:
     on the server. Without cycle markers the C encoder keeps no state between calls (so one
     serves every thread); a value that refers to itself then ends in RecursionError, as one
     nested too deep always did, and :func:`dumps_user` says which it may be."""
-    options = {"separators": (",", ":"), "ensure_ascii": False, "allow_nan": False}
+    strict = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     if c_make_encoder is None:  # a Python without the _json accelerator
-        return json.JSONEncoder(**options).encode  # type: ignore[arg-type]
-    iterencode = c_make_encoder(None, json.JSONEncoder().default, encode_basestring, None, ":", ",", False, False, False)
+        return strict.encode
+    # The arguments JSONEncoder.iterencode passes, taken from ``strict``, but no cycle markers.
+    iterencode = c_make_encoder(
+        None, strict.default, encode_basestring, strict.indent, strict.key_separator, strict.item_separator,
+        strict.sort_keys, strict.skipkeys, strict.allow_nan,
+    )  # fmt: skip
     return lambda value: "".join(iterencode(value, 0))
 
 
@@ -49,7 +53,8 @@ _encode_user = _strict_encoder()
 
 
 def dumps_user(value: Any) -> str:
-    """User-supplied values must be plain JSON: no NaN, no datetimes, no objects."""
+    """User-supplied values must be plain JSON: no NaN, no datetimes, no objects. Raises
+    TypeError or ValueError (also for a value nested too deep, or one that refers to itself)."""
     if value is None:
         return "null"
     try:
