@@ -51,12 +51,13 @@ def free_port() -> int:
 class ThreadServer:
     """A FlowRuntime behind uvicorn in a daemon thread; ``client`` talks to it."""
 
-    def __init__(self, runtime: FlowRuntime, port: int) -> None:
+    def __init__(self, runtime: FlowRuntime, port: int, **config: Any) -> None:
         self.runtime = runtime
         self.engine = runtime.engine
         self.url = f"http://127.0.0.1:{port}"
         # log_config=None: leave the test process's logging alone (pytest captures it).
-        config = uvicorn_config(runtime.app, runtime.settings, port=port, log_config=None, log_level="warning")
+        config = {"port": port, "log_config": None, "log_level": "warning", **config}
+        config = uvicorn_config(runtime.app, runtime.settings, **config)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="test-uvicorn", daemon=True)
         self.client = httpx.Client(base_url=self.url, timeout=30)
@@ -80,15 +81,18 @@ class ThreadServer:
 
 
 @contextlib.contextmanager
-def thread_server(database_url: str, flows: list[Any] | None = None, **settings: Any) -> Iterator[ThreadServer]:
-    """``with thread_server(url, drive=False, api_token="t") as srv: srv.client.get(...)``."""
+def thread_server(
+    database_url: str, flows: list[Any] | None = None, *, http: Any = None, **settings: Any
+) -> Iterator[ThreadServer]:
+    """``with thread_server(url, drive=False, api_token="t") as srv: srv.client.get(...)``;
+    ``http``: uvicorn's protocol class, in place of the one ``flowrt serve`` picks."""
     from examples.demo import ALL
 
     port = free_port()
     resolved = Settings.resolve(
         flows=ALL if flows is None else flows, database_url=database_url, port=port, env={}, **settings
     )
-    server = ThreadServer(FlowRuntime(resolved), port).start()
+    server = ThreadServer(FlowRuntime(resolved), port, **({"http": http} if http else {})).start()
     try:
         yield server
     finally:

@@ -7,8 +7,10 @@ and for the outage a TCP proxy in front of the real Postgres that the test cuts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -20,6 +22,7 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
+from http_flows import ALL as HTTP_FLOWS
 from http_helpers import REPO, SERVE, ThreadServer, free_port, serve_process, thread_server
 
 from flowrt.errors import InvalidInput
@@ -325,12 +328,15 @@ def test_outage_log_logs_each_episode_once_then_once_per_interval(caplog: pytest
 
 def test_connection_settings_come_from_options_or_env() -> None:
     default = Settings.resolve(env={})
-    assert (default.max_connections, default.keep_alive) == (1000, 5.0)
-    env = Settings.resolve(env={"FLOWRT_MAX_CONNECTIONS": "50", "FLOWRT_KEEP_ALIVE": "2.5"})
-    assert (env.max_connections, env.keep_alive) == (50, 2.5)
-    explicit = Settings.resolve(max_connections=7, keep_alive=1, env={"FLOWRT_MAX_CONNECTIONS": "50"})
-    assert (explicit.max_connections, explicit.keep_alive) == (7, 1)
-    for bad in ({"FLOWRT_MAX_CONNECTIONS": "0"}, {"FLOWRT_MAX_CONNECTIONS": "many"}, {"FLOWRT_KEEP_ALIVE": "-1"}):
+    assert (default.max_connections, default.keep_alive, default.read_timeout) == (1000, 5.0, 30.0)
+    env = Settings.resolve(env={"FLOWRT_MAX_CONNECTIONS": "50", "FLOWRT_KEEP_ALIVE": "2.5", "FLOWRT_READ_TIMEOUT": "9"})
+    assert (env.max_connections, env.keep_alive, env.read_timeout) == (50, 2.5, 9)
+    explicit = Settings.resolve(max_connections=7, keep_alive=1, read_timeout=3, env={"FLOWRT_MAX_CONNECTIONS": "50"})
+    assert (explicit.max_connections, explicit.keep_alive, explicit.read_timeout) == (7, 1, 3)
+    for bad in (
+        {"FLOWRT_MAX_CONNECTIONS": "0"}, {"FLOWRT_MAX_CONNECTIONS": "many"}, {"FLOWRT_KEEP_ALIVE": "-1"},
+        {"FLOWRT_READ_TIMEOUT": "0"}, {"FLOWRT_READ_TIMEOUT": "soon"},
+    ):  # fmt: skip
         with pytest.raises(InvalidInput):
             Settings.resolve(env=bad)
 
@@ -380,6 +386,109 @@ def test_a_request_head_over_the_limit_is_refused_and_the_connection_closed(srv:
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: " + b"a" * size + b"\r\n\r\n")
             data = _recv_all(sock, time.monotonic() + 15)
         assert data.startswith(b"HTTP/1.1 " + status), data[:100]
+
+
+# A request must arrive within --read-timeout of its first byte, on either of uvicorn's parsers.
+READ_TIMEOUT = 1.5
+PROTOCOLS = pytest.mark.parametrize(
+    "protocol",
+    [connections.protocol_class(), connections.GuardedH11Protocol],
+    ids=lambda cls: "h11" if issubclass(cls, connections.GuardedH11Protocol) else "httptools",
+)
+
+
+@contextlib.contextmanager
+def timed_server(tmp_path: Path, protocol: type, **settings: Any) -> Iterator[tuple[ThreadServer, socket.socket]]:
+    http = type(protocol.__name__, (protocol,), {"read_timeout": READ_TIMEOUT})
+    with thread_server(f"sqlite:///{tmp_path / 'flowrt.db'}", http=http, **settings) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=15) as sock:
+            yield server, sock
+
+
+def _trickle_until_closed(sock: socket.socket, data: bytes, deadline: float) -> bytes:
+    """Send ``data`` a byte every 0.2 s until the server answers and closes the connection."""
+    sock.settimeout(0.2)
+    answer = b""
+    for byte in data:
+        if time.monotonic() > deadline:
+            break
+        with contextlib.suppress(OSError):  # the server may close the connection under us
+            sock.sendall(bytes([byte]))
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+            return answer  # closed
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return answer
+    raise AssertionError(f"connection still open after {len(data)} bytes: {answer[:200]!r}")
+
+
+@PROTOCOLS
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: a\r\n" * 200,  # a head trickling in
+        b"POST /v1/runs/start HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 5000\r\n\r\n" + b" " * 5000,  # a body trickling in
+    ],
+    ids=["head", "body"],
+)
+def test_a_request_that_trickles_in_gets_408_and_its_connection_closed(
+    tmp_path: Path, protocol: type, request_bytes: bytes
+) -> None:
+    with timed_server(tmp_path, protocol, drive=False) as (server, sock):
+        began = time.monotonic()
+        answer = _trickle_until_closed(sock, request_bytes, began + 15)
+        took = time.monotonic() - began
+        assert READ_TIMEOUT <= took < READ_TIMEOUT + 5, took
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer
+        assert b"\r\nconnection: close" in head and body == b"Request Timeout"
+        assert server.engine.list_runs()[0] == []  # nothing was started from half a request
+        assert server.client.get("/health").status_code == 200  # the server goes on
+
+
+@PROTOCOLS
+def test_a_slow_answer_is_not_a_slow_request(tmp_path: Path, protocol: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-poll outlasting the read timeout, a request pipelined behind it, then keep-alive
+    requests on the same connection: all answered, none cut."""
+    monkeypatch.setenv("HTTP_TEST_SLEEP", "4")  # slow-http's first node: RUNNING past the wait
+    with timed_server(tmp_path, protocol, flows=HTTP_FLOWS) as (server, sock):
+        sock.sendall(
+            b"POST /v1/runs/start?wait=3 HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+            b'content-length: 22\r\n\r\n{"flowId":"slow-http"}'
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        began = time.monotonic()
+        answers = _read_answers(sock, 2, began + 20)
+        assert time.monotonic() - began >= 3 > READ_TIMEOUT
+        assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 2
+        for _ in range(3):  # then quick requests, more than a read timeout apart in all
+            time.sleep(READ_TIMEOUT * 0.6)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_answers(sock, 1, time.monotonic() + 10)[0].startswith(b"HTTP/1.1 200 OK")
+
+
+def _read_answers(sock: socket.socket, count: int, deadline: float) -> list[bytes]:
+    """``count`` whole answers with a content-length, read by ``deadline``."""
+    sock.settimeout(max(0.1, deadline - time.monotonic()))
+    data, found = b"", []
+    while len(found) < count:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            length = int(re.search(rb"\r\ncontent-length: (\d+)", data[:head_end], re.I)[1])  # type: ignore[index]
+            end = head_end + 4 + length
+            if len(data) >= end:
+                found.append(data[:end])
+                data = data[end:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {len(found)} answer(s): {data!r}"
+        data += chunk
+    return found
 
 
 def test_serve_raises_a_low_open_files_limit_to_fit_the_connections(tmp_path: Path) -> None:

@@ -164,6 +164,17 @@ def serve(
             "requests). (default: 5)",
         ),
     ] = None,
+    read_timeout: Annotated[
+        Optional[float],
+        typer.Option(
+            "--read-timeout",
+            envvar="FLOWRT_READ_TIMEOUT",
+            metavar="SECONDS",
+            min=0.1,
+            help="Seconds a request may take to arrive, head and body, from its first byte; past "
+            "it, 408 and the connection is closed. (default: 30)",
+        ),
+    ] = None,
     log_level: Annotated[
         str,
         typer.Option(
@@ -198,6 +209,7 @@ def serve(
             max_value_bytes=max_value_bytes,
             max_connections=max_connections,
             keep_alive=keep_alive,
+            read_timeout=read_timeout,
         )
     except KeyboardInterrupt:  # Ctrl-C is how a foreground server is stopped: not a failure
         raise typer.Exit(0) from None

@@ -15,9 +15,12 @@ limits; ``flowrt serve`` is often run without one. Three gaps are closed here:
   refuses a head over :data:`MAX_HEAD_BYTES` (h11 has the same bound through
   ``h11_max_incomplete_event_size``) with uvicorn's plain-text 400, closing the connection.
 
-What is not bounded: a client that sends its head or body very slowly holds its
-connection (and a slot) as long as it keeps sending. Put a reverse proxy in front of
-a server exposed to untrusted clients.
+- **A request may take forever to arrive** (slowloris): a client that sends its head or
+  body a byte at a time holds its connection, and a slot under the cap, as long as it keeps
+  sending. The protocol below gives each request :data:`DEFAULT_READ_TIMEOUT` seconds
+  (``--read-timeout``) from its first byte to its last, answers ``408`` and closes the
+  connection past it. It costs the hot path nothing: a check a second per connection looks
+  at what uvicorn's parser already knows.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import logging
 import resource
 from typing import Any, Callable
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("flowrt.server")
@@ -36,6 +40,9 @@ DEFAULT_MAX_CONNECTIONS = 1000
 
 DEFAULT_KEEP_ALIVE = 5.0
 """Seconds an idle connection (fresh, or between requests) is kept open."""
+
+DEFAULT_READ_TIMEOUT = 30.0
+"""Seconds a request may take to arrive, head and body, from its first byte."""
 
 BACKLOG = 2048
 """Connections the kernel queues before ``accept`` (capped by net.core.somaxconn)."""
@@ -65,8 +72,108 @@ class _FirstRequestTimer:
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
 
-class GuardedH11Protocol(_FirstRequestTimer, H11Protocol):
-    """uvicorn's h11 protocol with the first-request timer (its head is bounded by config)."""
+_TIMED_OUT = b"Request Timeout"
+
+
+class _ReadTimeout:
+    """Mixin: a request must arrive whole within ``read_timeout`` seconds of its first byte.
+
+    Why a check a second, not a timer per request: arming and cancelling a timer for every
+    request would cost the hot path a few microseconds; this reads, once a second per
+    connection, which request the parser is in the middle of (:meth:`_request_being_read`,
+    per protocol) and how long it has been. So the bound holds to within a second. Time the
+    server itself makes a request wait does not count: while uvicorn has paused reading (a
+    pipelined request behind one still being answered, a body the app has not taken yet),
+    the client cannot send, so the clock starts again when reading resumes.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    flow: Any
+    cycle: Any
+    server_state: Any
+    read_timeout: float = DEFAULT_READ_TIMEOUT  # set per server by uvicorn_options
+    _read_check: asyncio.TimerHandle | None = None
+    _read_seen: tuple[Any, float] | None = None  # (the request being read, first seen then)
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm_read_check()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._read_check is not None:
+            self._read_check.cancel()
+            self._read_check = None
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _arm_read_check(self) -> None:
+        self._read_check = self.loop.call_later(min(1.0, self.read_timeout / 2), self._check_read)
+
+    def _request_being_read(self) -> tuple[Any, Any] | None:
+        """``(which request, its cycle)`` while a request's bytes are still arriving, else None;
+        the cycle is None while its head is (uvicorn makes one when the head is whole). The
+        first is an object that stays the same from the request's first byte to its last."""
+        raise NotImplementedError
+
+    def _check_read(self) -> None:
+        self._read_check = None
+        if self.transport.is_closing():
+            return
+        reading = None if self.flow is None or self.flow.read_paused else self._request_being_read()
+        now = self.loop.time()
+        if reading is None:
+            self._read_seen = None
+        elif self._read_seen is None or self._read_seen[0] is not reading[0]:
+            self._read_seen = (reading[0], now)
+        elif now - self._read_seen[1] >= self.read_timeout and not self._earlier_answer_pending(reading[1]):
+            log.info("closed a connection whose request took over %gs to arrive (--read-timeout)", self.read_timeout)
+            if reading[1] is None or not reading[1].response_started:  # else answered early (413)
+                self._send_408()
+            self.transport.close()
+            return
+        self._arm_read_check()
+
+    def _earlier_answer_pending(self, cycle: Any) -> bool:
+        """A head arriving behind a request still being answered: that answer comes first (the
+        check waits for it), and only then may this connection get a 408."""
+        return cycle is None and self.cycle is not None and not self.cycle.response_complete
+
+    def _send_408(self) -> None:
+        head = [b"HTTP/1.1 408 Request Timeout\r\n"]
+        for name, value in self.server_state.default_headers:
+            head += (name, b": ", value, b"\r\n")
+        head += (
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(_TIMED_OUT),
+            b"connection: close\r\n\r\n",
+            _TIMED_OUT,
+        )
+        self.transport.write(b"".join(head))
+
+
+class GuardedH11Protocol(_FirstRequestTimer, _ReadTimeout, H11Protocol):
+    """uvicorn's h11 protocol with the first-request timer and the read timeout (its head
+    is bounded by config)."""
+
+    conn: h11.Connection
+    _head_arriving: list[Any] | None = None  # what names the request whose head is arriving
+
+    def _request_being_read(self) -> tuple[Any, Any] | None:
+        # h11 makes nothing per request until its head is whole, so the request is named by a
+        # list of our own, made when its head is first seen arriving and kept for its body.
+        state = self.conn.their_state
+        if state is h11.IDLE and self.conn.trailing_data[0]:
+            if self._head_arriving is None or self._head_arriving[0] is not self.cycle:
+                self._head_arriving = [self.cycle]  # the cycle before it: a new list per request
+            return self._head_arriving, None
+        if state is h11.SEND_BODY:
+            head = self._head_arriving
+            if head is None or len(head) > 1 and head[1] is not self.cycle:
+                head = self._head_arriving = [None, self.cycle]  # a head that came whole at once
+            elif len(head) == 1:
+                head.append(self.cycle)  # the same request: its head was seen arriving
+            return head, self.cycle
+        return None
 
 
 def _httptools_protocol() -> type[asyncio.Protocol] | None:
@@ -80,13 +187,13 @@ def _httptools_protocol() -> type[asyncio.Protocol] | None:
     from . import direct  # uvicorn's httptools module: only with the `fast` extra
 
     if direct.supported(uvicorn.__version__):
-        bases: tuple[type, ...] = (_FirstRequestTimer, direct.DirectAnswers, HttpToolsProtocol)
+        bases: tuple[type, ...] = (_FirstRequestTimer, _ReadTimeout, direct.DirectAnswers, HttpToolsProtocol)
     else:  # its private parts may differ: the fast path stays an ASGI app, as on h11
         log.info("uvicorn %s is not one direct answers were checked with; serving them through ASGI", uvicorn.__version__)
-        bases = (_FirstRequestTimer, HttpToolsProtocol)
+        bases = (_FirstRequestTimer, _ReadTimeout, HttpToolsProtocol)
 
     class GuardedHttpToolsProtocol(*bases):  # type: ignore[misc]
-        """uvicorn's httptools protocol with the first-request timer, a bounded head, and (on
+        """uvicorn's httptools protocol with the first-request timer, the read timeout, a bounded head, and (on
         the uvicorn releases it was checked with) the hot routes answered beneath ASGI
         (:mod:`.direct`)."""
 
@@ -95,6 +202,16 @@ def _httptools_protocol() -> type[asyncio.Protocol] | None:
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._head_bytes = 0
+
+        def _request_being_read(self) -> tuple[Any, Any] | None:
+            # uvicorn makes a new scope at a request's first byte, its cycle (sharing that
+            # scope) once the head is whole, and clears the cycle's more_body at the last byte.
+            scope, cycle = getattr(self, "scope", None), self.cycle
+            if scope is None:
+                return None  # no request yet
+            if cycle is None or cycle.scope is not scope:
+                return scope, None  # its head is arriving
+            return (scope, cycle) if cycle.more_body else None  # its body is
 
         def on_url(self, url: bytes) -> None:
             self._count(len(url))
@@ -117,10 +234,11 @@ def protocol_class() -> type[asyncio.Protocol]:
     return _httptools_protocol() or GuardedH11Protocol
 
 
-def uvicorn_options(max_connections: int, keep_alive: float) -> dict[str, Any]:
+def uvicorn_options(max_connections: int, keep_alive: float, read_timeout: float = DEFAULT_READ_TIMEOUT) -> dict[str, Any]:
     """The ``uvicorn.Config`` arguments for these limits."""
+    protocol = protocol_class()
     return {
-        "http": protocol_class(),
+        "http": type(protocol.__name__, (protocol,), {"read_timeout": read_timeout}),
         "limit_concurrency": max_connections,
         "timeout_keep_alive": keep_alive,
         "backlog": BACKLOG,

@@ -108,6 +108,8 @@ class Settings:
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     max_connections: int = connections.DEFAULT_MAX_CONNECTIONS
     keep_alive: float = connections.DEFAULT_KEEP_ALIVE
+    read_timeout: float = connections.DEFAULT_READ_TIMEOUT
+    """Seconds a request may take to arrive, from its first byte; then 408 and the connection closed."""
     fast_path: bool = True
     """Serve ordinary start/tick/get/resume requests in front of Litestar (FLOWRT_FAST_PATH=0: off)."""
 
@@ -134,6 +136,7 @@ class Settings:
         max_value_bytes: int | None = None,
         max_connections: int | None = None,
         keep_alive: float | None = None,
+        read_timeout: float | None = None,
         fast_path: bool | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
@@ -188,6 +191,10 @@ class Settings:
             keep_alive = _env_number(env, "FLOWRT_KEEP_ALIVE", float)
         if keep_alive is not None and not keep_alive > 0:
             raise InvalidInput("keep-alive timeout must be a positive number of seconds")
+        if read_timeout is None:
+            read_timeout = _env_number(env, "FLOWRT_READ_TIMEOUT", float)
+        if read_timeout is not None and not read_timeout > 0:
+            raise InvalidInput("read timeout must be a positive number of seconds")
         if strict_db is None:
             strict_db = _env_bool(env, "FLOWRT_STRICT_DB")
         if drive is None:
@@ -220,6 +227,7 @@ class Settings:
             max_value_bytes=max_value_bytes or DEFAULT_MAX_VALUE_BYTES,
             max_connections=max_connections or connections.DEFAULT_MAX_CONNECTIONS,
             keep_alive=keep_alive or connections.DEFAULT_KEEP_ALIVE,
+            read_timeout=read_timeout or connections.DEFAULT_READ_TIMEOUT,
             fast_path=True if fast_path is None else fast_path,
         )
 
@@ -441,7 +449,7 @@ def uvicorn_config(app: Litestar, settings: Settings, **overrides: Any) -> uvico
         # Nothing here reads the client's address or scheme (no access log, no absolute URLs),
         # so uvicorn's X-Forwarded-* middleware would be one more layer on every request for nothing.
         "proxy_headers": False,
-        **connections.uvicorn_options(settings.max_connections, settings.keep_alive),
+        **connections.uvicorn_options(settings.max_connections, settings.keep_alive, settings.read_timeout),
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)
@@ -476,6 +484,7 @@ def run_flow_runtime(
     max_value_bytes: int | None = None,
     max_connections: int | None = None,
     keep_alive: float | None = None,
+    read_timeout: float | None = None,
 ) -> None:
     """Serve ``flows`` over HTTP until SIGTERM/SIGINT, then shut down gracefully.
 
@@ -483,9 +492,8 @@ def run_flow_runtime(
     ``DATABASE_URL``, ``FLOWRT_API_TOKEN``, ``FLOWRT_FLOWS``, ``FLOWRT_WORKERS``,
     ``FLOWRT_STRICT_DB``, ``FLOWRT_NO_DRIVE``, ``FLOWRT_LEASE_TTL``,
     ``FLOWRT_MAX_BODY_BYTES``, ``FLOWRT_LOG_LEVEL``, ``FLOWRT_SHUTDOWN_GRACE``,
-    ``FLOWRT_MAX_VALUE_BYTES``) or its default.
-    ``FLOWRT_MAX_BODY_BYTES``, ``FLOWRT_LOG_LEVEL``, ``FLOWRT_MAX_CONNECTIONS``,
-    ``FLOWRT_KEEP_ALIVE``) or its default.
+    ``FLOWRT_MAX_VALUE_BYTES``, ``FLOWRT_MAX_CONNECTIONS``, ``FLOWRT_KEEP_ALIVE``,
+    ``FLOWRT_READ_TIMEOUT``) or its default.
 
     Raises :class:`~flowrt.StorageUnavailable` when ``strict_db`` is set and the
     database cannot be reached, :class:`~flowrt.InvalidInput` /
@@ -511,6 +519,7 @@ def run_flow_runtime(
         max_value_bytes=max_value_bytes,
         max_connections=max_connections,
         keep_alive=keep_alive,
+        read_timeout=read_timeout,
     )
     _configure_logging(settings.log_level)
     connections.ensure_file_limit(settings.max_connections)
