@@ -1,7 +1,7 @@
 """Connection limits and timeouts of the HTTP listener (uvicorn), in one place.
 
 uvicorn's defaults suit a server behind a reverse proxy that enforces its own
-limits; ``flowrt serve`` is often run without one. Three gaps are closed here:
+limits; ``flowrt serve`` is often run without one. Four gaps are closed here:
 
 - **No cap on connections.** ``limit_concurrency`` (``--max-connections``) bounds the
   open connections *and* the requests in progress (long-polls included); past it
