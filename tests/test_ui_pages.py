@@ -253,6 +253,20 @@ def test_flow_page_draws_the_graph_and_settings(watched: Any) -> None:
     sync_api.expect(page.locator("table.nodes")).to_contain_text("3 attempts, exponential")
 
 
+def test_a_flow_whose_id_holds_a_slash_has_its_page_and_links(watched: Any, api: httpx.Client) -> None:
+    run_id = start(api, "billing/charge")
+    settle(api, run_id, "COMPLETED")
+    page = watched().page
+    page.goto("/ui/flows")
+    page.click('tr[data-flow="billing/charge"] a')
+    assert page.url.endswith("/ui/flows/billing%2Fcharge?version=1.0.0")
+    sync_api.expect(page.locator("h1")).to_contain_text("billing/charge")
+    sync_api.expect(page.locator('svg.graph [data-node="charge"]')).to_be_visible()
+    page.goto(f"/ui/runs/{run_id}")  # and back from the run to its flow
+    page.click('a:has-text("billing/charge@1.0.0")')
+    sync_api.expect(page.locator('svg.graph [data-node="charge"]')).to_be_visible()
+
+
 def test_readable_on_a_phone(watched: Any, api: httpx.Client) -> None:
     run_id = start(api, "demo-fraud", {"amount": 500})
     settle(api, run_id, "COMPLETED")

@@ -52,4 +52,13 @@ def check(ctx: Any) -> Any:
     return fail("NOT_ALLOWED", "amount over limit")
 
 
-ALL = [review, broken, refused]
+# A flow id with a slash in it: its page's path holds it encoded.
+slashed = Flow("billing/charge", "1.0.0", description="Its id holds a slash.")
+
+
+@slashed.node(entry=True)
+def charge(ctx: Any) -> Any:
+    return ok(output={"charged": True})
+
+
+ALL = [review, broken, refused, slashed]

@@ -47,7 +47,9 @@ def _page() -> Response[bytes]:
     return Response(_shell(), media_type="text/html", headers=_PAGE_HEADERS)
 
 
-@get(["/ui", "/ui/flows", "/ui/runs/{run_id:str}", "/ui/flows/{flow_id:str}"], include_in_schema=False, sync_to_thread=False)
+# A flow id may hold a slash ("billing/charge"): its page link encodes it (%2F), which the
+# server decodes before routing, so the flow page takes the rest of the path.
+@get(["/ui", "/ui/flows", "/ui/runs/{run_id:str}", "/ui/flows/{flow_id:path}"], include_in_schema=False, sync_to_thread=False)
 def ui_page() -> Response[bytes]:
     """The one page shell; the script reads the path and draws runs, a run or a flow."""
     return _page()
