@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Literal
 
+from .condition_text import condition_text
 from .errors import DefinitionError
 
 Handler = Callable[..., Any]
@@ -155,6 +156,8 @@ class Edge:
     target: str
     when: Condition | None = None
     priority: int = 0
+    condition: str | None = None
+    """What ``when`` says, for people (:mod:`flowrt.condition_text`); None if unknown or none."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -162,6 +165,7 @@ class Edge:
             "to": self.target,
             "priority": self.priority,
             "hasCondition": self.when is not None,
+            "condition": self.condition,
         }
 
 
@@ -272,7 +276,7 @@ class Flow:
             raise DefinitionError(f"flow {self.flow_id!r} edge {source}->{target}: when must be callable")
         if isinstance(priority, bool) or not isinstance(priority, (int, float)):
             raise DefinitionError(f"flow {self.flow_id!r} edge {source}->{target}: priority must be a number")
-        self.edges.append(Edge(source, target, when, priority))
+        self.edges.append(Edge(source, target, when, priority, condition_text(when)))
         self._outgoing = None
         return self
 

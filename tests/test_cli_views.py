@@ -216,10 +216,10 @@ def test_graph_shows_entry_edges_priorities_conditions_retry_and_timeout(tmp_pat
     assert lines[0].startswith("order-flow@1.0.0") and lines[1] == "entry validate"
     charge = next(line for line in lines if line.startswith("charge"))
     assert "retry ×3 exponential 100–2000 ms" in charge and "timeout 2000 ms" in charge and "idempotent" in charge
-    assert any(re.fullmatch(r"\s+→ ship\s+priority 1 · if condition", line) for line in lines), lines
+    assert any(re.fullmatch(r'\s+→ ship\s+priority 1 · if ctx.state\["paid"\]', line) for line in lines), lines
     assert "    (end: the run completes here)" in lines
     doc = json.loads(ok(flowrt("graph", "order-flow", "--json", "--flows", FLOWS, cwd=empty)))
-    assert doc["definitionJson"]["entry"] == "validate" and {"from": "validate", "to": "reserve", "priority": 0, "hasCondition": False} in doc["definitionJson"]["edges"]
+    assert doc["definitionJson"]["entry"] == "validate" and {"from": "validate", "to": "reserve", "priority": 0, "hasCondition": False, "condition": None} in doc["definitionJson"]["edges"]
     assert list(empty.iterdir()) == []  # the shape of a flow needs no database
     one_error(flowrt("graph", "nope", "--flows", FLOWS), 3, "FLOW_NOT_FOUND", "order-flow@1.0.0")
 

@@ -580,7 +580,7 @@ def test_to_dict_describes_the_flow() -> None:
     }  # fmt: skip
     assert d["nodes"]["charge"]["maxRecoveries"] == 5
     assert d["nodes"]["charge"]["timeoutMs"] == 5000 and d["nodes"]["charge"]["hasIdempotencyKey"] is True
-    assert d["edges"] == [{"from": "validate", "to": "charge", "priority": 1, "hasCondition": True}]
+    assert d["edges"] == [{"from": "validate", "to": "charge", "priority": 1, "hasCondition": True, "condition": "True"}]
     engine = Engine("memory://", flows=[f, FraudFlow])
     assert [x["flowId"] for x in engine.list_flows()] == ["demo-fraud", "order-flow"]
     engine.close()

@@ -246,7 +246,8 @@ def test_flow_page_draws_the_graph_and_settings(watched: Any) -> None:
     assert graph.locator("path.edge").count() == 4
     assert graph.locator("path.edge.back").count() == 1  # revise -> decide closes the loop
     assert graph.locator("path.edge.conditional").count() == 1
-    sync_api.expect(graph.locator(".edge-label")).to_contain_text(["if p2", "p1"])
+    sync_api.expect(graph.locator(".edge-label")).to_contain_text(['if ctx.state.get("approved") p2', "p1"])
+    sync_api.expect(page.locator("table.edges")).to_contain_text('if ctx.state.get("approved")')
     # Entry at the top, the rest in layers below it.
     top = {n: graph.locator(f'[data-node="{n}"]').bounding_box()["y"] for n in ("draft", "decide", "publish")}
     assert top["draft"] < top["decide"] < top["publish"]

@@ -120,7 +120,7 @@ def render(doc: Json) -> RenderableType:
         grid.add_column(no_wrap=True, style="dim")
         for e in out:
             target = Text.assemble("→ ", (str(e.get("to")), "bold" if str(e.get("to")) in path else ""))
-            cond = "if condition" if e.get("hasCondition") else "always"
+            cond = f"if {e.get('condition') or 'condition'}" if e.get("hasCondition") else "always"
             grid.add_row(target, f"priority {e.get('priority', 0)} · {cond}" if "hasCondition" in e else f"priority {e.get('priority', 0)}")
         if out:
             parts.append(Padding(grid, (0, 0, 0, 4)))

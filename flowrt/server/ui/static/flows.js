@@ -76,7 +76,7 @@ export async function mountFlow(root, flowId, { signal }) {
     )
   );
   const edges = d.edges.map((e) =>
-    h("tr", {}, h("td", { class: "mono" }, e.from), h("td", { class: "mono" }, e.to), h("td", {}, String(e.priority)), h("td", {}, e.hasCondition ? "conditional" : "always"))
+    h("tr", {}, h("td", { class: "mono" }, e.from), h("td", { class: "mono" }, e.to), h("td", {}, String(e.priority)), h("td", e.condition ? { class: "mono" } : {}, e.hasCondition ? (e.condition ? `if ${e.condition}` : "conditional") : "always"))
   );
   const recent = h("div", { class: "recent" });
   root.replaceChildren(

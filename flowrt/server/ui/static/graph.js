@@ -30,6 +30,8 @@ function nodeNotes(node) {
   return notes.join(" · ");
 }
 
+const clip = (text, max) => (text.length <= max ? text : `${text.slice(0, max - 1)}…`);
+
 export function layout(definition) {
   const ids = Object.keys(definition.nodes);
   const out = new Map(ids.map((id) => [id, []]));
@@ -150,11 +152,13 @@ export function drawGraph(definition, run = null) {
     const taken = run && run.taken.has(`${edge.from}→${edge.to}`);
     const cls = ["edge", edge.hasCondition ? "conditional" : "", back.has(edge) ? "back" : "", taken ? "taken" : ""].join(" ").trim();
     const path = el("path", { d, class: cls, "marker-end": taken ? "url(#arrow-taken)" : "url(#arrow)" });
-    path.append(el("title", {}, `${edge.from} → ${edge.to}${edge.hasCondition ? " (conditional)" : ""}, priority ${edge.priority}`));
+    const condition = edge.hasCondition ? (edge.condition ? ` if ${edge.condition}` : " (conditional)") : "";
+    path.append(el("title", {}, `${edge.from} → ${edge.to}${condition}, priority ${edge.priority}`));
     edgesLayer.append(path);
     const many = siblings.get(edge.from).length > 1;
     const parts = [];
-    if (edge.hasCondition) parts.push("if");
+    // The condition's text, cut to fit beside the edge; the whole of it is in the tooltip.
+    if (edge.hasCondition) parts.push(edge.condition ? `if ${clip(edge.condition, 28)}` : "if");
     if (many || edge.priority) parts.push(`p${edge.priority}`);
     if (parts.length) {
       const text = parts.join(" ");
