@@ -407,7 +407,7 @@ def timed_server(tmp_path: Path, protocol: type, **settings: Any) -> Iterator[tu
 
 
 def _trickle_until_closed(sock: socket.socket, data: bytes, deadline: float) -> bytes:
-    """Send ``data`` a byte every 0.2 s until the server answers and closes the connection."""
+    """Send ``data`` a byte every 0.2 s until the server closes the connection; what it sent."""
     sock.settimeout(0.2)
     answer = b""
     for byte in data:
@@ -426,22 +426,25 @@ def _trickle_until_closed(sock: socket.socket, data: bytes, deadline: float) -> 
     raise AssertionError(f"connection still open after {len(data)} bytes: {answer[:200]!r}")
 
 
+_START_HEAD = b"POST /v1/runs/start HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n"
+
+
 @PROTOCOLS
 @pytest.mark.parametrize(
-    "request_bytes",
+    ("at_once", "trickled"),
     [
-        b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: a\r\n" * 200,  # a head trickling in
-        b"POST /v1/runs/start HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
-        b"content-length: 5000\r\n\r\n" + b" " * 5000,  # a body trickling in
+        (b"", b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: a\r\n" * 200),  # a head trickling in
+        (_START_HEAD, b" " * 5000),  # its head at once, its body trickling in
     ],
     ids=["head", "body"],
 )
 def test_a_request_that_trickles_in_gets_408_and_its_connection_closed(
-    tmp_path: Path, protocol: type, request_bytes: bytes
+    tmp_path: Path, protocol: type, at_once: bytes, trickled: bytes
 ) -> None:
     with timed_server(tmp_path, protocol, drive=False) as (server, sock):
         began = time.monotonic()
-        answer = _trickle_until_closed(sock, request_bytes, began + 15)
+        sock.sendall(at_once)
+        answer = _trickle_until_closed(sock, trickled, began + 15)
         took = time.monotonic() - began
         assert READ_TIMEOUT <= took < READ_TIMEOUT + 5, took
         head, _, body = answer.partition(b"\r\n\r\n")
@@ -452,20 +455,46 @@ def test_a_request_that_trickles_in_gets_408_and_its_connection_closed(
 
 
 @PROTOCOLS
-def test_a_slow_answer_is_not_a_slow_request(tmp_path: Path, protocol: type, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A long-poll outlasting the read timeout, a request pipelined behind it, then keep-alive
-    requests on the same connection: all answered, none cut."""
-    monkeypatch.setenv("HTTP_TEST_SLEEP", "4")  # slow-http's first node: RUNNING past the wait
-    with timed_server(tmp_path, protocol, flows=HTTP_FLOWS) as (server, sock):
-        sock.sendall(
-            b"POST /v1/runs/start?wait=3 HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
-            b'content-length: 22\r\n\r\n{"flowId":"slow-http"}'
-            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
-        )
+@pytest.mark.parametrize("case", ["blank lines", "the rest of a body answered early"])
+def test_stray_bytes_do_not_keep_an_idle_connection_open(tmp_path: Path, protocol: type, case: str) -> None:
+    """Bytes cancel uvicorn's keep-alive timer; a connection with no request under way is
+    closed after the keep-alive timeout (1 s here) all the same."""
+    with timed_server(tmp_path, protocol, keep_alive=1, api_token="secret") as (server, sock):
         began = time.monotonic()
-        answers = _read_answers(sock, 2, began + 20)
-        assert time.monotonic() - began >= 3 > READ_TIMEOUT
-        assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 2
+        if case == "blank lines":
+            answer = _trickle_until_closed(sock, b"\r\n" * 200, began + 15)
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 400 "), answer  # h11 refuses them at once
+        else:  # no token: the guard answers 401 before the body is read
+            sock.sendall(_START_HEAD)
+            answer = _trickle_until_closed(sock, b" " * 5000, began + 15)
+            assert answer.startswith(b"HTTP/1.1 401 "), answer
+            assert time.monotonic() - began >= 1  # the keep-alive timeout, not at once
+        assert time.monotonic() - began < 1 + 5
+        assert b"408" not in answer  # the request that was there did arrive
+        assert server.client.get("/health").status_code == 200
+
+
+@PROTOCOLS
+def test_a_slow_answer_is_not_a_slow_request(tmp_path: Path, protocol: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-poll outlasting the read timeout; pipelined behind it, a request with a body too
+    big to be taken in before its turn (uvicorn pauses reading: not the client's time); then
+    keep-alive requests on the same connection. All answered, none cut."""
+    monkeypatch.setenv("HTTP_TEST_SLEEP", "4")  # slow-http's first node: RUNNING past the wait
+    body = b'{"flowId":"slow-http","input":{"pad":"' + b"x" * 600_000 + b'"}}'
+    requests = (
+        b"POST /v1/runs/start?wait=3 HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        b'content-length: 22\r\n\r\n{"flowId":"slow-http"}'
+        b"POST /v1/runs/start HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with timed_server(tmp_path, protocol, flows=HTTP_FLOWS) as (server, sock):
+        sender = threading.Thread(target=sock.sendall, args=(requests,))  # blocks while the server is not reading
+        began = time.monotonic()
+        sender.start()
+        answers = _read_answers(sock, 2, began + 30)
+        sender.join(10)
+        assert time.monotonic() - began >= 3 > READ_TIMEOUT + 1
+        assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 2, answers
         for _ in range(3):  # then quick requests, more than a read timeout apart in all
             time.sleep(READ_TIMEOUT * 0.6)
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")

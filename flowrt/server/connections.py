@@ -14,13 +14,14 @@ limits; ``flowrt serve`` is often run without one. Four gaps are closed here:
   is parsed and kept. The protocol below counts the request line and headers and
   refuses a head over :data:`MAX_HEAD_BYTES` (h11 has the same bound through
   ``h11_max_incomplete_event_size``) with uvicorn's plain-text 400, closing the connection.
-
 - **A request may take forever to arrive** (slowloris): a client that sends its head or
   body a byte at a time holds its connection, and a slot under the cap, as long as it keeps
-  sending. The protocol below gives each request :data:`DEFAULT_READ_TIMEOUT` seconds
-  (``--read-timeout``) from its first byte to its last, answers ``408`` and closes the
-  connection past it. It costs the hot path nothing: a check a second per connection looks
-  at what uvicorn's parser already knows.
+  sending; and any byte cancels uvicorn's keep-alive timer, so stray ones (blank lines, the
+  rest of a body answered early) keep an idle connection open. The protocol below gives
+  each request :data:`DEFAULT_READ_TIMEOUT` seconds (``--read-timeout``) from its first
+  byte to its last, then answers ``408`` and closes the connection, and closes one with no
+  request under way for the keep-alive timeout whatever it sends. It costs the hot path
+  nothing: a check a second per connection looks at what uvicorn's parser already knows.
 """
 
 from __future__ import annotations
@@ -76,15 +77,26 @@ _TIMED_OUT = b"Request Timeout"
 
 
 class _ReadTimeout:
-    """Mixin: a request must arrive whole within ``read_timeout`` seconds of its first byte.
+    """Mixin: a request must arrive whole within ``read_timeout`` seconds of its first byte,
+    and a connection with no request under way is closed after the keep-alive timeout even
+    if it keeps sending stray bytes.
 
     Why a check a second, not a timer per request: arming and cancelling a timer for every
     request would cost the hot path a few microseconds; this reads, once a second per
     connection, which request the parser is in the middle of (:meth:`_request_being_read`,
-    per protocol) and how long it has been. So the bound holds to within a second. Time the
-    server itself makes a request wait does not count: while uvicorn has paused reading (a
-    pipelined request behind one still being answered, a body the app has not taken yet),
-    the client cannot send, so the clock starts again when reading resumes.
+    per protocol) and how long it has been. So the bounds hold to within a second.
+
+    What does not count: time the server makes a request wait -- while uvicorn has paused
+    reading (a pipelined request whose head is whole, behind one still being answered; a
+    body the app has not taken yet) or holds back ``100 Continue`` until the app reads the
+    body, the client cannot send, so the clock starts again when it can. What does: a head
+    still arriving behind a request being answered (it gets its 408 only after that answer).
+
+    The second bound closes what the keep-alive timer leaves open: uvicorn cancels that timer
+    whenever bytes arrive, so blank lines between requests (which the parser skips), or the
+    rest of a body after its request was answered early (a 401 or 413 before the body came),
+    would keep a connection open for ever. Such a connection is closed, without an answer,
+    once it has had no request under way for the keep-alive timeout.
     """
 
     loop: asyncio.AbstractEventLoop
@@ -92,22 +104,31 @@ class _ReadTimeout:
     flow: Any
     cycle: Any
     server_state: Any
+    timeout_keep_alive: int  # as _FirstRequestTimer declares it (a float in fact)
     read_timeout: float = DEFAULT_READ_TIMEOUT  # set per server by uvicorn_options
     _read_check: asyncio.TimerHandle | None = None
     _read_seen: tuple[Any, float] | None = None  # (the request being read, first seen then)
+    _idle_seen: tuple[Any, float] | None = None  # (the last request, first seen idle after it)
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self._arm_read_check()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._read_check is not None:
-            self._read_check.cancel()
-            self._read_check = None
+        self._stop_read_check()
         super().connection_lost(exc)  # type: ignore[misc]
+
+    def handle_websocket_upgrade(self, *args: Any) -> None:
+        self._stop_read_check()  # the socket is another protocol's from here on
+        super().handle_websocket_upgrade(*args)  # type: ignore[misc]
 
     def _arm_read_check(self) -> None:
         self._read_check = self.loop.call_later(min(1.0, self.read_timeout / 2), self._check_read)
+
+    def _stop_read_check(self) -> None:
+        if self._read_check is not None:
+            self._read_check.cancel()
+            self._read_check = None
 
     def _request_being_read(self) -> tuple[Any, Any] | None:
         """``(which request, its cycle)`` while a request's bytes are still arriving, else None;
@@ -119,19 +140,34 @@ class _ReadTimeout:
         self._read_check = None
         if self.transport.is_closing():
             return
-        reading = None if self.flow is None or self.flow.read_paused else self._request_being_read()
         now = self.loop.time()
-        if reading is None:
-            self._read_seen = None
-        elif self._read_seen is None or self._read_seen[0] is not reading[0]:
-            self._read_seen = (reading[0], now)
-        elif now - self._read_seen[1] >= self.read_timeout and not self._earlier_answer_pending(reading[1]):
-            log.info("closed a connection whose request took over %gs to arrive (--read-timeout)", self.read_timeout)
-            if reading[1] is None or not reading[1].response_started:  # else answered early (413)
+        if self._server_holds_it_back():
+            self._read_seen = self._idle_seen = None
+        elif (reading := self._request_being_read()) is not None and not _answered(reading[1]):
+            self._idle_seen = None
+            if self._read_seen is None or self._read_seen[0] is not reading[0]:
+                self._read_seen = (reading[0], now)
+            elif now - self._read_seen[1] >= self.read_timeout and not self._earlier_answer_pending(reading[1]):
+                log.info("closed a connection whose request took over %gs to arrive (--read-timeout)", self.read_timeout)
                 self._send_408()
-            self.transport.close()
-            return
+                self.transport.close()
+                return
+        elif self.cycle is not None and not self.cycle.response_complete:
+            self._read_seen = self._idle_seen = None  # a request being answered: not idle
+        else:  # no request under way
+            self._read_seen = None
+            last = getattr(self, "scope", None)  # a new one per request, on both protocols
+            if self._idle_seen is None or self._idle_seen[0] is not last:
+                self._idle_seen = (last, now)
+            elif now - self._idle_seen[1] >= self.timeout_keep_alive:
+                self.transport.close()  # what the keep-alive timer would have done
+                return
         self._arm_read_check()
+
+    def _server_holds_it_back(self) -> bool:
+        """The client cannot send now: reading is paused, or its ``100 Continue`` is not sent yet."""
+        cycle = self.cycle
+        return bool(self.flow.read_paused or (cycle is not None and cycle.waiting_for_100_continue))
 
     def _earlier_answer_pending(self, cycle: Any) -> bool:
         """A head arriving behind a request still being answered: that answer comes first (the
@@ -151,6 +187,12 @@ class _ReadTimeout:
         self.transport.write(b"".join(head))
 
 
+def _answered(cycle: Any) -> bool:
+    """The request was answered before its body came (a 401, a 413): what still arrives of it
+    is thrown away, and the connection counts as idle (the keep-alive bound), not reading."""
+    return cycle is not None and cycle.response_complete
+
+
 class GuardedH11Protocol(_FirstRequestTimer, _ReadTimeout, H11Protocol):
     """uvicorn's h11 protocol with the first-request timer and the read timeout (its head
     is bounded by config)."""
@@ -161,10 +203,12 @@ class GuardedH11Protocol(_FirstRequestTimer, _ReadTimeout, H11Protocol):
     def _request_being_read(self) -> tuple[Any, Any] | None:
         # h11 makes nothing per request until its head is whole, so the request is named by a
         # list of our own, made when its head is first seen arriving and kept for its body.
+        # (A request that came and went between two checks may leave its list to the next
+        # one: that request's clock then starts up to one check early.)
         state = self.conn.their_state
         if state is h11.IDLE and self.conn.trailing_data[0]:
             if self._head_arriving is None or self._head_arriving[0] is not self.cycle:
-                self._head_arriving = [self.cycle]  # the cycle before it: a new list per request
+                self._head_arriving = [self.cycle]  # keyed by the cycle before it
             return self._head_arriving, None
         if state is h11.SEND_BODY:
             head = self._head_arriving
@@ -211,7 +255,7 @@ def _httptools_protocol() -> type[asyncio.Protocol] | None:
                 return None  # no request yet
             if cycle is None or cycle.scope is not scope:
                 return scope, None  # its head is arriving
-            return (scope, cycle) if cycle.more_body else None  # its body is
+            return (scope, cycle) if cycle.more_body else None  # its body is (or was answered early)
 
         def on_url(self, url: bytes) -> None:
             self._count(len(url))

@@ -19,7 +19,7 @@ function route() {
     document.title = `Run ${id} · flowrt`;
     return { nav: "runs", mount: () => mountRun(root, id, { signal }) };
   }
-  if ((m = path.match(/^\/ui\/flows\/([^/]+)$/))) {
+  if ((m = path.match(/^\/ui\/flows\/(.+)$/))) { // an id may hold a slash (the server's route takes the rest of the path)
     const id = decodeURIComponent(m[1]);
     document.title = `Flow ${id} · flowrt`;
     return { nav: "flows", mount: () => mountFlow(root, id, { signal }) };
