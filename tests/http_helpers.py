@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -165,3 +166,23 @@ def serve_process(
         yield proc
     finally:
         proc.close()
+
+
+def read_answers(sock: socket.socket, count: int) -> list[bytes]:
+    """``count`` whole HTTP answers off a raw connection, each with its content-length body
+    (an interim ``1xx`` answer, a head alone, counts as one). The socket's timeout bounds each read."""
+    data, found = b"", []
+    while len(found) < count:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            declared = re.search(rb"\r\ncontent-length: (\d+)", data[:head_end], re.IGNORECASE)
+            assert declared or data.startswith(b"HTTP/1.1 1"), f"no content-length: {data[:head_end]!r}"
+            end = head_end + 4 + (int(declared[1]) if declared else 0)
+            if len(data) >= end:
+                found.append(data[:end])
+                data = data[end:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {len(found)} answer(s): {data!r}"
+        data += chunk
+    return found

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 import httpx
 import pytest
 from http_flows import ALL as HTTP_FLOWS
-from http_helpers import ThreadServer, thread_server, wait_for
+from http_helpers import ThreadServer, read_answers, thread_server, wait_for
 
 from examples.demo import ALL as DEMO_FLOWS
 from flowrt.server import connections
@@ -392,21 +392,7 @@ def raw_exchange(server: ThreadServer, requests: bytes, answers: int) -> list[by
     (an interim ``100 Continue`` counts as one)."""
     with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=30) as sock:
         sock.sendall(requests)
-        data, found = b"", []
-        while len(found) < answers:
-            head_end = data.find(b"\r\n\r\n")
-            if head_end >= 0:
-                declared = re.search(rb"\r\ncontent-length: (\d+)", data[:head_end])
-                assert declared or data.startswith(b"HTTP/1.1 1"), f"no content-length: {data[:head_end]!r}"
-                length = int(declared[1]) if declared else 0  # an interim 1xx answer: a head alone
-                end = head_end + 4 + length
-                if len(data) >= end:
-                    found.append(data[:end])
-                    data = data[end:]
-                    continue
-            chunk = sock.recv(65536)
-            assert chunk, f"connection closed after {len(found)} answer(s): {data!r}"
-            data += chunk
+        found = read_answers(sock, answers)
         if answers and b"connection: close" in found[-1]:
             assert sock.recv(1) == b"", "a connection: close answer leaves the connection open"
         return [_DATE.sub(b"\r\ndate: <date>", answer) for answer in found]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import resource
 import socket
 import subprocess
@@ -23,7 +22,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 from http_flows import ALL as HTTP_FLOWS
-from http_helpers import REPO, SERVE, ThreadServer, free_port, serve_process, thread_server
+from http_helpers import REPO, SERVE, ThreadServer, free_port, read_answers, serve_process, thread_server
 
 from flowrt.errors import InvalidInput
 from flowrt.server import connections
@@ -502,22 +501,9 @@ def test_a_slow_answer_is_not_a_slow_request(tmp_path: Path, protocol: type, mon
 
 
 def _read_answers(sock: socket.socket, count: int, deadline: float) -> list[bytes]:
-    """``count`` whole answers with a content-length, read by ``deadline``."""
+    """``count`` whole answers, read by ``deadline``."""
     sock.settimeout(max(0.1, deadline - time.monotonic()))
-    data, found = b"", []
-    while len(found) < count:
-        head_end = data.find(b"\r\n\r\n")
-        if head_end >= 0:
-            length = int(re.search(rb"\r\ncontent-length: (\d+)", data[:head_end], re.I)[1])  # type: ignore[index]
-            end = head_end + 4 + length
-            if len(data) >= end:
-                found.append(data[:end])
-                data = data[end:]
-                continue
-        chunk = sock.recv(65536)
-        assert chunk, f"closed after {len(found)} answer(s): {data!r}"
-        data += chunk
-    return found
+    return read_answers(sock, count)
 
 
 def test_serve_raises_a_low_open_files_limit_to_fit_the_connections(tmp_path: Path) -> None:
