@@ -552,3 +552,19 @@ def test_with_drivers_a_run_an_http_tick_or_resume_leaves_running_is_theirs_at_o
         wait_until(lambda: srv.client.get(f"/v1/runs/{run_id}").json()["status"] == "COMPLETED", 10)
         assert time.monotonic() - began < 5  # the drivers took it from the park, not after a hand-back
 
+
+
+def test_a_start_as_stored_is_the_start_undecoded_and_says_when_it_was_replayed(sqlite_url: str) -> None:
+    """``start_stored_async`` (what the HTTP server answers ``{runId, status}`` from) is the run
+    ``start_async`` makes, as stored, and the same replay flag."""
+
+    async def scenario(engine: Engine) -> None:
+        row, replayed = await engine.start_stored_async("lin", None, {"n": 1}, idempotency_key="k1", keep_lease=True)
+        assert not replayed and row.status == "RUNNING" and row.input_json == '{"n":1}'
+        again, replayed = await engine.start_stored_async("lin", None, {"n": 1}, idempotency_key="k1")
+        assert replayed and again.run_id == row.run_id
+        run, replayed = await engine.start_async("lin", None, {"n": 1}, idempotency_key="k1")
+        assert replayed and run.run_id == row.run_id and run.input == {"n": 1}
+
+    with Engine(sqlite_url, flows=[linear()]) as engine:
+        asyncio.run(scenario(engine))

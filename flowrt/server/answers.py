@@ -152,20 +152,21 @@ async def start(state: ApiState, data: StartRequest, header_key: str | None, wai
     if header_key and data.idempotency_key and header_key != data.idempotency_key:
         raise InvalidInput("the Idempotency-Key header and body field idempotencyKey differ; send one key")
     engine = state.engine
+    # The new run is created holding its lease, parked for whoever moves it next here: this
+    # request (?wait=), the client's ticks (--no-drive), or else this server's drivers.
+    how: dict[str, Any] = {
+        "tenant_id": data.tenant_id, "initial_state": data.initial_state,
+        "idempotency_key": header_key or data.idempotency_key,
+        "keep_lease": True if wait is not None or state.drivers is None else "drivers",
+    }  # fmt: skip
     try:
-        # The new run is created holding its lease, parked for whoever moves it next here: this
-        # request (?wait=), the client's ticks (--no-drive), or else this server's drivers.
-        run, replayed = await engine.start_async(
-            data.flow_id, data.version, data.input, tenant_id=data.tenant_id, initial_state=data.initial_state,
-            idempotency_key=header_key or data.idempotency_key,
-            keep_lease=True if wait is not None or state.drivers is None else "drivers",
-        )  # fmt: skip
+        if wait is None:  # the answer is {runId, status}: the run's JSON need not be decoded
+            row, replayed = await engine.start_stored_async(data.flow_id, data.version, data.input, **how)
+            return json_answer({"runId": row.run_id, "status": row.status}, headers=_REPLAYED if replayed else ())
+        run, replayed = await engine.start_async(data.flow_id, data.version, data.input, **how)
     except FlowNotFound as exc:
         raise with_registered_flows(engine, exc) from None
-    headers = _REPLAYED if replayed else ()
-    if wait is None:
-        return json_answer({"runId": run.run_id, "status": run.status.value}, headers=headers)
-    return json_answer((await state.settle(run, wait)).to_json(), headers=headers)
+    return json_answer((await state.settle(run, wait)).to_json(), headers=_REPLAYED if replayed else ())
 
 
 async def tick(state: ApiState, run_id: str) -> Answer:
