@@ -47,7 +47,16 @@ class Answer:
     def asgi_headers(self) -> list[tuple[bytes, bytes]]:
         """The header list exactly as Litestar's ``Response`` encodes it: extra headers, type, length."""
         extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers]
-        return [*extra, _JSON, (b"content-length", str(len(self.body)).encode())]
+        return [*extra, _JSON, (b"content-length", b"%d" % len(self.body))]
+
+    def head_lines(self) -> bytes:
+        """:meth:`asgi_headers` as the lines of a response head (what :mod:`.direct` writes),
+        built without the list of pairs: most answers have no extra header."""
+        length = b"content-type: application/json\r\ncontent-length: %d\r\n" % len(self.body)
+        if not self.headers:
+            return length
+        extra = b"".join(b"%s: %s\r\n" % (n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in self.headers)
+        return extra + length
 
 
 def json_answer(content: Any, status: int = 200, headers: tuple[tuple[str, str], ...] = ()) -> Answer:

@@ -130,8 +130,9 @@ async def write_answer(cycle: RequestResponseCycle, answer: Answer) -> None:
             answer.status,
         )
     content: list[bytes] = [STATUS_LINE[answer.status]]
-    for name, value in (*cycle.default_headers, *answer.asgi_headers()):
+    for name, value in cycle.default_headers:
         content += (name, b": ", value, b"\r\n")
+    content.append(answer.head_lines())
     if not cycle.keep_alive:
         content.append(b"connection: close\r\n")
     content += (b"\r\n", answer.body)
