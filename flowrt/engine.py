@@ -342,7 +342,8 @@ class Engine:
     ) -> tuple[RunRow, bool]:
         """:meth:`start_async`'s run as stored, its JSON undecoded: what the HTTP server
         needs to answer a start with ``{runId, status}`` (decoding the rest cost ~3% of its
-        CPU a start)."""
+        CPU a start). Read it, do not change it: with ``keep_lease`` it is the row the next
+        step here starts from."""
         gen = self._start(flow_id, version, input, tenant_id, initial_state, idempotency_key, keep_lease)
         result: tuple[RunRow, bool] = await self.runner.drive_async(gen)
         return result
@@ -504,7 +505,8 @@ class Engine:
 
     async def tick_stored_async(self, run_id: str) -> RunRow:
         """:meth:`tick_async`'s run as stored, its JSON undecoded: what the HTTP server
-        answers a tick with (:meth:`Run.stored_to_json`)."""
+        answers a tick with (:meth:`Run.stored_to_json`). Read it, do not change it: a
+        parked run's next step here starts from it."""
         return await self._run_async(self._steps.tick(run_id), run_id)
 
     async def resume_async(self, run_id: str, payload: Any = None, *, by: str = "api") -> Run:

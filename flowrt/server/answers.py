@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -163,16 +163,19 @@ async def start(state: ApiState, data: StartRequest, header_key: str | None, wai
     engine = state.engine
     # The new run is created holding its lease, parked for whoever moves it next here: this
     # request (?wait=), the client's ticks (--no-drive), or else this server's drivers.
-    how: dict[str, Any] = {
-        "tenant_id": data.tenant_id, "initial_state": data.initial_state,
-        "idempotency_key": header_key or data.idempotency_key,
-        "keep_lease": True if wait is not None or state.drivers is None else "drivers",
-    }  # fmt: skip
+    key = header_key or data.idempotency_key
+    keep: bool | Literal["drivers"] = True if wait is not None or state.drivers is None else "drivers"
     try:
         if wait is None:  # the answer is {runId, status}: the run's JSON need not be decoded
-            row, replayed = await engine.start_stored_async(data.flow_id, data.version, data.input, **how)
+            row, replayed = await engine.start_stored_async(
+                data.flow_id, data.version, data.input, tenant_id=data.tenant_id,
+                initial_state=data.initial_state, idempotency_key=key, keep_lease=keep,
+            )  # fmt: skip
             return json_answer({"runId": row.run_id, "status": row.status}, headers=_REPLAYED if replayed else ())
-        run, replayed = await engine.start_async(data.flow_id, data.version, data.input, **how)
+        run, replayed = await engine.start_async(
+            data.flow_id, data.version, data.input, tenant_id=data.tenant_id,
+            initial_state=data.initial_state, idempotency_key=key, keep_lease=keep,
+        )  # fmt: skip
     except FlowNotFound as exc:
         raise with_registered_flows(engine, exc) from None
     return json_answer((await state.settle(run, wait)).to_json(), headers=_REPLAYED if replayed else ())
