@@ -259,7 +259,7 @@ class Engine:
     def running_run_ids(self) -> list[str]:
         return self.storage.running_ids()
 
-    def _to_run(self, row: RunRow) -> Run:
+    def _to_run(self, row: RunRow, replayed: bool = False) -> Run:
         return Run(
             run_id=row.run_id,
             flow_id=row.flow_id,
@@ -277,6 +277,7 @@ class Engine:
             wake_at=to_datetime(row.wake_at),
             created_at=to_datetime(row.created_at),  # type: ignore[arg-type]
             updated_at=to_datetime(row.updated_at),  # type: ignore[arg-type]
+            replayed=replayed,
         )
 
     # ------------------------------------------------------------------ commands
@@ -295,9 +296,10 @@ class Engine:
         """Create a run at the flow's entry node, RUNNING. Nothing executes yet.
 
         With ``idempotency_key``, starting again with the same key returns the run the
-        first start made (whatever it has done since) instead of a second one; the same
-        key with a different flow, version, input, tenant or initial state raises
-        :class:`IdempotencyConflict`. The key is stored in the run's own transaction.
+        first start made (whatever it has done since; its ``replayed`` is True) instead of a
+        second one; the same key with a different flow, version, input, tenant or initial
+        state raises :class:`IdempotencyConflict`. The key is stored in the run's own
+        transaction.
 
         ``keep_lease``: the run is created holding this process's lease, parked, so the
         :meth:`tick` or :meth:`run_until_blocked` of this caller that follows needs no claim;
@@ -308,7 +310,7 @@ class Engine:
         started: tuple[RunRow, bool] = self.runner.drive_sync(
             self._start(flow_id, version, input, tenant_id, initial_state, idempotency_key, keep_lease)
         )
-        return self._to_run(started[0])
+        return self._to_run(*started)
 
     async def start_async(
         self,
@@ -327,7 +329,7 @@ class Engine:
             flow_id, version, input, tenant_id=tenant_id, initial_state=initial_state,
             idempotency_key=idempotency_key, keep_lease=keep_lease,
         )  # fmt: skip
-        return self._to_run(row), replayed
+        return self._to_run(row, replayed), replayed
 
     async def start_stored_async(
         self,

@@ -7,7 +7,7 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -108,6 +108,10 @@ def _raw() -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Run:
+    """A run as one call saw it. ``replayed`` is True only on what a start returns when its
+    idempotency key found an earlier start: this call made nothing new (the CLI says so). It
+    belongs to the answer, not the run, so it is neither stored nor in :meth:`to_json`."""
+
     run_id: str
     flow_id: str
     flow_version: str
@@ -124,6 +128,7 @@ class Run:
     wake_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    replayed: bool = field(default=False, compare=False)
 
     @property
     def finished(self) -> bool:

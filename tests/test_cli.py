@@ -115,9 +115,31 @@ def test_start_wait_exits_1_when_the_run_fails(cli: Cli) -> None:
     assert result.stderr == ""
 
 
+def check_a_repeated_start_says_it_started_nothing(cli: Cli, key: str) -> None:
+    """The same --idempotency-key twice: the second start answers the first run, and says so."""
+    first = ok_json(cli("start", "order-flow", "--input", ORDER, "--idempotency-key", key, "--json"))
+    assert first["replayed"] is False
+    again = cli("start", "order-flow", "--input", ORDER, "--idempotency-key", key)
+    assert again.exit_code == 0, again.stderr
+    assert f"Run {first['runId']} was started earlier with this idempotency key" in again.stdout
+    assert "Started run" not in again.stdout
+    as_json = ok_json(cli("start", "order-flow", "--input", ORDER, "--idempotency-key", key, "--json"))
+    assert as_json["runId"] == first["runId"] and as_json["replayed"] is True
+    waited = cli("start", "order-flow", "--input", ORDER, "--idempotency-key", key, "--wait")
+    assert waited.exit_code == 0, waited.stderr
+    assert "was started earlier with this idempotency key; nothing new was started" in waited.stdout
+    assert first["runId"] in waited.stdout and "COMPLETED" in waited.stdout
+    fresh = cli("start", "order-flow", "--input", ORDER, "--idempotency-key", key + "-other", "--wait")
+    assert "started earlier" not in fresh.stdout and "COMPLETED" in fresh.stdout
+
+
+def test_a_repeated_idempotent_start_says_it_started_nothing(cli: Cli) -> None:
+    check_a_repeated_start_says_it_started_nothing(cli, "cli-local-1")
+
+
 def test_start_then_tick_to_the_end_and_json_is_the_engines(cli: Cli, engine: Engine) -> None:
     started = ok_json(cli("start", "order-flow", "--input", ORDER, "--json"))
-    assert set(started) == {"runId", "status"} and started["status"] == "RUNNING"
+    assert started == {"runId": started["runId"], "status": "RUNNING", "replayed": False}
     run_id = started["runId"]
     steps = 0
     run = started

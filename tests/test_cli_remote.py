@@ -25,7 +25,16 @@ from flowrt.loader import load_all
 from http_helpers import serve_process
 
 # Shared with the local-mode tests (which also put examples/ and tests/ on sys.path).
-from test_cli import ORDER, Cli, _free_port, fails, flowrt_process, ok_json, runner
+from test_cli import (
+    ORDER,
+    Cli,
+    _free_port,
+    check_a_repeated_start_says_it_started_nothing,
+    fails,
+    flowrt_process,
+    ok_json,
+    runner,
+)
 
 SERVED = "examples.orders:ALL,examples.approval:ALL,examples.fraud:ALL"
 TOKEN = "s3cret"
@@ -123,10 +132,14 @@ def test_human_output_is_the_same_as_local(cli: Cli, local: Cli) -> None:
 
 def test_start_without_wait_then_tick(cli: Cli) -> None:
     started = ok_json(cli("start", "order-flow", "--input", ORDER, "--tenant", "acme", "--json"))
-    assert set(started) == {"runId", "status"} and started["status"] == "RUNNING"
+    assert set(started) == {"runId", "status", "replayed"} and started["status"] == "RUNNING"
     run = ok_json(cli("tick", started["runId"], "--json"))
     assert run["status"] == "RUNNING" and run["currentNodeId"] == "reserve" and run["tenantId"] == "acme"
     assert "Started run" in cli("start", "order-flow", "--input", ORDER).stdout
+
+
+def test_a_repeated_idempotent_start_says_it_started_nothing(cli: Cli) -> None:
+    check_a_repeated_start_says_it_started_nothing(cli, "cli-remote-1")
 
 
 def test_start_wait_keeps_going_after_the_long_poll_runs_out(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:

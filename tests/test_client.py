@@ -308,12 +308,11 @@ def test_idempotency_key_is_sent_and_makes_start_retryable() -> None:
 
 
 def test_idempotent_start_end_to_end(driving: Any) -> None:
-    """The server side lands with issue 9: until then a flowrt server ignores the header."""
     with Client(driving.url) as client:
         first = client.start("demo-support", {"order": 1}, idempotency_key="client-e2e-1")
-        again = client.start("demo-support", {"order": 1}, idempotency_key="client-e2e-1")
-        if again.run_id != first.run_id:
-            pytest.skip("this server ignores Idempotency-Key (server support arrives with issue 9)")
+        again = client.start("demo-support", {"order": 1}, idempotency_key="client-e2e-1", wait=True)
+        assert again.run_id == first.run_id and again.replayed and not first.replayed
+        assert not client.get(first.run_id).replayed
         with pytest.raises(flowrt.FlowrtError) as caught:
             client.start("demo-support", {"order": 2}, idempotency_key="client-e2e-1")
         assert caught.value.code == "IDEMPOTENCY_CONFLICT" and caught.value.http_status == 409

@@ -156,9 +156,11 @@ def test_idempotent_start_returns_the_same_run_and_refuses_a_different_start(mak
     f.add_node("a", lambda ctx: ok(), entry=True)
     engine = make_engine(f)
     first = engine.start("idem", input={"x": 1}, idempotency_key="order-1")
+    assert not first.replayed
     engine.run_until_blocked(first.run_id)
     again = engine.start("idem", input={"x": 1}, idempotency_key="order-1")
     assert again.run_id == first.run_id and again.status == "COMPLETED"  # as it is now
+    assert again.replayed and engine.get(first.run_id).replayed is False  # the answer's, not the run's
     with pytest.raises(IdempotencyConflict, match="order-1"):
         engine.start("idem", input={"x": 2}, idempotency_key="order-1")
     with pytest.raises(InvalidInput):

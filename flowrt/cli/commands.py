@@ -89,15 +89,17 @@ def start(
     """
     payload = read_json(input, "--input")
     with _stops_on_ctrl_c(db, url, flows), session(db, url, token, flows, needs_flows="to start a run", creates_db=True) as backend:
-        result = backend.start(
+        result, replayed = backend.start(
             flow, version=version, input=payload, tenant_id=tenant, wait=wait, idempotency_key=idempotency_key
         )
     out = Output(as_json)
     if not wait:
-        out.started(result)
+        out.started({**result, "replayed": replayed})
         if not url and result.get("status") == "RUNNING":
             out.note(_nothing_drives(result["runId"], db=db, flows=flows))
         return
+    if replayed:
+        out.note(f"{result['runId']} was started earlier with this idempotency key; nothing new was started")
     out.run(result)
     hint_waiting(out, result, db=db, url=url, flows=flows)
     _exit_for(result)

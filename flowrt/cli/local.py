@@ -81,11 +81,11 @@ class LocalBackend:
         tenant_id: str | None,
         wait: bool,
         idempotency_key: str | None = None,
-    ) -> Json:
+    ) -> tuple[Json, bool]:
         run = self.engine.start(flow_id, version, input, tenant_id=tenant_id, idempotency_key=idempotency_key)
         if not wait:
-            return {"runId": run.run_id, "status": str(run.status)}
-        return self.settle(run.run_id)
+            return {"runId": run.run_id, "status": str(run.status)}, run.replayed
+        return self.settle(run.run_id), run.replayed
 
     def tick(self, run_id: str) -> Json:
         with finish_step_on_ctrl_c(self.engine, run_id):

@@ -109,10 +109,15 @@ class Output:
     # -- runs
 
     def started(self, doc: Json) -> None:
-        """``{runId, status}`` from ``start`` without ``--wait``."""
+        """``{runId, status, replayed}`` from ``start`` without ``--wait``; replayed: the
+        idempotency key found an earlier start, so nothing was started now."""
         if self.as_json:
             return self.json(doc)
-        self.print(Text.assemble("Started run ", (doc["runId"], "bold"), "  ", status_text(doc["status"])))
+        if doc.get("replayed"):
+            head = Text.assemble("Run ", (doc["runId"], "bold"), " was started earlier with this idempotency key")
+        else:
+            head = Text.assemble("Started run ", (doc["runId"], "bold"))
+        self.print(Text.assemble(head, "  ", status_text(doc["status"])))
 
     def run(self, run: Json) -> None:
         if self.as_json:

@@ -89,14 +89,15 @@ class RemoteBackend:
         tenant_id: str | None,
         wait: bool,
         idempotency_key: str | None = None,
-    ) -> Json:
+    ) -> tuple[Json, bool]:
         with self._asking("POST /v1/runs/start"):
             run = self.client.start(
                 flow_id, input, version=version, tenant_id=tenant_id, idempotency_key=idempotency_key
             )
         # Without --wait the answer is POST /v1/runs/start's, as locally: {runId, status}.
         # With it, the run id is known before the wait, so a Ctrl-C can say which run goes on.
-        return self.settle(run.run_id) if wait else {"runId": run.run_id, "status": str(run.status)}
+        doc = self.settle(run.run_id) if wait else {"runId": run.run_id, "status": str(run.status)}
+        return doc, run.replayed
 
     def settle(self, run_id: str) -> Json:
         """Until the run leaves RUNNING (long-polls where drivers move it, ticks elsewhere).

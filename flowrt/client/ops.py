@@ -9,6 +9,7 @@ no long-poll (so waiting ticks the run, as a caller of that API must).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -116,7 +117,7 @@ class Operations:
         run = yield from self._full(answer.body["runId"], answer.body)
         if wait and run.status == RunStatus.RUNNING:
             run = yield from self.wait(run.run_id, None)
-        return run
+        return dataclasses.replace(run, replayed=True) if answer.replayed else run
 
     def _highest_version(self, flow_id: str) -> Op[str]:
         flows = yield from self.flows()

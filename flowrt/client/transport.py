@@ -100,7 +100,7 @@ class Settings:
             body = response.json() if response.content else None
         except ValueError:
             body = None  # not JSON (a proxy's HTML page): the status speaks
-        return Answer(response.status_code, body)
+        return Answer(response.status_code, body, response.headers.get("idempotent-replayed") == "true")
 
     def result(self, call: Call, answer: Answer) -> Answer:
         if answer.status < 400 or call.any_status:

@@ -46,10 +46,12 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A response as the operations see it: its status and its decoded JSON (None if none)."""
+    """A response as the operations see it: its status, its decoded JSON (None if none), and
+    whether it carried ``Idempotent-Replayed: true`` (a start that found an earlier one)."""
 
     status: int
     body: Any
+    replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
