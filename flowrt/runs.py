@@ -109,8 +109,9 @@ def _raw() -> Any:
 @dataclass(frozen=True, slots=True)
 class Run:
     """A run as one call saw it. ``replayed`` is True only on what a start returns when its
-    idempotency key found an earlier start: this call made nothing new (the CLI says so). It
-    belongs to the answer, not the run, so it is neither stored nor in :meth:`to_json`."""
+    idempotency key found an earlier start: this call made nothing new (the CLI says so; a
+    client whose first attempt may have reached the server reports False). It belongs to the
+    answer, not the run, so it is neither stored nor in :meth:`to_json`."""
 
     run_id: str
     flow_id: str

@@ -83,7 +83,7 @@ FLOWS = [gated, flaky, older, newer]
 
 # --------------------------------------------------------------------------- scripted server
 
-Reply = Union[str, tuple[int, Any]]
+Reply = Union[str, tuple[int, Any], tuple[int, Any, dict[str, str]]]
 
 
 @dataclass
@@ -96,7 +96,8 @@ class Seen:
 
 @dataclass
 class ScriptedServer:
-    """``with ScriptedServer(["drop", (200, {...})]) as srv: ...``; ``srv.seen`` lists requests.
+    """``with ScriptedServer(["drop", (200, {...}), (200, {...}, {header: value})]) as srv: ...``;
+    ``srv.seen`` lists requests.
 
     When the script runs out, the last reply repeats.
     """
@@ -121,9 +122,11 @@ class ScriptedServer:
                 if reply == "drop":
                     self.close_connection = True
                     return
-                status, content = reply  # type: ignore[misc]
+                status, content, *extra = reply  # type: ignore[misc]
                 data = json.dumps(content).encode()
                 self.send_response(status)
+                for name, value in (extra[0] if extra else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

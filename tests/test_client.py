@@ -307,6 +307,19 @@ def test_idempotency_key_is_sent_and_makes_start_retryable() -> None:
         assert len(starts) == 1 and "idempotency-key" not in starts[0].headers
 
 
+def test_a_replay_answered_to_a_retry_is_not_reported_as_replayed() -> None:
+    """The lost first attempt may have made the run the retry is answered with: this call's own."""
+    replayed = {"Idempotent-Replayed": "True"}  # any case: a proxy may rewrite it
+    with ScriptedServer([(200, FLOWRT_HEALTH), (200, run_json(status="RUNNING"), replayed)]) as srv, \
+            Client(srv.url, retry_backoff=0.01) as client:
+        assert client.start("f", {"x": 1}, idempotency_key="order-18").replayed
+    script = [(200, FLOWRT_HEALTH), "drop", (200, run_json(status="RUNNING"), replayed)]
+    with ScriptedServer(script) as srv, Client(srv.url, retry_backoff=0.01) as client:
+        run = client.start("f", {"x": 1}, idempotency_key="order-18")
+        assert run.run_id == "r1" and not run.replayed
+        assert len([s for s in srv.seen if s.path.startswith("/v1/runs/start")]) == 2
+
+
 def test_idempotent_start_end_to_end(driving: Any) -> None:
     with Client(driving.url) as client:
         first = client.start("demo-support", {"order": 1}, idempotency_key="client-e2e-1")

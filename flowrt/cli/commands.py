@@ -99,7 +99,7 @@ def start(
             out.note(_nothing_drives(result["runId"], db=db, flows=flows))
         return
     if replayed:
-        out.note(f"{result['runId']} was started earlier with this idempotency key; nothing new was started")
+        out.note(f"Run {result['runId']} was started earlier with this idempotency key; nothing new was started")
     out.run(result)
     hint_waiting(out, result, db=db, url=url, flows=flows)
     _exit_for(result)

@@ -82,8 +82,7 @@ class Settings:
         if isinstance(failure, Answer):
             wanted = call.idempotent and not call.any_status  # /health's 503 is an answer, not a failure
             return self.pause(attempt) if wanted and failure.status in RETRY_STATUSES else None
-        never_sent = isinstance(failure, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-        return self.pause(attempt) if never_sent or call.idempotent else None
+        return self.pause(attempt) if never_sent(failure) or call.idempotent else None
 
     def request_args(self, call: Call) -> dict[str, Any]:
         args: dict[str, Any] = {"params": call.params, "headers": call.headers, "timeout": self.timeout_for(call)}
@@ -95,12 +94,15 @@ class Settings:
             args["headers"] = {"Content-Type": "application/json", **(call.headers or {})}
         return args
 
-    def answer(self, call: Call, response: httpx.Response) -> Answer:
+    def answer(self, call: Call, response: httpx.Response, sent_before: bool = False) -> Answer:
+        """``sent_before``: an earlier attempt of this call may have reached the server. Then a
+        replayed start may replay that attempt's own run, so it is not reported as replayed."""
         try:
             body = response.json() if response.content else None
         except ValueError:
             body = None  # not JSON (a proxy's HTML page): the status speaks
-        return Answer(response.status_code, body, response.headers.get("idempotent-replayed") == "true")
+        replayed = not sent_before and response.headers.get("idempotent-replayed", "").strip().lower() == "true"
+        return Answer(response.status_code, body, replayed)
 
     def result(self, call: Call, answer: Answer) -> Answer:
         if answer.status < 400 or call.any_status:
@@ -127,6 +129,11 @@ class Settings:
         what = "no answer in time" if isinstance(exc, httpx.TimeoutException) else (str(exc) or type(exc).__name__)
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         return ServerUnreachable(f"cannot reach {self.base_url} ({call.method} {call.path}){tries}: {what}")
+
+
+def never_sent(failure: httpx.TransportError) -> bool:
+    """The request cannot have reached the server: no connection was made."""
+    return isinstance(failure, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
 
 
 def _proxy_in_env() -> bool:
@@ -161,7 +168,7 @@ class SyncTransport:
         self.http.close()
 
     def send(self, call: Call) -> Answer:
-        attempt = 0
+        attempt, sent_before = 0, False
         while True:
             attempt += 1
             try:
@@ -170,11 +177,13 @@ class SyncTransport:
                 pause = self.settings.retry_after(call, attempt, exc)
                 if pause is None:
                     raise self.settings.unreachable(call, exc, attempt) from exc
+                sent_before = sent_before or not never_sent(exc)
             else:
-                answer = self.settings.answer(call, response)
+                answer = self.settings.answer(call, response, sent_before)
                 pause = self.settings.retry_after(call, attempt, answer) if answer.status >= 500 else None
                 if pause is None:
                     return self.settings.result(call, answer)
+                sent_before = True
             time.sleep(pause)
 
     def run(self, op: Op[T]) -> T:
@@ -273,7 +282,7 @@ class AsyncTransport:
         await self.http.aclose()
 
     async def send(self, call: Call) -> Answer:
-        attempt = 0
+        attempt, sent_before = 0, False
         while True:
             attempt += 1
             try:
@@ -282,11 +291,13 @@ class AsyncTransport:
                 pause = self.settings.retry_after(call, attempt, exc)
                 if pause is None:
                     raise self.settings.unreachable(call, exc, attempt) from exc
+                sent_before = sent_before or not never_sent(exc)
             else:
-                answer = self.settings.answer(call, response)
+                answer = self.settings.answer(call, response, sent_before)
                 pause = self.settings.retry_after(call, attempt, answer) if answer.status >= 500 else None
                 if pause is None:
                     return self.settings.result(call, answer)
+                sent_before = True
             await _asleep(pause)
 
     async def run(self, op: Op[T]) -> T:
