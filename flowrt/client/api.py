@@ -85,8 +85,8 @@ class Client:
         ``version`` defaults to the highest registered. ``idempotency_key`` is sent as the
         ``Idempotency-Key`` header: the server answers a repeat with the same run (its
         ``replayed`` True where the server says so, unless a retry of this call got that
-        answer), which also makes the call safe to retry. Without it a start is never re-sent once it may
-        have reached the server (it could create two runs).
+        answer), which also makes the call safe to retry. Without it a start is never
+        re-sent once it may have reached the server (it could create two runs).
         """
         return self._t.run(self._ops.start(flow_id, input, version=version, tenant_id=tenant_id,
                                            initial_state=initial_state, idempotency_key=idempotency_key, wait=wait))
