@@ -175,6 +175,19 @@ def serve(
             "it, 408 and the connection is closed. (default: 30)",
         ),
     ] = None,
+    busy_poll: Annotated[
+        Optional[float],
+        typer.Option(
+            "--busy-poll",
+            envvar="FLOWRT_BUSY_POLL",
+            metavar="MICROSECONDS",
+            min=0,
+            max=10_000,
+            help="Longest time the server keeps polling after an answer instead of sleeping, so a "
+            "client calling in a loop is read at once; adapts to how soon requests come, 0 turns it "
+            "off. (default: 300)",
+        ),
+    ] = None,
     log_level: Annotated[
         str,
         typer.Option(
@@ -210,6 +223,7 @@ def serve(
             max_connections=max_connections,
             keep_alive=keep_alive,
             read_timeout=read_timeout,
+            busy_poll_us=busy_poll,
         )
     except KeyboardInterrupt:  # Ctrl-C is how a foreground server is stopped: not a failure
         raise typer.Exit(0) from None

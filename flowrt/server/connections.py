@@ -34,6 +34,9 @@ from typing import Any, Callable
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .busy_poll import DEFAULT_LIMIT_US as DEFAULT_BUSY_POLL_US
+from .busy_poll import BusyPoll
+
 log = logging.getLogger("flowrt.server")
 
 DEFAULT_MAX_CONNECTIONS = 1000
@@ -71,6 +74,24 @@ class _FirstRequestTimer:
         super().connection_made(transport)  # type: ignore[misc]
         # uvicorn cancels this timer as soon as data arrives (data_received).
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+
+class BusyPolling:
+    """Mixin: tells the server's :class:`~flowrt.server.busy_poll.BusyPoll` when an answer is
+    complete and when bytes arrive (``busy_poll`` is set on the class, one per server)."""
+
+    loop: asyncio.AbstractEventLoop
+    busy_poll: BusyPoll | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.busy_poll is not None:
+            self.busy_poll.arrived()
+        super().data_received(data)  # type: ignore[misc]
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        if self.busy_poll is not None:
+            self.busy_poll.answered(self.loop)
 
 
 _TIMED_OUT = b"Request Timeout"
@@ -193,7 +214,7 @@ def _answered(cycle: Any) -> bool:
     return cycle is not None and cycle.response_complete
 
 
-class GuardedH11Protocol(_FirstRequestTimer, _ReadTimeout, H11Protocol):
+class GuardedH11Protocol(BusyPolling, _FirstRequestTimer, _ReadTimeout, H11Protocol):
     """uvicorn's h11 protocol with the first-request timer and the read timeout (its head
     is bounded by config)."""
 
@@ -231,10 +252,10 @@ def _httptools_protocol() -> type[asyncio.Protocol] | None:
     from . import direct  # uvicorn's httptools module: only with the `fast` extra
 
     if direct.supported(uvicorn.__version__):
-        bases: tuple[type, ...] = (_FirstRequestTimer, _ReadTimeout, direct.DirectAnswers, HttpToolsProtocol)
+        bases: tuple[type, ...] = (BusyPolling, _FirstRequestTimer, _ReadTimeout, direct.DirectAnswers, HttpToolsProtocol)
     else:  # its private parts may differ: the fast path stays an ASGI app, as on h11
         log.info("uvicorn %s is not one direct answers were checked with; serving them through ASGI", uvicorn.__version__)
-        bases = (_FirstRequestTimer, _ReadTimeout, HttpToolsProtocol)
+        bases = (BusyPolling, _FirstRequestTimer, _ReadTimeout, HttpToolsProtocol)
 
     class GuardedHttpToolsProtocol(*bases):  # type: ignore[misc]
         """uvicorn's httptools protocol with the first-request timer, the read timeout, a bounded head, and (on
@@ -278,11 +299,17 @@ def protocol_class() -> type[asyncio.Protocol]:
     return _httptools_protocol() or GuardedH11Protocol
 
 
-def uvicorn_options(max_connections: int, keep_alive: float, read_timeout: float = DEFAULT_READ_TIMEOUT) -> dict[str, Any]:
-    """The ``uvicorn.Config`` arguments for these limits."""
+def uvicorn_options(
+    max_connections: int,
+    keep_alive: float,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
+    busy_poll_us: float = DEFAULT_BUSY_POLL_US,
+) -> dict[str, Any]:
+    """The ``uvicorn.Config`` arguments for these limits (and the busy polling, 0 for none)."""
     protocol = protocol_class()
+    own = {"read_timeout": read_timeout, "busy_poll": BusyPoll(busy_poll_us) if busy_poll_us > 0 else None}
     return {
-        "http": type(protocol.__name__, (protocol,), {"read_timeout": read_timeout}),
+        "http": type(protocol.__name__, (protocol,), own),
         "limit_concurrency": max_connections,
         "timeout_keep_alive": keep_alive,
         "backlog": BACKLOG,

@@ -39,6 +39,8 @@ from . import connections
 from .app import DEFAULT_MAX_BODY, ApiState, api_state, create_app
 from ..retention import RetentionLoop, parse_age
 from .auth import Token, load_tokens
+from .busy_poll import DEFAULT_LIMIT_US as DEFAULT_BUSY_POLL_US
+from .busy_poll import MAX_LIMIT_US as MAX_BUSY_POLL_US
 
 log = logging.getLogger("flowrt.server")
 
@@ -110,6 +112,8 @@ class Settings:
     keep_alive: float = connections.DEFAULT_KEEP_ALIVE
     read_timeout: float = connections.DEFAULT_READ_TIMEOUT
     """Seconds a request may take to arrive, from its first byte; then 408 and the connection closed."""
+    busy_poll_us: float = DEFAULT_BUSY_POLL_US
+    """The longest busy-poll window after an answer, in µs (:mod:`flowrt.server.busy_poll`); 0: none."""
     fast_path: bool = True
     """Serve ordinary start/tick/get/resume requests in front of Litestar (FLOWRT_FAST_PATH=0: off)."""
 
@@ -137,6 +141,7 @@ class Settings:
         max_connections: int | None = None,
         keep_alive: float | None = None,
         read_timeout: float | None = None,
+        busy_poll_us: float | None = None,
         fast_path: bool | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
@@ -195,6 +200,10 @@ class Settings:
             read_timeout = _env_number(env, "FLOWRT_READ_TIMEOUT", float)
         if read_timeout is not None and not read_timeout > 0:
             raise InvalidInput("read timeout must be a positive number of seconds")
+        if busy_poll_us is None:
+            busy_poll_us = _env_number(env, "FLOWRT_BUSY_POLL", float)
+        if busy_poll_us is not None and not 0 <= busy_poll_us <= MAX_BUSY_POLL_US:
+            raise InvalidInput(f"busy poll must be 0 (off) to {MAX_BUSY_POLL_US} microseconds")
         if strict_db is None:
             strict_db = _env_bool(env, "FLOWRT_STRICT_DB")
         if drive is None:
@@ -228,6 +237,7 @@ class Settings:
             max_connections=max_connections or connections.DEFAULT_MAX_CONNECTIONS,
             keep_alive=keep_alive or connections.DEFAULT_KEEP_ALIVE,
             read_timeout=read_timeout or connections.DEFAULT_READ_TIMEOUT,
+            busy_poll_us=DEFAULT_BUSY_POLL_US if busy_poll_us is None else busy_poll_us,
             fast_path=True if fast_path is None else fast_path,
         )
 
@@ -449,7 +459,9 @@ def uvicorn_config(app: Litestar, settings: Settings, **overrides: Any) -> uvico
         # Nothing here reads the client's address or scheme (no access log, no absolute URLs),
         # so uvicorn's X-Forwarded-* middleware would be one more layer on every request for nothing.
         "proxy_headers": False,
-        **connections.uvicorn_options(settings.max_connections, settings.keep_alive, settings.read_timeout),
+        **connections.uvicorn_options(
+            settings.max_connections, settings.keep_alive, settings.read_timeout, settings.busy_poll_us
+        ),
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)
@@ -485,6 +497,7 @@ def run_flow_runtime(
     max_connections: int | None = None,
     keep_alive: float | None = None,
     read_timeout: float | None = None,
+    busy_poll_us: float | None = None,
 ) -> None:
     """Serve ``flows`` over HTTP until SIGTERM/SIGINT, then shut down gracefully.
 
@@ -493,7 +506,7 @@ def run_flow_runtime(
     ``FLOWRT_STRICT_DB``, ``FLOWRT_NO_DRIVE``, ``FLOWRT_LEASE_TTL``,
     ``FLOWRT_MAX_BODY_BYTES``, ``FLOWRT_LOG_LEVEL``, ``FLOWRT_SHUTDOWN_GRACE``,
     ``FLOWRT_MAX_VALUE_BYTES``, ``FLOWRT_MAX_CONNECTIONS``, ``FLOWRT_KEEP_ALIVE``,
-    ``FLOWRT_READ_TIMEOUT``) or its default.
+    ``FLOWRT_READ_TIMEOUT``, ``FLOWRT_BUSY_POLL``) or its default.
 
     Raises :class:`~flowrt.StorageUnavailable` when ``strict_db`` is set and the
     database cannot be reached, :class:`~flowrt.InvalidInput` /
@@ -520,6 +533,7 @@ def run_flow_runtime(
         max_connections=max_connections,
         keep_alive=keep_alive,
         read_timeout=read_timeout,
+        busy_poll_us=busy_poll_us,
     )
     _configure_logging(settings.log_level)
     connections.ensure_file_limit(settings.max_connections)
