@@ -182,7 +182,7 @@ def serve(
             envvar="FLOWRT_BUSY_POLL",
             metavar="MICROSECONDS",
             min=0,
-            max=10_000,
+            max=1_000,
             help="Longest time the server keeps polling after an answer instead of sleeping, so a "
             "client calling in a loop is read at once; adapts to how soon requests come, 0 turns it "
             "off. (default: 300)",

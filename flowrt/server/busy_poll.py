@@ -7,8 +7,8 @@ do, so it blocks in ``epoll_wait`` and the process sleeps; the request then has 
 On virtual machines whose idle vCPUs halt at once (Firecracker, KVM guests without halt
 polling: this machine's ``/sys/module/haltpoll/parameters/guest_halt_poll_ns`` is 0) that
 wake-up is a VM exit and an interrupt, and it costs more than the request's own work:
-side by side with the reference at concurrency 1, busy polling took flowrt from 0.72-0.76×
-to 1.03-1.23× its requests/s, and its p99 down with it (docs/performance.md, "Busy polling").
+side by side with the reference at concurrency 1, flowrt went from 0.80× to 1.04× its requests/s
+(medians of six rounds in one run; docs/performance.md, "Busy polling after an answer").
 
 So after each answer the loop keeps polling without sleeping for a short window (the loop
 runs a callback that schedules itself again; with a ready callback, the loop's poll has a
@@ -25,8 +25,10 @@ a whole guest:
 
 So a server whose requests come far apart (or not at all) does not poll; one answering a
 client in a loop polls just long enough; one that is busy never runs out of work to poll
-for. The price is CPU while a window is open: at concurrency 1 the server's process went
-from ~65% to ~95% of a core. ``--busy-poll 0`` turns it off.
+for. The price is CPU while a window is open (at concurrency 1 the server's process went from
+~65% to ~90% of a core), and the GIL: the loop's thread holds it between polls, so the
+process's other threads may wait for it until the window ends (hence :data:`MAX_LIMIT_US`).
+``--busy-poll 0`` turns it off.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ from typing import Callable
 DEFAULT_LIMIT_US = 300
 """The longest window (µs): a little over what a Python client takes between two calls here."""
 
-MAX_LIMIT_US = 10_000
-"""The largest limit ``--busy-poll`` takes: past a few milliseconds polling costs more than a wake-up."""
+MAX_LIMIT_US = 1_000
+"""The largest limit ``--busy-poll`` takes. A window holds the loop's thread busy; other threads
+of the process (drivers, database threads, sync handlers) that want the GIL meanwhile may wait
+until it ends, so it stays well under the interpreter's 5 ms switch interval."""
 
 GROW_START = 25e-6
 """The first window, in seconds, once one is worth opening; shorter ones are not opened."""
@@ -56,7 +60,7 @@ class BusyPoll:
         """The current window (seconds): how long the loop polls after the next answer."""
         self._answered_at: float | None = None  # the last answer, until bytes arrive after it
         self._until = 0.0  # the open window's end; 0 once bytes arrived
-        self._polling = False  # the polling callback is scheduled
+        self._polling_on: asyncio.AbstractEventLoop | None = None  # the loop the polling callback is scheduled on
         self.polls = 0
         """Loop turns spent polling (for tests and benchmarks)."""
 
@@ -67,8 +71,8 @@ class BusyPoll:
         if not self.window:
             return
         self._until = now + self.window
-        if not self._polling:
-            self._polling = True
+        if self._polling_on is not loop:  # (a loop closed with the callback scheduled is not this one)
+            self._polling_on = loop
             loop.call_soon(self._poll, loop)
 
     def arrived(self) -> None:
@@ -92,4 +96,9 @@ class BusyPoll:
         if self.clock() < self._until:
             loop.call_soon(self._poll, loop)
         else:
-            self._polling = False
+            self._polling_on = None
+
+    @property
+    def polling(self) -> bool:
+        """A window is open and the loop is being kept awake."""
+        return self._polling_on is not None

@@ -81,6 +81,7 @@ class BusyPolling:
     complete and when bytes arrive (``busy_poll`` is set on the class, one per server)."""
 
     loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
     busy_poll: BusyPoll | None = None
 
     def data_received(self, data: bytes) -> None:
@@ -90,7 +91,9 @@ class BusyPolling:
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
-        if self.busy_poll is not None:
+        # No next request comes on a closing connection (Connection: close, a 503 past the
+        # limit, shutdown): nothing to poll for.
+        if self.busy_poll is not None and not self.transport.is_closing():
             self.busy_poll.answered(self.loop)
 
 

@@ -203,7 +203,7 @@ class Settings:
         if busy_poll_us is None:
             busy_poll_us = _env_number(env, "FLOWRT_BUSY_POLL", float)
         if busy_poll_us is not None and not 0 <= busy_poll_us <= MAX_BUSY_POLL_US:
-            raise InvalidInput(f"busy poll must be 0 (off) to {MAX_BUSY_POLL_US} microseconds")
+            raise InvalidInput(f"--busy-poll / FLOWRT_BUSY_POLL must be 0 (off) to {MAX_BUSY_POLL_US} microseconds")
         if strict_db is None:
             strict_db = _env_bool(env, "FLOWRT_STRICT_DB")
         if drive is None:
