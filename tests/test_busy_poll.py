@@ -244,10 +244,11 @@ def test_an_answer_on_a_closing_connection_opens_no_window(tmp_path: Path, proto
             poll.arrived()  # (the stopped clock would keep it open: close it by hand)
 
 
-def test_flowrt_serve_answers_a_client_in_a_loop_with_busy_polling_on_and_off() -> None:
-    for args in ([], ["--busy-poll", "0"]):
+def test_flowrt_serve_answers_a_client_in_a_loop_with_busy_polling_on_and_off_and_logs_which() -> None:
+    for args, logged in (([], "busy poll: up to 300 µs"), (["--busy-poll", "0"], "busy poll: off")):
         with serve_process(["--flows", "examples.demo:ALL", "--db", "memory://", "--no-drive", *args]) as proc:
             with httpx.Client(base_url=proc.url, timeout=30) as client:
                 run_id = client.post("/v1/runs/start", json={"flowId": "demo-fraud", "input": {"amount": 5}}).json()["runId"]
                 statuses = [client.post(f"/v1/runs/{run_id}/tick").json()["status"] for _ in range(4)]
             assert statuses[-1] == "COMPLETED", statuses
+            assert logged in proc.output()

@@ -540,7 +540,7 @@ def run_flow_runtime(
     _check_can_listen(settings.host, settings.port)  # before recovery touches the database
     runtime = FlowRuntime(settings)
     log.info(
-        "flowrt serving %d flow(s) on http://%s:%d (storage: %s%s, %s, auth: %s)",
+        "flowrt serving %d flow(s) on http://%s:%d (storage: %s%s, %s, auth: %s, busy poll: %s)",
         len(runtime.engine.flows),
         settings.host,
         settings.port,
@@ -548,6 +548,7 @@ def run_flow_runtime(
         "" if runtime.engine.storage.kind == "memory" else f" {describe_url(runtime.engine.database_url)}",
         f"{settings.workers} driver(s)" if settings.drive else "no drivers (--no-drive)",
         _auth_summary(settings),
+        f"up to {settings.busy_poll_us:g} µs" if settings.busy_poll_us else "off",
     )
     server = _Server(uvicorn_config(runtime.app, settings), runtime)
     # One handler for SIGTERM/SIGINT from before startup recovery until the runtime has
