@@ -46,7 +46,7 @@ of the process (drivers, database threads, sync handlers) that want the GIL mean
 until it ends, so it stays well under the interpreter's 5 ms switch interval."""
 
 GROW_START = 25e-6
-"""The first window, in seconds, once one is worth opening; shorter ones are not opened."""
+"""The first window, in seconds (or the limit, if that is shorter); a window halved below it shuts."""
 
 
 class BusyPoll:
