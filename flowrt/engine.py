@@ -42,7 +42,7 @@ from .errors import (
     RunNotFound,
 )
 from .execution import Executor
-from .leases import Leases
+from .leases import MAX_LEASE_TTL, Leases
 from .runs import Event, EventType, Run, RunStatus, to_datetime
 from .repair import Repairs
 from .retention import Pruner, PruneReport, parse_age
@@ -93,6 +93,8 @@ class Engine:
         max_abandoned_threads: int = 64,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        if not 0 < lease_ttl <= MAX_LEASE_TTL:  # (NaN too); checked before a database is opened
+            raise InvalidInput(f"lease_ttl must be above 0 and at most {MAX_LEASE_TTL:g} seconds, not {lease_ttl!r}")
         self.database_url = database_url or os.environ.get("DATABASE_URL") or DEFAULT_URL
         self.clock = clock
         self.storage = storage or Storage(self.database_url, pool_size=pool_size, clock=clock)

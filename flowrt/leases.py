@@ -32,6 +32,9 @@ from .storage import RunRow, Storage
 
 log = logging.getLogger("flowrt.leases")
 
+MAX_LEASE_TTL = 86_400.0
+"""The longest lease TTL taken, in seconds (a day): the time a dead process's runs stay locked,
+so anything longer is a typo; and an unbounded one (``inf``) has no expiry time to store."""
 
 HandBacks = Callable[[Callable[[], None]], "concurrent.futures.Future[None]"]
 """Given a hand-back's write, submit it to a database thread; its future."""

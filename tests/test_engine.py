@@ -988,3 +988,14 @@ def test_run_ids_are_time_ordered_and_unique_whatever_the_user_seeds() -> None:
     if hasattr(os, "fork"):  # in a fresh interpreter of one thread: a fork inside pytest's is not safe
         forked = subprocess.run([sys.executable, "-c", _FORKED_ID_BITS], capture_output=True, text=True, timeout=60)
         assert forked.stdout.strip() == "reseeded", forked.stderr
+
+
+@pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf"), 1e9])
+def test_a_lease_ttl_out_of_range_is_refused_before_a_database_is_opened(tmp_path: Path, ttl: float) -> None:
+    # inf once failed deep in the engine (OverflowError: no expiry time to store), and
+    # `flowrt serve --lease-ttl inf` with it as an internal error.
+    db = tmp_path / "never.db"
+    with pytest.raises(InvalidInput, match="lease_ttl must be above 0 and at most 86400 seconds"):
+        Engine(f"sqlite:///{db}", lease_ttl=ttl)
+    assert not db.exists()
+    Engine("memory://", lease_ttl=86_400).close()  # a day is the longest taken

@@ -345,6 +345,17 @@ def test_cli_refuses_a_bad_connection_limit() -> None:
     assert result.returncode == 2 and "--max-connections" in result.stderr
 
 
+def test_a_lease_ttl_out_of_range_is_refused_with_the_option_named() -> None:
+    # `--lease-ttl inf` was an internal error (OverflowError) once the server started.
+    for bad in ("inf", "1e9", "0"):
+        result = subprocess.run([*SERVE, "--lease-ttl", bad], capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert result.returncode == 2 and "--lease-ttl" in result.stderr, result.stderr
+    for env in ({"FLOWRT_LEASE_TTL": "inf"}, {"FLOWRT_LEASE_TTL": "nan"}, {"FLOWRT_LEASE_TTL": "0"}):
+        with pytest.raises(InvalidInput, match="--lease-ttl / FLOWRT_LEASE_TTL"):
+            Settings.resolve(env=env)
+    assert Settings.resolve(env={"FLOWRT_LEASE_TTL": "86400"}).lease_ttl == 86_400
+
+
 def _recv_all(sock: socket.socket, deadline: float) -> bytes:
     data = b""
     while time.monotonic() < deadline:

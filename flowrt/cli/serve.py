@@ -107,6 +107,7 @@ def serve(
             envvar="FLOWRT_LEASE_TTL",
             metavar="SECONDS",
             min=0.1,
+            max=86_400,
             help="Seconds before a dead process's runs may be reclaimed. (default: 30)",
         ),
     ] = None,

@@ -32,6 +32,7 @@ from litestar import Litestar
 from ..driver import Drivers, recover
 from ..engine import Engine
 from ..errors import FlowrtError, InvalidInput, StorageUnavailable
+from ..leases import MAX_LEASE_TTL
 from ..loader import load_all
 from ..storage import DEFAULT_URL, describe_url
 from ..values import DEFAULT_MAX_VALUE_BYTES
@@ -174,8 +175,8 @@ class Settings:
             raise InvalidInput("workers must be at least 1")
         if lease_ttl is None:
             lease_ttl = _env_number(env, "FLOWRT_LEASE_TTL", float)
-        if lease_ttl is not None and not lease_ttl > 0:
-            raise InvalidInput("lease TTL must be a positive number of seconds")
+        if lease_ttl is not None and not 0 < lease_ttl <= MAX_LEASE_TTL:
+            raise InvalidInput(f"--lease-ttl / FLOWRT_LEASE_TTL must be above 0 and at most {MAX_LEASE_TTL:g} seconds")
         if max_body_bytes is None:
             max_body_bytes = _env_number(env, "FLOWRT_MAX_BODY_BYTES", int)
         if max_body_bytes is not None and max_body_bytes < 1:
