@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
+import typing
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,7 +17,7 @@ from http_helpers import REPO, SERVE, serve_process, thread_server, wait_for
 
 from flowrt.errors import InvalidInput
 from flowrt.server import connections
-from flowrt.server.busy_poll import DEFAULT_LIMIT_US, GROW_START, BusyPoll
+from flowrt.server.busy_poll import DEFAULT_LIMIT_US, GROW_START, MAX_LIMIT_US, BusyPoll
 from flowrt.server.runtime import Settings
 
 pytestmark = pytest.mark.timeout(90)
@@ -108,6 +109,13 @@ def test_cli_refuses_a_bad_busy_poll() -> None:
     for bad in ("-5", "5000"):
         result = subprocess.run([*SERVE, "--busy-poll", bad], capture_output=True, text=True, timeout=60, cwd=REPO)
         assert result.returncode == 2 and "--busy-poll" in result.stderr
+
+
+def test_the_cli_takes_the_same_largest_limit_as_the_settings() -> None:
+    from flowrt.cli.serve import serve  # its bound is written out there, not imported
+
+    option = typing.get_type_hints(serve, include_extras=True)["busy_poll"].__metadata__[0]
+    assert option.max == MAX_LIMIT_US
 
 
 def test_a_window_opened_on_a_new_loop_polls_there_even_if_the_last_loop_closed_mid_window() -> None:

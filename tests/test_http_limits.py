@@ -15,6 +15,7 @@ import socket
 import subprocess
 import threading
 import time
+import typing
 import urllib.parse
 from pathlib import Path
 from typing import Any, Iterator
@@ -354,6 +355,10 @@ def test_a_lease_ttl_out_of_range_is_refused_with_the_option_named() -> None:
         with pytest.raises(InvalidInput, match="--lease-ttl / FLOWRT_LEASE_TTL"):
             Settings.resolve(env=env)
     assert Settings.resolve(env={"FLOWRT_LEASE_TTL": "86400"}).lease_ttl == 86_400
+    from flowrt.cli.serve import serve  # its bound is written out there, not imported
+    from flowrt.leases import MAX_LEASE_TTL
+
+    assert typing.get_type_hints(serve, include_extras=True)["lease_ttl"].__metadata__[0].max == MAX_LEASE_TTL
 
 
 def _recv_all(sock: socket.socket, deadline: float) -> bytes:

@@ -107,6 +107,7 @@ def serve(
             envvar="FLOWRT_LEASE_TTL",
             metavar="SECONDS",
             min=0.1,
+            # leases.MAX_LEASE_TTL, written out: the CLI starts without the engine (a test keeps them equal)
             max=86_400,
             help="Seconds before a dead process's runs may be reclaimed. (default: 30)",
         ),
@@ -183,6 +184,7 @@ def serve(
             envvar="FLOWRT_BUSY_POLL",
             metavar="MICROSECONDS",
             min=0,
+            # server.busy_poll.MAX_LIMIT_US, written out: the CLI starts without the server (a test keeps them equal)
             max=1_000,
             help="Longest time the server keeps polling after an answer instead of sleeping, so a "
             "client calling in a loop is read at once; adapts to how soon requests come, 0 turns it "
