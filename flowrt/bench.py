@@ -48,6 +48,7 @@ from .engine import Engine
 from .http_bench import ServerUnreachable, Unauthorized, bench_http, compare_http, percentile, preflight, timed_in_threads
 from .runs import RunStatus
 from .storage import Storage
+from .writer import Write
 
 THREAD_MODES = ("drive", "tick", "until")
 LOOP_MODES = ("tick-async", "until-async")
@@ -134,7 +135,7 @@ class WriteTally:
         number: int = last.number
         return number
 
-    def _tagged(self, apply: Callable[[Any], Any], *, step: bool) -> Callable[[Any], Any]:
+    def _tagged(self, apply: Callable[[Any], Any], *, step: bool) -> Write:
         """The write, noting its transaction and outcome however it is written: in a
         transaction (``apply(cursor)``) or as its one statement alone."""
 
@@ -145,21 +146,18 @@ class WriteTally:
                     self.step_writes += 1
             return outcome
 
-        def tagged(cursor: Any) -> Any:
+        def tagged(cursor: Any, write: Write) -> Any:
             outcome = apply(cursor)
             # what the write leaves for the step core after it ran: the change mark a parked
             # lease's next step checks instead of reading the run (lost, every step would read)
-            tagged.mark = getattr(apply, "mark", None)  # type: ignore[attr-defined]
+            write.mark = getattr(apply, "mark", None)
             return noted(outcome, self._transaction_of(cursor))
 
         statement = getattr(apply, "statement", None)
         if statement is not None:
             sql, params, outcome_of = statement
             statement = (sql, params, lambda rowcount: noted(outcome_of(rowcount), next(self._numbers)))
-        tagged.statement = statement  # type: ignore[attr-defined]
-        tagged.lock_key = getattr(apply, "lock_key", None)  # type: ignore[attr-defined]
-        tagged.mark = getattr(apply, "mark", None)  # type: ignore[attr-defined]
-        return tagged
+        return Write(tagged, lock_key=getattr(apply, "lock_key", None), statement=statement)
 
     def figures(self, *, steps: int, runs: int) -> dict[str, Any]:
         with self._lock:

@@ -33,7 +33,7 @@ from .errors import StorageUnavailable
 from .lease_bookkeeping import LeaseBookkeeping
 from .listings import Listings
 from .statements import Statements
-from .writer import Apply, GroupWriter, Statement
+from .writer import GroupWriter, Statement, Write
 from .schema import (
     MIGRATIONS,
     RUN_COLUMNS,
@@ -348,7 +348,7 @@ class Storage(Listings, LeaseBookkeeping):
 
     # -- runs: hot path
 
-    def run_insert(self, row: RunRow, events: list[EventRow], start_key: tuple[str, str] | None = None) -> Apply:
+    def run_insert(self, row: RunRow, events: list[EventRow], start_key: tuple[str, str] | None = None) -> Write:
         """The write that inserts a run with its first events, for :attr:`writer`.
 
         With ``start_key`` (key, fingerprint), the key is stored in the same transaction; if
@@ -360,7 +360,7 @@ class Storage(Listings, LeaseBookkeeping):
         if sql.one_statement and events:
             statement = (sql.run_with_events(len(events)), [*values, *(v for e in events for v in e)], _inserted)
 
-        def apply(cur: Any) -> tuple[str, str] | None:
+        def apply(cur: Any, write: Write) -> tuple[str, str] | None:
             if start_key is not None:
                 cur.execute(sql.insert_start_key, (start_key[0], row.run_id, start_key[1], row.created_at))
                 if cur.rowcount != 1:
@@ -373,14 +373,15 @@ class Storage(Listings, LeaseBookkeeping):
             cur.execute(sql.insert_run, values)
             self._insert_events(cur, events)
             if row.lease_owner is not None:
-                apply.mark = self.change_mark(cur)  # type: ignore[attr-defined]
+                write.mark = self.change_mark(cur)
             return None
 
-        apply.mark = None  # type: ignore[attr-defined]
-        apply.lock_key = None if start_key is None else "start:" + start_key[0]  # type: ignore[attr-defined]
-        # Alone in its transaction, a write of one statement needs no BEGIN/COMMIT (see writer).
-        apply.statement = statement if start_key is None else None  # type: ignore[attr-defined]
-        return apply
+        return Write(
+            apply,
+            lock_key=None if start_key is None else "start:" + start_key[0],
+            # Alone in its transaction, a write of one statement needs no BEGIN/COMMIT (see writer).
+            statement=statement if start_key is None else None,
+        )
 
     def get_run(self, run_id: str) -> RunRow | None:
         rows = self._read(self._sql.get_run, (run_id,))
@@ -446,22 +447,21 @@ class Storage(Listings, LeaseBookkeeping):
             row = cur.fetchone()
         return RunRow(*row) if row else None
 
-    def claim_next_write(self, owner: str, ttl_ms: int, flows: Sequence[str]) -> Apply:
+    def claim_next_write(self, owner: str, ttl_ms: int, flows: Sequence[str]) -> Write:
         """:meth:`claim_next` (RUNNING runs) as a write for :attr:`writer`: its outcome is the
         claimed row or None. No probe first: it rides in a transaction being written anyway."""
         _, claim = self._sql.claim_next(False, len(flows))
 
-        def apply(cur: Any) -> RunRow | None:
+        def apply(cur: Any, write: Write) -> RunRow | None:
             now = self.clock.now_ms()  # when it lands, which may be a handler's time after it was queued
             cur.execute(claim, (owner, now + ttl_ms, now, now, owner, *flows, now, owner))
             row = cur.fetchone()
             if not row:
                 return None
-            apply.mark = self.change_mark(cur)  # type: ignore[attr-defined]
+            write.mark = self.change_mark(cur)
             return RunRow(*row)
 
-        apply.mark = None  # type: ignore[attr-defined]
-        return apply
+        return Write(apply)
 
     def step_write(
         self,
@@ -472,7 +472,7 @@ class Storage(Listings, LeaseBookkeeping):
         *,
         again: bool = False,
         in_place: bool = False,
-    ) -> Apply:
+    ) -> Write:
         """The write of one step, for :attr:`writer`: the run row, events and idempotency record.
 
         ``in_place``: the step left the run's status and timer as stored, so they are not
@@ -496,7 +496,7 @@ class Storage(Listings, LeaseBookkeeping):
 
             statement = (sql.step_with_events(count, in_place), [*params, *(v for e in events for v in e)], moved)
 
-        def apply(cur: Any) -> LeaseLost | DuplicateStep | None:
+        def apply(cur: Any, write: Write) -> LeaseLost | DuplicateStep | None:
             if again and events:
                 cur.execute(sql.event_exists, (events[0][0], events[0][1]))
                 if cur.fetchone() is not None:
@@ -514,15 +514,16 @@ class Storage(Listings, LeaseBookkeeping):
             if idempotency is not None:
                 cur.execute(sql.insert_idempotency, idempotency)
             if row.lease_owner is not None:
-                apply.mark = self.change_mark(cur)  # type: ignore[attr-defined]
+                write.mark = self.change_mark(cur)
             return None
 
-        apply.mark = None  # type: ignore[attr-defined]
-        # (flow, node, key): the record's primary key, as _lock_order compares them
-        apply.lock_key = None if idempotency is None else "node:" + "\x00".join(idempotency[:3])  # type: ignore[attr-defined]
-        # Alone in its transaction, a write of one statement needs no BEGIN/COMMIT (see writer).
-        apply.statement = statement if not again and idempotency is None else None  # type: ignore[attr-defined]
-        return apply
+        return Write(
+            apply,
+            # (flow, node, key): the record's primary key, as _lock_order compares them
+            lock_key=None if idempotency is None else "node:" + "\x00".join(idempotency[:3]),
+            # Alone in its transaction, a write of one statement needs no BEGIN/COMMIT (see writer).
+            statement=statement if not again and idempotency is None else None,
+        )
 
     def release(self, run_id: str, epoch: int) -> None:
         with self._write() as cur:
