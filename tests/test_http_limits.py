@@ -346,6 +346,29 @@ def test_cli_refuses_a_bad_connection_limit() -> None:
     assert result.returncode == 2 and "--max-connections" in result.stderr
 
 
+def test_settings_that_get_past_the_options_checks_are_usage_errors_naming_the_option() -> None:
+    # NaN passes click's ranges, and environment variables are read by Settings; both used to
+    # come out as "read timeout must be ... (BAD_REQUEST)", an API error code on a command line.
+    cases = [
+        (["--keep-alive", "nan"], {}, "--keep-alive / FLOWRT_KEEP_ALIVE"),
+        (["--read-timeout", "nan"], {}, "--read-timeout / FLOWRT_READ_TIMEOUT"),
+        (["--shutdown-grace", "nan"], {}, "--shutdown-grace / FLOWRT_SHUTDOWN_GRACE"),
+        (["--busy-poll", "nan"], {}, "--busy-poll / FLOWRT_BUSY_POLL"),
+        (["--log-level", "loud"], {}, "--log-level / FLOWRT_LOG_LEVEL"),
+        ([], {"FLOWRT_READ_TIMEOUT": "nan"}, "--read-timeout / FLOWRT_READ_TIMEOUT"),
+    ]
+    for args, env, named in cases:
+        result = subprocess.run(
+            [*SERVE, *args], capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ, **env}
+        )
+        assert result.returncode == 2, (args, env, result.stderr)
+        assert named in result.stderr and "BAD_REQUEST" not in result.stderr, result.stderr
+        assert "flowrt serve --help" in result.stderr
+    for env in ({"FLOWRT_WORKERS": "0"}, {"FLOWRT_MAX_BODY_BYTES": "0"}, {"FLOWRT_MAX_VALUE_BYTES": "0"}):
+        with pytest.raises(InvalidInput, match="--" + next(iter(env))[len("FLOWRT_"):].lower().replace("_", "-")):
+            Settings.resolve(env=env)
+
+
 def test_a_lease_ttl_out_of_range_is_refused_with_the_option_named() -> None:
     # `--lease-ttl inf` was an internal error (OverflowError) once the server started.
     for bad in ("inf", "1e9", "0"):

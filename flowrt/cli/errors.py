@@ -48,6 +48,10 @@ class UsageProblem(FlowrtError):
     code = "USAGE"
     http_status = 400
 
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
 
 class Unreachable(FlowrtError):
     """The flowrt server cannot be reached."""

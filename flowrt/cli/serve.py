@@ -6,6 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import InvalidInput
+from .errors import UsageProblem
 
 
 def serve(
@@ -230,3 +232,5 @@ def serve(
         )
     except KeyboardInterrupt:  # Ctrl-C is how a foreground server is stopped: not a failure
         raise typer.Exit(0) from None
+    except InvalidInput as exc:  # a setting the options' own checks let through (NaN, a bad env var)
+        raise UsageProblem(exc.message, hint="see 'flowrt serve --help'") from None

@@ -168,11 +168,11 @@ class Settings:
         if port is None:
             port = 3000
         if not 0 <= port <= 65535:
-            raise InvalidInput(f"port {port} is out of range 0-65535")
+            raise InvalidInput(f"--port / PORT {port} is out of range 0-65535")
         if workers is None:
             workers = _env_number(env, "FLOWRT_WORKERS", int)
         if workers is not None and workers < 1:
-            raise InvalidInput("workers must be at least 1")
+            raise InvalidInput("--workers / FLOWRT_WORKERS must be at least 1")
         if lease_ttl is None:
             lease_ttl = _env_number(env, "FLOWRT_LEASE_TTL", float)
         if lease_ttl is not None and not 0 < lease_ttl <= MAX_LEASE_TTL:
@@ -180,27 +180,27 @@ class Settings:
         if max_body_bytes is None:
             max_body_bytes = _env_number(env, "FLOWRT_MAX_BODY_BYTES", int)
         if max_body_bytes is not None and max_body_bytes < 1:
-            raise InvalidInput("max body size must be at least 1 byte")
+            raise InvalidInput("--max-body-bytes / FLOWRT_MAX_BODY_BYTES must be at least 1 byte")
         if shutdown_grace is None:
             shutdown_grace = _env_number(env, "FLOWRT_SHUTDOWN_GRACE", float)
         if shutdown_grace is not None and not shutdown_grace >= 0:
-            raise InvalidInput("shutdown grace must be a number of seconds >= 0")
+            raise InvalidInput("--shutdown-grace / FLOWRT_SHUTDOWN_GRACE must be a number of seconds >= 0")
         if max_value_bytes is None:
             max_value_bytes = _env_number(env, "FLOWRT_MAX_VALUE_BYTES", int)
         if max_value_bytes is not None and max_value_bytes < 1:
-            raise InvalidInput("max value size must be at least 1 byte")
+            raise InvalidInput("--max-value-bytes / FLOWRT_MAX_VALUE_BYTES must be at least 1 byte")
         if max_connections is None:
             max_connections = _env_number(env, "FLOWRT_MAX_CONNECTIONS", int)
         if max_connections is not None and max_connections < 1:
-            raise InvalidInput("max connections must be at least 1")
+            raise InvalidInput("--max-connections / FLOWRT_MAX_CONNECTIONS must be at least 1")
         if keep_alive is None:
             keep_alive = _env_number(env, "FLOWRT_KEEP_ALIVE", float)
         if keep_alive is not None and not keep_alive > 0:
-            raise InvalidInput("keep-alive timeout must be a positive number of seconds")
+            raise InvalidInput("--keep-alive / FLOWRT_KEEP_ALIVE must be a positive number of seconds")
         if read_timeout is None:
             read_timeout = _env_number(env, "FLOWRT_READ_TIMEOUT", float)
         if read_timeout is not None and not read_timeout > 0:
-            raise InvalidInput("read timeout must be a positive number of seconds")
+            raise InvalidInput("--read-timeout / FLOWRT_READ_TIMEOUT must be a positive number of seconds")
         if busy_poll_us is None:
             busy_poll_us = _env_number(env, "FLOWRT_BUSY_POLL", float)
         if busy_poll_us is not None and not 0 <= busy_poll_us <= MAX_BUSY_POLL_US:
@@ -427,7 +427,7 @@ class _Server(uvicorn.Server):
 def _configure_logging(level: str) -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
-        raise InvalidInput(f"unknown log level {level!r}")
+        raise InvalidInput(f"--log-level / FLOWRT_LOG_LEVEL: unknown level {level!r} (debug, info, warning or error)")
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
