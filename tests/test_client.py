@@ -320,6 +320,32 @@ def test_a_replay_answered_to_a_retry_is_not_reported_as_replayed() -> None:
         assert len([s for s in srv.seen if s.path.startswith("/v1/runs/start")]) == 2
 
 
+def test_the_async_client_tries_calls_by_the_same_rules() -> None:
+    """Both transports run one retry loop (``Settings.tries``); this is the async side of the tests above."""
+    busy = (503, {"error": "the database cannot be reached", "code": "STORAGE_UNAVAILABLE"})
+    replayed = {"Idempotent-Replayed": "true"}
+
+    async def calls(url: str) -> list[Any]:
+        async with AsyncClient(url, retry_backoff=0.01, retries=3) as client:
+            got: list[Any] = [(await client.get("r1")).status]  # a lost answer, then a 503: tried again
+            with pytest.raises(ServerUnreachable):
+                await client.tick("r1")  # a lost answer to a tick: it may have run, so not sent again
+            run = await client.start("f", idempotency_key="k-1")  # lost once, then answered as a replay
+            got.append(run.replayed)
+            with pytest.raises(ServerUnreachable, match="after 4 attempts"):
+                await client.get("r1")
+            return got
+
+    script = [
+        "drop", busy, (200, run_json()), "drop",
+        (200, FLOWRT_HEALTH), "drop", (200, run_json(status="RUNNING"), replayed),
+        "drop", "drop", "drop", "drop",
+    ]  # fmt: skip
+    with ScriptedServer(script) as srv:
+        assert asyncio.run(calls(srv.url)) == ["COMPLETED", False]  # the retry's replay is this call's own run
+        assert [s.method for s in srv.seen] == ["GET"] * 3 + ["POST", "GET", "POST", "POST"] + ["GET"] * 4
+
+
 def test_idempotent_start_end_to_end(driving: Any) -> None:
     with Client(driving.url) as client:
         first = client.start("demo-support", {"order": 1}, idempotency_key="client-e2e-1")

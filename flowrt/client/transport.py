@@ -1,8 +1,9 @@
 """The two thin transports: run an operation's steps on ``httpx.Client`` or ``httpx.AsyncClient``.
 
 Everything both share (headers, timeouts, which failures are retried and after how
-long, how an error answer becomes an exception) lives in :class:`Settings` and the
-functions here; the sync and async classes differ only in ``await`` and the sleep.
+long -- the tries of a call, :meth:`Settings.tries` --, how an error answer becomes an
+exception) lives in :class:`Settings` and the functions here; the sync and async classes
+differ only in ``await`` and the sleep.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Generator, Iterator
 
 import httpx
 
@@ -83,6 +84,28 @@ class Settings:
             wanted = call.idempotent and not call.any_status  # /health's 503 is an answer, not a failure
             return self.pause(attempt) if wanted and failure.status in RETRY_STATUSES else None
         return self.pause(attempt) if never_sent(failure) or call.idempotent else None
+
+    def tries(self, call: Call) -> Generator[float, httpx.Response | httpx.TransportError, Answer]:
+        """The tries of one call, for either transport: it yields the pause before each try (0
+        before the first), is sent what the try came back with (a response, or the transport
+        error it raised), and returns the call's answer -- or raises, when a failure is not
+        retried or the tries are used up."""
+        attempt, sent_before, pause = 0, False, 0.0
+        while True:
+            attempt += 1
+            outcome = yield pause
+            if isinstance(outcome, httpx.TransportError):
+                retry = self.retry_after(call, attempt, outcome)
+                if retry is None:
+                    raise self.unreachable(call, outcome, attempt) from outcome
+                sent_before = sent_before or not never_sent(outcome)
+            else:
+                answer = self.answer(call, outcome, sent_before)
+                retry = self.retry_after(call, attempt, answer) if answer.status >= 500 else None
+                if retry is None:
+                    return self.result(call, answer)
+                sent_before = True
+            pause = retry
 
     def request_args(self, call: Call) -> dict[str, Any]:
         args: dict[str, Any] = {"params": call.params, "headers": call.headers, "timeout": self.timeout_for(call)}
@@ -168,23 +191,20 @@ class SyncTransport:
         self.http.close()
 
     def send(self, call: Call) -> Answer:
-        attempt, sent_before = 0, False
+        tries = self.settings.tries(call)
+        pause = next(tries)
         while True:
-            attempt += 1
+            if pause:
+                time.sleep(pause)
+            outcome: httpx.Response | httpx.TransportError
             try:
-                response = self.http.request(call.method, call.path, **self.settings.request_args(call))
+                outcome = self.http.request(call.method, call.path, **self.settings.request_args(call))
             except httpx.TransportError as exc:
-                pause = self.settings.retry_after(call, attempt, exc)
-                if pause is None:
-                    raise self.settings.unreachable(call, exc, attempt) from exc
-                sent_before = sent_before or not never_sent(exc)
-            else:
-                answer = self.settings.answer(call, response, sent_before)
-                pause = self.settings.retry_after(call, attempt, answer) if answer.status >= 500 else None
-                if pause is None:
-                    return self.settings.result(call, answer)
-                sent_before = True
-            time.sleep(pause)
+                outcome = exc
+            try:
+                pause = tries.send(outcome)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     def run(self, op: Op[T]) -> T:
         items = self._drive(op)
@@ -282,23 +302,20 @@ class AsyncTransport:
         await self.http.aclose()
 
     async def send(self, call: Call) -> Answer:
-        attempt, sent_before = 0, False
+        tries = self.settings.tries(call)
+        pause = next(tries)
         while True:
-            attempt += 1
+            if pause:
+                await _asleep(pause)
+            outcome: httpx.Response | httpx.TransportError
             try:
-                response = await self.http.request(call.method, call.path, **self.settings.request_args(call))
+                outcome = await self.http.request(call.method, call.path, **self.settings.request_args(call))
             except httpx.TransportError as exc:
-                pause = self.settings.retry_after(call, attempt, exc)
-                if pause is None:
-                    raise self.settings.unreachable(call, exc, attempt) from exc
-                sent_before = sent_before or not never_sent(exc)
-            else:
-                answer = self.settings.answer(call, response, sent_before)
-                pause = self.settings.retry_after(call, attempt, answer) if answer.status >= 500 else None
-                if pause is None:
-                    return self.settings.result(call, answer)
-                sent_before = True
-            await _asleep(pause)
+                outcome = exc
+            try:
+                pause = tries.send(outcome)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     async def run(self, op: Op[T]) -> T:
         result: list[T] = []
