@@ -355,6 +355,7 @@ def test_settings_that_get_past_the_options_checks_are_usage_errors_naming_the_o
         (["--shutdown-grace", "nan"], {}, "--shutdown-grace / FLOWRT_SHUTDOWN_GRACE"),
         (["--busy-poll", "nan"], {}, "--busy-poll / FLOWRT_BUSY_POLL"),
         (["--log-level", "loud"], {}, "--log-level / FLOWRT_LOG_LEVEL"),
+        (["--retention", "0"], {}, "--retention / FLOWRT_RETENTION"),
         ([], {"FLOWRT_READ_TIMEOUT": "nan"}, "--read-timeout / FLOWRT_READ_TIMEOUT"),
     ]
     for args, env, named in cases:

@@ -233,4 +233,4 @@ def serve(
     except KeyboardInterrupt:  # Ctrl-C is how a foreground server is stopped: not a failure
         raise typer.Exit(0) from None
     except InvalidInput as exc:  # a setting the options' own checks let through (NaN, a bad env var)
-        raise UsageProblem(exc.message, hint="see 'flowrt serve --help'") from None
+        raise UsageProblem(exc.message, hint="see 'flowrt serve --help'") from exc

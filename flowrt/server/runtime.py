@@ -221,7 +221,7 @@ class Settings:
         return cls(
             flows=loaded,
             tokens=tokens,
-            retention=None if retention is None else parse_age(str(retention), "retention"),
+            retention=None if retention is None else parse_age(str(retention), "--retention / FLOWRT_RETENTION"),
             host=host or env.get("HOST") or "127.0.0.1",
             port=port,
             database_url=url or DEFAULT_URL,
