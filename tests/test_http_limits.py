@@ -365,8 +365,12 @@ def test_settings_that_get_past_the_options_checks_are_usage_errors_naming_the_o
         assert result.returncode == 2, (args, env, result.stderr)
         assert named in result.stderr and "BAD_REQUEST" not in result.stderr, result.stderr
         assert "flowrt serve --help" in result.stderr
-    for env in ({"FLOWRT_WORKERS": "0"}, {"FLOWRT_MAX_BODY_BYTES": "0"}, {"FLOWRT_MAX_VALUE_BYTES": "0"}):
-        with pytest.raises(InvalidInput, match="--" + next(iter(env))[len("FLOWRT_"):].lower().replace("_", "-")):
+    for env, named in (
+        ({"FLOWRT_WORKERS": "0"}, "--workers / FLOWRT_WORKERS"),
+        ({"FLOWRT_MAX_BODY_BYTES": "0"}, "--max-body-bytes / FLOWRT_MAX_BODY_BYTES"),
+        ({"FLOWRT_MAX_VALUE_BYTES": "0"}, "--max-value-bytes / FLOWRT_MAX_VALUE_BYTES"),
+    ):
+        with pytest.raises(InvalidInput, match=named):
             Settings.resolve(env=env)
 
 
