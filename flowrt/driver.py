@@ -124,11 +124,17 @@ def recover(
     concurrency: int = 4,
     progress: Callable[[int, int], None] | None = None,
     stop: threading.Event | None = None,
+    max_sleep: float = 0.0,
 ) -> RecoveryReport:
     """Drive every runnable run (RUNNING, due timers, expired leases) to its next wait or end.
 
     ``stop``: when set (a server shutting down), workers commit the step in hand, hand
     the run back and quit.
+
+    ``max_sleep``: the longest retry backoff a worker waits out in a run it drives; a longer
+    one leaves the run RUNNING, due later. A server's startup recovery waits out none: its
+    drivers continue such a run when it is due. ``flowrt recover``, where nothing else may
+    be running, waits as long as a ``tick`` does (``Engine(inline_backoff=...)``).
     """
     started = time.monotonic()
     found = len(engine.storage.runnable_ids())
@@ -140,7 +146,7 @@ def recover(
         while stop is None or not stop.is_set():
             try:
                 with engine.storage.session():
-                    if not engine.drive_next(max_sleep=0, should_stop=None if stop is None else stop.is_set):
+                    if not engine.drive_next(max_sleep=max_sleep, should_stop=None if stop is None else stop.is_set):
                         return
             except StorageUnavailable as exc:
                 log.error("recovery stopped: %s", exc)  # drivers or a later recover continue
@@ -165,4 +171,22 @@ def recover(
         raise
     report = RecoveryReport(found, driven, time.monotonic() - started)
     log.info("recovery: %d runnable run(s) found, %d driven in %.2fs", found, driven, report.seconds)
+    _say_what_is_held_elsewhere(engine)
     return report
+
+
+def _say_what_is_held_elsewhere(engine: Engine) -> None:
+    """After a crash and a quick restart, the runs the dead process held stay leased to it until
+    their leases run out: say so, or a recovery that drove none of them looks like a fault."""
+    now = engine.clock.now_ms()
+    try:
+        count, owner, first = engine.storage.held_elsewhere(engine.owner, now)
+    except StorageUnavailable:
+        return
+    if count:
+        left = max(0.0, ((first or 0) - now) / 1000)
+        log.warning(
+            "recovery: %d run(s) held by other processes' leases (%s%s) are left to them; if those processes are gone, "
+            "the runs are recovered as their leases run out, the first in %.0fs (--lease-ttl)",
+            count, "e.g. " if count > 1 else "", owner, left,
+        )  # fmt: skip

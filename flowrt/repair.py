@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any, Generator, Sequence
 
-from .errors import InvalidInput, RewindUnavailable, RunBusy, RunNotFound, RunNotRepairable
+from .errors import InvalidInput, RewindUnavailable, RunNotFound, RunNotRepairable
 from .runs import EventType, RunStatus
-from .steps import Query, Step, StepCore
+from .steps import Query, Step, StepCore, run_busy
 from .storage import RunRow, Storage
 from .values import deep_merge, dumps, loads
 
@@ -148,7 +148,7 @@ class Repairs:
         now = yield from self._current(current.run_id)
         if now.status not in statuses:
             raise RunNotRepairable(f"run {now.run_id} became {now.status} meanwhile and cannot be {what}", run_id=now.run_id)
-        raise RunBusy(f"run {now.run_id} is being executed by {now.lease_owner}", run_id=now.run_id)
+        raise run_busy(now, steps.clock.now_ms())
 
 
 def claim_for_repair(storage: Storage, run_id: str, owner: str, ttl_ms: int, statuses: Sequence[str]) -> RunRow | None:

@@ -151,7 +151,7 @@ class StepCore:
                 raise RunNotFound(f"run {run_id} not found", run_id=run_id)
             if current.status != RunStatus.WAITING:
                 raise RunNotWaiting(f"run {run_id} is {current.status}, not WAITING", run_id=run_id)
-            raise RunBusy(f"run {run_id} is being executed by {current.lease_owner}", run_id=run_id)
+            raise run_busy(current, self.clock.now_ms())
         with self.leases.hold(row) as lease:
             if row.status != RunStatus.WAITING:
                 raise RunNotWaiting(f"run {run_id} is {row.status}, not WAITING", run_id=run_id)
@@ -214,7 +214,7 @@ class StepCore:
             raise RunNotFound(f"run {run_id} not found", run_id=run_id)
         if row.status in FINISHED:
             return row, False
-        raise RunBusy(f"run {run_id} is being executed by {row.lease_owner}", run_id=run_id)
+        raise run_busy(row, self.clock.now_ms())
 
     def claim_parked(self) -> Generator[Query, Any, RunRow | None]:
         """A run whose lease is parked here, taken for a driver of this process (no claim)."""
@@ -540,6 +540,18 @@ class StepCore:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def run_busy(row: RunRow, now_ms: int) -> RunBusy:
+    """RUN_BUSY for a run another holder's lease keeps, saying when that lease runs out: after a
+    crash, the holder named may be a process that is gone, and then the run waits until then."""
+    left = ((row.lease_expires_at or 0) - now_ms) / 1000
+    when = f"in {left:.0f}s" if left >= 1 else "now"
+    return RunBusy(
+        f"run {row.run_id} is being executed by {row.lease_owner}; its lease runs out {when} (if that "
+        "process is gone, the run is recovered then, its attempt counted as WORKER_LOST)",
+        run_id=row.run_id,
+    )
 
 _NODE_EVENTS = frozenset({EventType.NODE_STARTED, EventType.NODE_FINISHED, EventType.NODE_FAILED})
 

@@ -29,6 +29,8 @@ def _flaky(flow_id: str, delay_ms: int) -> Flow:
 
 
 flaky_fast = _flaky("flaky-fast", 1)
+flaky_soon = _flaky("flaky-soon", 300)  # a backoff `recover` waits out, as a tick would
 flaky_slow = _flaky("flaky-slow", 600_000)
+flaky_later = _flaky("flaky-later", 60_000)  # longer than a tick waits: left for later
 
-ALL = [nap, flaky_fast, flaky_slow]
+ALL = [nap, flaky_fast, flaky_soon, flaky_slow, flaky_later]

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -307,6 +308,8 @@ def test_recover_dry_run_says_why_each_run_is_stuck_then_recovers_them(cli: Cli,
     timer = engine.tick(engine.start("nap").run_id).run_id
     retry_due = engine.tick(engine.start("flaky-fast").run_id).run_id
     retry_later = engine.tick(engine.start("flaky-slow").run_id).run_id
+    soon = engine.start("flaky-soon").run_id  # its first attempt fails during recover: 300 ms backoff
+    backs_off = engine.start("flaky-later").run_id  # likewise, but 60 s: longer than a tick waits
     engine.run_until_blocked(engine.start("approval", input={"amount": 1}).run_id)  # waits for a person: not stuck
     time.sleep(0.01)
 
@@ -320,23 +323,40 @@ def test_recover_dry_run_says_why_each_run_is_stuck_then_recovers_them(cli: Cli,
         timer: ("TIMER_DUE", "continue"),
         retry_due: ("RETRY_DUE", "continue"),
         retry_later: ("RETRY_PENDING", "skip"),
+        soon: ("NOT_DRIVEN", "continue"),
+        backs_off: ("NOT_DRIVEN", "continue"),
     }
     partial = ok_json(cli("recover", "--dry-run", "--json", FLOWRT_FLOWS="cli_flows:ALL"))
     skipped = {r["runId"]: r for r in partial["runs"] if r["action"] == "skip"}
     assert "order-flow@1.0.0 is not in --flows" in skipped[never]["detail"]
     human = cli("recover", "--dry-run").stdout
-    assert "dead-worker" in human and "busy-worker" in human and "4 run(s) would be continued, 2 skipped" in human
+    assert "dead-worker" in human and "busy-worker" in human and "6 run(s) would be continued, 2 skipped" in human
 
+    report_started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     report = ok_json(cli("recover", "--json"))
     assert {r["runId"]: (r["before"], r["status"]) for r in report["runs"]} == {
         never: ("RUNNING", "COMPLETED"),
         crashed: ("RUNNING", "COMPLETED"),
         timer: ("WAITING", "COMPLETED"),
         retry_due: ("RUNNING", "COMPLETED"),
+        soon: ("RUNNING", "COMPLETED"),  # the backoff was waited out, as a tick waits it out
+        backs_off: ("RUNNING", "RUNNING"),
     }
+    later = next(r for r in report["runs"] if r["runId"] == backs_off)
+    assert later["currentNodeId"] == "call" and later["wakeAt"] > report_started
     assert engine.get(crashed).attempts == {"call": 2}  # type: ignore[union-attr]  # the lost attempt counts
     assert "WORKER_LOST" in cli("timeline", crashed).stdout
     assert "Recovered 0 run(s)" in cli("recover").stdout
+
+
+def test_recover_says_when_a_run_it_moved_is_left_in_a_long_retry_backoff(cli: Cli, engine: Engine) -> None:
+    run_id = engine.start("flaky-later").run_id
+    result = cli("recover")
+    assert result.exit_code == 0, result.stderr
+    assert "1 run(s) left RUNNING in a retry backoff, the first due at " in result.stdout
+    assert "run 'flowrt recover' again after that" in result.stdout
+    run = engine.get(run_id)
+    assert run is not None and run.status == "RUNNING" and run.attempts == {"call": 1} and run.wake_at is not None
 
 
 def test_recover_shows_progress_only_on_a_terminal() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,9 +13,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import logging
+
 import pytest
 
-from flowrt import Engine, RunBusy
+from flowrt import Engine, Flow, RunBusy, ok
+from flowrt.driver import recover
 
 HERE = Path(__file__).parent
 WORKER = [sys.executable, str(HERE / "engine_flows.py")]
@@ -35,6 +39,24 @@ def side_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def executions(path: Path) -> Counter[str]:
     return Counter(line.split()[1] for line in path.read_text().splitlines())
+
+
+def test_a_run_another_process_holds_says_when_its_lease_runs_out(shared_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """After kill -9 and a restart inside the lease TTL, the dead process's runs wait for its
+    lease: RUN_BUSY and the startup recovery's log say until when, not just "busy"."""
+    flow = Flow("held-elsewhere", "1.0.0")
+    flow.add_node("only", lambda ctx: ok(), entry=True)
+    with Engine(shared_url, flows=[flow]) as engine:
+        run_id = engine.start("held-elsewhere").run_id
+        assert engine.storage.claim(run_id, "gone-host:4242:abc123", 600_000) is not None
+        with pytest.raises(RunBusy, match=r"executed by gone-host:4242:abc123; its lease runs out in (599|600)s"):
+            engine.tick(run_id)
+        with caplog.at_level(logging.WARNING, logger="flowrt"):
+            report = recover(engine)
+        assert report.driven == 0
+        assert "recovery: 1 run(s) held by other processes' leases (gone-host:4242:abc123) are left to them" in caplog.text
+        assert re.search(r"the first in (599|600)s \(--lease-ttl\)", caplog.text)
+        assert engine.get(run_id).status == "RUNNING"  # type: ignore[union-attr]
 
 
 def run_worker(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -80,7 +102,7 @@ def test_kill_9_mid_node_counts_the_attempt_and_commits_nothing_twice(
 
     engine = Engine(shared_url, flows=ALL, lease_ttl=1)
     try:
-        with pytest.raises(RunBusy):  # the dead worker's lease has not expired yet
+        with pytest.raises(RunBusy, match="its lease runs out"):  # the dead worker's lease has not expired yet
             engine.tick(run_id)
         deadline = time.monotonic() + 10
         while True:

@@ -322,9 +322,16 @@ def recover(
                     "before": entry["status"],
                     "status": run["status"],
                     "currentNodeId": run["currentNodeId"],
+                    "wakeAt": run.get("wakeAt"),
                 }
             )
     out.recovered({"seconds": seconds, "runs": report})
+    backing_off = sorted(r["wakeAt"] for r in report if r["status"] == "RUNNING" and r["wakeAt"])
+    if backing_off:  # a backoff longer than a tick waits out (Engine(inline_backoff=...))
+        out.note(
+            f"{len(backing_off)} run(s) left RUNNING in a retry backoff, the first due at {backing_off[0]}: "
+            "run 'flowrt recover' again after that (a 'flowrt serve' with drivers continues them itself)"
+        )
 
 
 def hint_waiting(
