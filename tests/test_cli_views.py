@@ -231,6 +231,19 @@ def test_graph_shows_entry_edges_priorities_conditions_retry_and_timeout(tmp_pat
     assert visited == [{"nodeId": "submit", "attempts": 1, "outcome": "finished"}, {"nodeId": "decide", "attempts": 1, "outcome": "waited"}]
 
 
+def test_graph_says_retry_delays_as_people_would() -> None:
+    from flowrt.cli.graph_view import _node_marks  # noqa: PLC0415 - the one formatting rule tested
+
+    def marks(**retry: Any) -> str:
+        return _node_marks({"retry": {"maxAttempts": 3, **retry}})
+
+    assert marks(backoff="exponential", baseDelayMs=100, maxDelayMs=2000) == "retry ×3 exponential 100–2000 ms"
+    assert marks(backoff="exponential", baseDelayMs=200, maxDelayMs=None) == "retry ×3 exponential from 200 ms"
+    assert marks(backoff="fixed", baseDelayMs=200, maxDelayMs=None) == "retry ×3 fixed 200 ms"
+    assert marks(backoff="fixed", baseDelayMs=0, maxDelayMs=None) == "retry ×3 fixed at once"
+    assert "None" not in marks(backoff="exponential", baseDelayMs=5, maxDelayMs=None)
+
+
 # --------------------------------------------------------------------------- lists that answer questions
 
 

@@ -64,7 +64,7 @@ def _node_marks(spec: Json) -> str:
     marks = []
     retry = spec.get("retry")
     if retry and retry.get("maxAttempts", 1) > 1:
-        delays = f"{retry.get('baseDelayMs')}–{retry.get('maxDelayMs')} ms" if retry.get("baseDelayMs") is not None else ""
+        delays = _retry_delays(retry.get("backoff"), retry.get("baseDelayMs"), retry.get("maxDelayMs"))
         marks.append(f"retry ×{retry['maxAttempts']} {retry.get('backoff') or ''} {delays}".replace("  ", " ").strip())
     if spec.get("timeoutMs"):
         marks.append(f"timeout {spec['timeoutMs']} ms")
@@ -73,6 +73,18 @@ def _node_marks(spec: Json) -> str:
     if spec.get("waits"):
         marks.append("waits")
     return " · ".join(marks)
+
+
+def _retry_delays(backoff: str | None, base: int | None, cap: int | None) -> str:
+    """The pause between tries as people say it: "100–2000 ms", "from 200 ms" (doubling with no
+    cap), "200 ms" (fixed), "at once"."""
+    if base is None:
+        return ""
+    if not base:
+        return "at once"
+    if backoff != "exponential" or cap == base:
+        return f"{base if cap is None else min(base, cap)} ms"
+    return f"from {base} ms" if cap is None else f"{base}–{cap} ms"
 
 
 OUTCOME = {"finished": ("✓", "green"), "failed": ("✗", "red"), "waited": ("⏸", "yellow"), "started": ("…", "blue")}
