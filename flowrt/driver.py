@@ -16,6 +16,7 @@ from typing import Callable
 
 from .engine import Engine
 from .errors import FlowrtError, StorageUnavailable
+from .liveness import end_leases_of_gone_holders
 
 log = logging.getLogger("flowrt.driver")
 
@@ -137,6 +138,10 @@ def recover(
     be running, waits as long as a ``tick`` does (``Engine(inline_backoff=...)``).
     """
     started = time.monotonic()
+    try:
+        end_leases_of_gone_holders(engine.storage, engine.liveness)  # a process killed before this one started
+    except StorageUnavailable as exc:
+        log.warning("recovery: could not end the leases of processes that are gone: %s", exc)
     found = len(engine.storage.runnable_ids())
     driven = 0
     lock = threading.Lock()

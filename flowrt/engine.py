@@ -43,6 +43,7 @@ from .errors import (
 )
 from .execution import Executor
 from .leases import MAX_LEASE_TTL, Leases
+from .liveness import LivenessLock, owners_folder
 from .runs import Event, EventType, Run, RunStatus, to_datetime
 from .repair import Repairs
 from .retention import Pruner, PruneReport, parse_age
@@ -103,6 +104,11 @@ class Engine:
         self.inline_backoff = inline_backoff
         self.max_value_bytes = max_value_bytes
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.liveness: LivenessLock | None = None
+        """SQLite: this engine's liveness lock, which tells other processes whether it lives."""
+        if self.storage.kind == "sqlite":  # every holder is on this machine: its lock says if it lives
+            self.liveness = LivenessLock(owners_folder(self.storage.db.database), self.owner)
+            self.liveness.hold()
         self._flows: dict[tuple[str, str], Flow] = {}
         self._flow_keys: list[str] = []  # "flow_id@version": what this process's drivers may claim
         self._latest: dict[str, Flow] = {}
@@ -153,6 +159,8 @@ class Engine:
         self.executor.close()
         self.runner.close()
         self.storage.close()
+        if self.liveness is not None:
+            self.liveness.release()
 
     def steps_in_flight(self) -> list[tuple[str, str | None, float]]:
         """``(run_id, node_id, seconds running)`` of every handler running right now."""

@@ -61,6 +61,18 @@ class LeaseBookkeeping:
             with self._write() as cur:
                 cur.execute(f"UPDATE flowrt_runs SET lease_expires_at = {self.db.param} WHERE {where}", [expires, owner, *chunk])
 
+    def expire_holder(self, owner: str) -> int:
+        """End every lease ``owner`` holds now, as :meth:`expire` does: a holder known to be gone
+        (:mod:`flowrt.liveness`). How many runs it held."""
+        p = self.db.param
+        with self._write() as cur:
+            cur.execute(
+                f"UPDATE flowrt_runs SET lease_expires_at = 0 WHERE status IN ({p}, {p}) AND lease_owner = {p} "
+                "AND lease_expires_at > 0",
+                ("RUNNING", "WAITING", owner),
+            )
+            return int(cur.rowcount)
+
     def expire(self, owner: str, run_ids: Sequence[str]) -> None:
         """End ``owner``'s leases now without releasing them: the next claimer, this process
         included, sees an abandoned holder and records the interrupted attempt as WORKER_LOST.

@@ -138,7 +138,8 @@ class ServeProcess:
         return Path(self.log.name).read_text(errors="replace")
 
     def kill(self) -> None:
-        """kill -9: no shutdown code runs, leases stay held until they expire."""
+        """kill -9: no shutdown code runs; its leases stay held until they run out (on SQLite, or
+        until the next recovery finds the process gone, flowrt.liveness)."""
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)

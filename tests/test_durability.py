@@ -59,6 +59,107 @@ def test_a_run_another_process_holds_says_when_its_lease_runs_out(shared_url: st
         assert engine.get(run_id).status == "RUNNING"  # type: ignore[union-attr]
 
 
+def _killed_mid_node(url: str, tmp_path: Path, *, kill: bool) -> tuple[str, subprocess.Popen[str]]:
+    """A worker process driving a run of engine_flows' linear flow, in its slow middle node with
+    a 60 s lease; killed with SIGKILL there when ``kill``, else left running (its node sleeps 60 s)."""
+    marker = tmp_path / "in-middle"
+    proc = subprocess.Popen(
+        [*WORKER, url, "start-and-drive"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FLOWRT_TEST_MARKER": str(marker), "FLOWRT_TEST_SLEEP": "60", "FLOWRT_TEST_TTL": "60"},
+    )
+    run_id = json.loads(proc.stdout.readline())["runId"]  # type: ignore[union-attr]
+    deadline = time.monotonic() + 20
+    while not marker.exists():
+        assert time.monotonic() < deadline, "worker never reached the slow node"
+        time.sleep(0.02)
+    if kill:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    return run_id, proc
+
+
+def test_after_kill_9_a_restart_recovers_the_dead_process_runs_without_waiting_for_its_lease(
+    sqlite_url: str, side_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite: the kernel drops a killed process's liveness lock, so the next recovery knows it is
+    gone and ends its 60 s lease at once (WORKER_LOST), instead of every message saying it is busy."""
+    run_id, _ = _killed_mid_node(sqlite_url, tmp_path, kill=True)
+    monkeypatch.setenv("FLOWRT_TEST_SLEEP", "0")
+    from engine_flows import ALL  # noqa: PLC0415 - needs the tests folder on sys.path
+
+    with Engine(sqlite_url, flows=ALL, lease_ttl=60) as engine:
+        row = engine.storage.get_run(run_id)
+        assert row is not None and row.lease_owner is not None
+        assert (row.lease_expires_at or 0) > engine.clock.now_ms() + 30_000  # the lease has most of a minute left
+        assert dry_run(sqlite_url)[run_id] == ("HOLDER_GONE", "continue")
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="flowrt"):
+            report = recover(engine)
+        assert report.driven == 1 and time.monotonic() - started < 20
+        assert f"{row.lease_owner} is gone (no process holds its liveness lock): its 1 run(s) are recovered now" in caplog.text
+        run = engine.get(run_id)
+        assert run is not None and run.status == "COMPLETED"
+        lost = [e for e in engine.timeline(run_id) if e.type == "NODE_FAILED"]
+        assert len(lost) == 1 and lost[0].payload["error"]["code"] == "WORKER_LOST" and lost[0].node_id == "middle"
+        assert executions(side_file) == {"first": 1, "middle": 2, "last": 1}
+        folder = Path(sqlite_url[len("sqlite:///") :] + "-owners")
+        assert [p.read_text() for p in folder.iterdir()] == [engine.owner]  # the dead one's file is gone
+    assert not folder.exists()  # and ours at close, with the folder it leaves empty
+
+
+def test_a_live_process_keeps_its_runs_whatever_a_recovery_elsewhere_does(
+    sqlite_url: str, side_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id, proc = _killed_mid_node(sqlite_url, tmp_path, kill=False)
+    try:
+        monkeypatch.setenv("FLOWRT_TEST_SLEEP", "0")
+        from engine_flows import ALL  # noqa: PLC0415
+
+        with Engine(sqlite_url, flows=ALL, lease_ttl=60) as engine:
+            assert dry_run(sqlite_url)[run_id] == ("LEASE_HELD", "skip")
+            assert recover(engine).driven == 0
+            with pytest.raises(RunBusy, match="its lease runs out in"):
+                engine.tick(run_id)
+            row = engine.storage.get_run(run_id)
+            assert row is not None and row.lease_owner != engine.owner and row.status == "RUNNING"
+        assert executions(side_file) == {"first": 1, "middle": 1}  # nothing ran the node a second time
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_liveness_locks_of_engines_alive_in_this_process_are_not_taken_for_gone(sqlite_url: str) -> None:
+    from flowrt import liveness  # noqa: PLC0415
+
+    flow = Flow("held-here", "1.0.0")
+    flow.add_node("only", lambda ctx: ok(), entry=True)
+    first = Engine(sqlite_url, flows=[flow])
+    run_id = first.start("held-here").run_id
+    assert first.storage.claim(run_id, first.owner, 600_000) is not None  # held by the first engine
+    folder = Path(sqlite_url[len("sqlite:///") :] + "-owners")
+    try:
+        with Engine(sqlite_url, flows=[flow]) as second:
+            assert second.liveness is not None and not liveness.gone(str(folder), first.owner)
+            assert recover(second).driven == 0  # the first engine lives: its run stays with it
+            assert sorted(p.read_text() for p in folder.iterdir()) == sorted([first.owner, second.owner])
+        assert [p.read_text() for p in folder.iterdir()] == [first.owner]
+        assert first.storage.get_run(run_id).lease_owner == first.owner  # type: ignore[union-attr]
+    finally:
+        first.close()
+    assert not folder.exists()
+
+
+def dry_run(url: str) -> dict[str, tuple[str, str]]:
+    """What `flowrt recover --dry-run` (a real CLI process) says of each run: ``{run_id: (reason, action)}``."""
+    out = subprocess.run(
+        [sys.executable, "-m", "flowrt.cli", "recover", "--dry-run", "--json", "--db", url],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return {e["runId"]: (e["reason"], e["action"]) for e in json.loads(out.stdout)["runs"]}
+
+
 def run_worker(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     out = subprocess.run(
         [*WORKER, *args], capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})}

@@ -1,5 +1,5 @@
 """Stopping on purpose: SIGTERM and Ctrl-C on `flowrt serve`, a second Ctrl-C, a flows module
-that does not import. Real `flowrt serve` processes and real signals.
+that does not import; and a restart after kill -9. Real `flowrt serve` processes and real signals.
 
 A deploy is a SIGTERM: steps that finish within --shutdown-grace commit; a step still running
 at the deadline is abandoned with its lease expired, and the next start recovers it (an
@@ -77,6 +77,33 @@ def test_a_step_past_the_grace_is_recovered_at_the_next_start_not_failed(tmp_pat
         lost = [e for e in events if e["type"] == "NODE_FAILED"]
         assert [e["payloadJson"]["error"]["code"] for e in lost] == ["WORKER_LOST"]
         assert lost[0]["payloadJson"]["recovery"] == 1
+
+
+def test_after_kill_9_the_restarted_server_recovers_the_run_at_once_not_after_the_lease(tmp_path: Path) -> None:
+    """The crash, not the deploy: kill -9 mid-node with a 60 s lease, then a restart. On SQLite the
+    new server sees that the killed one is gone (its liveness lock is free) and continues the run
+    at once, counting the lost attempt as WORKER_LOST."""
+    side = tmp_path / "side.log"
+    side.touch()
+    db = f"sqlite:///{tmp_path / 'f.db'}"
+    args = ["--flows", "http_flows:ALL", "--db", db, "--lease-ttl", "60"]
+    server = ServeProcess(args, {"HTTP_TEST_SIDE_FILE": str(side), "HTTP_TEST_SLEEP": "60"}).wait_ready()
+    try:
+        run_id = _start_slow(server, side)
+        server.kill()
+    finally:
+        server.close()
+    began = time.monotonic()
+    with serve_process(args, {"HTTP_TEST_SIDE_FILE": str(side), "HTTP_TEST_SLEEP": "0"}) as again:
+        run = wait_for(
+            lambda: (r := httpx.get(f"{again.url}/v1/runs/{run_id}").json())["status"] == "COMPLETED" and r,
+            30, "the run to complete after the restart",
+        )  # fmt: skip
+        assert time.monotonic() - began < 30  # not the 60 s the lease had left
+        assert "is gone (no process holds its liveness lock): its 1 run(s) are recovered now" in again.output()
+        lost = [e for e in httpx.get(f"{again.url}/v1/runs/{run_id}/timeline").json() if e["type"] == "NODE_FAILED"]
+        assert [e["payloadJson"]["error"]["code"] for e in lost] == ["WORKER_LOST"]
+        assert run["attempts"]["one"] == 2
 
 
 def test_a_second_ctrl_c_abandons_at_once(tmp_path: Path) -> None:

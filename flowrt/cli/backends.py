@@ -132,11 +132,18 @@ def require_existing_sqlite(url: str, *, given: bool) -> None:
 
 
 def stuck_entry(
-    run: Json, now: int, *, lease_known: bool, lease_owner: str | None = None, lease_expires_at: int | None = None
+    run: Json,
+    now: int,
+    *,
+    lease_known: bool,
+    lease_owner: str | None = None,
+    lease_expires_at: int | None = None,
+    holder_gone: bool = False,
 ) -> Json | None:
     """Why recovery would (or would not) continue ``run``; None if it is not stuck at all.
 
-    ``lease_known`` is False over HTTP, where the run object does not show leases.
+    ``lease_known`` is False over HTTP, where the run object does not show leases;
+    ``holder_gone``: the lease's holder is provably gone (:mod:`flowrt.liveness`).
     """
     wake = _ms(run.get("wakeAt"))
     node = run.get("currentNodeId")
@@ -144,6 +151,10 @@ def stuck_entry(
         if wake is None or wake > now:
             return None  # waiting for a person or a future timer: nothing to recover
         reason, detail, action = "TIMER_DUE", f"timer was due at {run['wakeAt']}", "continue"
+    elif lease_known and lease_owner is not None and (lease_expires_at or 0) >= now and holder_gone:
+        reason = "HOLDER_GONE"
+        detail = f"held by {lease_owner}, a process that is gone; its attempt at {node} counts as WORKER_LOST"
+        action = "continue"
     elif lease_known and lease_owner is not None and (lease_expires_at or 0) >= now:
         reason, detail, action = "LEASE_HELD", f"being executed by {lease_owner} (lease until {iso(lease_expires_at)})", "skip"
     elif lease_known and lease_owner is not None:

@@ -17,6 +17,7 @@ from .. import errors as flowrt_errors
 from ..driver import recover
 from ..engine import Engine
 from ..errors import RunBusy
+from ..liveness import gone
 from ..loader import load_all
 from ..runs import RunStatus, now_ms
 from .errors import Stopped
@@ -176,9 +177,11 @@ class LocalBackend:
             run = self.engine.get(run_id)
             if row is None or run is None:
                 continue  # deleted meanwhile
+            lock = self.engine.liveness
             entry = stuck_entry(
-                run.to_json(), now, lease_known=True, lease_owner=row.lease_owner, lease_expires_at=row.lease_expires_at
-            )
+                run.to_json(), now, lease_known=True, lease_owner=row.lease_owner, lease_expires_at=row.lease_expires_at,
+                holder_gone=bool(row.lease_owner and lock and (row.lease_expires_at or 0) >= now and gone(lock.folder, row.lease_owner)),
+            )  # fmt: skip
             if entry is None:
                 continue
             if loaded and (entry["flowId"], entry["flowVersion"]) not in loaded and entry["action"] == "continue":

@@ -1,0 +1,162 @@
+"""Which lease holders of a SQLite file are still alive: each engine holds a lock file while it lives.
+
+Why: after ``kill -9`` and a quick restart, the dead process's leases keep its runs for up to
+the lease TTL (30 s by default), and every message meanwhile names a process that no longer
+exists as executing them. On SQLite every process of the database is on this machine (one file,
+local locks), so the kernel can say whether a holder lives. Each engine takes an exclusive
+``flock(2)`` on a file of its own in ``<database>-owners/``, and the kernel drops that lock when
+the process ends, however it ends. If a recovery can take a holder's lock, that holder is gone.
+Its leases are then ended at once: expired, so the next claim records the interrupted attempt
+as ``WORKER_LOST``, as after any crash.
+
+Only a lock that can be *taken* is proof. These holders are taken to be alive, and their
+leases run out as before:
+
+- a holder without a file: a flowrt from before this, or a folder this process may not write;
+- a holder whose file is locked;
+- a holder whose file cannot be read.
+
+Postgres is shared across machines, so there is no such proof there. A forked child inherits
+the lock with the file descriptor (the same open file), so a parent that dies while the child
+lives stays "alive": that errs on the safe side, too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .storage import Storage
+
+log = logging.getLogger("flowrt.leases")
+
+SUFFIX = ".lock"
+
+
+def owners_folder(database_path: str) -> str:
+    """The folder of lock files beside a SQLite database file."""
+    return os.path.abspath(database_path) + "-owners"
+
+
+class LivenessLock:
+    """This engine's lock file: held from :meth:`hold` to :meth:`release`."""
+
+    def __init__(self, folder: str, owner: str) -> None:
+        self.folder = folder
+        self.owner = owner
+        self.path = os.path.join(folder, hashlib.sha256(owner.encode()).hexdigest()[:24] + SUFFIX)
+        self._fd: int | None = None
+
+    def hold(self) -> None:
+        """Take the lock; without it (a read-only folder, say) the leases simply run out as before."""
+        try:
+            for _ in range(3):
+                os.makedirs(self.folder, exist_ok=True)
+                try:
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                except FileNotFoundError:
+                    continue  # the folder was removed meanwhile, by a holder closing: again
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    # A sweep may have taken the new, empty file for a dead holder's and removed
+                    # it between the open and the lock: then the lock is on a file nobody finds.
+                    if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                        os.ftruncate(fd, 0)
+                        os.write(fd, self.owner.encode())
+                        self._fd = fd
+                        return
+                except OSError:
+                    pass
+                os.close(fd)
+        except OSError as exc:
+            log.debug("no liveness lock for %s in %s: %s", self.owner, self.folder, exc)
+
+    def release(self) -> None:
+        """At close: the file goes (so the folder does not fill up), then the lock, and the
+        folder too if it is left empty (a read of the database leaves nothing behind)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(fd)
+        with contextlib.suppress(OSError):  # not empty: another process has the database open
+            os.rmdir(self.folder)
+
+
+def end_leases_of_gone_holders(storage: Storage, lock: LivenessLock | None) -> int:
+    """Expire the leases of the holders that are provably gone (SQLite: ``lock`` is this engine's),
+    so their runs are recovered now rather than when the leases run out; how many runs."""
+    if lock is None:
+        return 0
+    ended = 0
+    for holder in sweep(lock.folder, keep=lock.owner):
+        count = storage.expire_holder(holder)
+        if count:
+            log.warning(
+                "recovery: %s is gone (no process holds its liveness lock): its %d run(s) are recovered now, "
+                "without waiting for their leases to run out", holder, count,
+            )  # fmt: skip
+        ended += count
+    return ended
+
+
+def gone(folder: str, owner: str) -> bool:
+    """Whether ``owner`` is provably gone: its lock file exists and its lock can be taken.
+    Changes nothing (for ``flowrt recover --dry-run``)."""
+    path = os.path.join(folder, hashlib.sha256(owner.encode()).hexdigest()[:24] + SUFFIX)
+    try:
+        fd = os.open(path, os.O_RDONLY)  # (a lock needs no more; another user's file is readable)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # held: alive
+    else:
+        return _read(fd) == owner
+    finally:
+        os.close(fd)  # (the lock, if taken, goes with it)
+
+
+def sweep(folder: str, keep: str) -> list[str]:
+    """Remove the lock files of holders that are gone and return those holders, ``keep``'s
+    (this engine's) aside. A holder whose file is removed here is never "gone" again: the caller
+    ends its leases now, or they run out as before."""
+    try:
+        names = [name for name in os.listdir(folder) if name.endswith(SUFFIX)]
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # removed meanwhile (by its holder at close, or by another sweep)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            owner = _read(fd)
+            if owner == keep or os.fstat(fd).st_ino != os.stat(path).st_ino:
+                continue  # ours; or replaced meanwhile, so not the file we locked
+        except OSError:
+            continue  # held: alive (or the file went meanwhile)
+        else:
+            with contextlib.suppress(OSError):  # (another user's folder: it stays, and is found again)
+                os.unlink(path)
+            if owner:
+                found.append(owner)
+        finally:
+            os.close(fd)
+    return found
+
+
+def _read(fd: int) -> str:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        return os.pread(fd, 4096, 0).decode()
+    return ""
