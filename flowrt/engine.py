@@ -106,9 +106,6 @@ class Engine:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.liveness: LivenessLock | None = None
         """SQLite: this engine's liveness lock, which tells other processes whether it lives."""
-        if self.storage.kind == "sqlite":  # every holder is on this machine: its lock says if it lives
-            self.liveness = LivenessLock(owners_folder(self.storage.db.database), self.owner)
-            self.liveness.hold()
         self._flows: dict[tuple[str, str], Flow] = {}
         self._flow_keys: list[str] = []  # "flow_id@version": what this process's drivers may claim
         self._latest: dict[str, Flow] = {}
@@ -131,6 +128,14 @@ class Engine:
         self._backlog = False  # the last claim ahead found a run: drivers go on claiming ahead
         self._listeners: list[Callable[[], None]] = []
         self.register(*flows)
+        if self.storage.kind == "sqlite":  # every holder is on this machine: its lock says if it lives
+            self.liveness = LivenessLock(owners_folder(self.storage.db.database), self.owner)
+            try:
+                self.liveness.hold()  # last: an init that fails leaves no lock behind
+            except BaseException:
+                if storage is None:  # (an owner id in use: the storage opened above is closed again)
+                    self.storage.close()
+                raise
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -156,11 +161,13 @@ class Engine:
                 "closing with %d step(s) still running (%s); they will be recovered at the next start",
                 len(abandoned), ", ".join(abandoned[:5]) + (" ..." if len(abandoned) > 5 else ""),
             )  # fmt: skip
-        self.executor.close()
-        self.runner.close()
-        self.storage.close()
-        if self.liveness is not None:
-            self.liveness.release()
+        try:
+            self.executor.close()
+            self.runner.close()
+            self.storage.close()
+        finally:
+            if self.liveness is not None:
+                self.liveness.release()
 
     def steps_in_flight(self) -> list[tuple[str, str | None, float]]:
         """``(run_id, node_id, seconds running)`` of every handler running right now."""

@@ -24,11 +24,18 @@ lives stays "alive": that errs on the safe side, too.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Callable
+
+from .errors import InvalidInput
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no liveness locks, and leases run out as they always did
+    fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from .storage import Storage
@@ -36,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("flowrt.leases")
 
 SUFFIX = ".lock"
+HOLD_WAIT = 10.0
+"""Seconds :meth:`LivenessLock.hold` waits for its lock while someone else has it."""
 
 
 def owners_folder(database_path: str) -> str:
@@ -53,28 +62,54 @@ class LivenessLock:
         self._fd: int | None = None
 
     def hold(self) -> None:
-        """Take the lock; without it (a read-only folder, say) the leases simply run out as before."""
+        """Take the lock; without it (a read-only folder, say) the leases simply run out as before.
+
+        A lock held by someone else is waited for, up to :data:`HOLD_WAIT`: a recovery holds a
+        gone holder's lock until it has ended that holder's leases, and an engine restarted with
+        the same (explicit) owner must not claim a run before that. Still held after the wait,
+        it is a live engine's with the same owner id, whose leases could not be told from ours:
+        :class:`~flowrt.errors.InvalidInput`."""
+        if fcntl is None:
+            return
+        deadline = time.monotonic() + HOLD_WAIT
         try:
-            for _ in range(3):
+            while True:
                 os.makedirs(self.folder, exist_ok=True)
                 try:
                     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
                 except FileNotFoundError:
+                    if time.monotonic() > deadline:
+                        raise
                     continue  # the folder was removed meanwhile, by a holder closing: again
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    # A sweep may have taken the new, empty file for a dead holder's and removed
-                    # it between the open and the lock: then the lock is on a file nobody finds.
-                    if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
-                        os.ftruncate(fd, 0)
-                        os.write(fd, self.owner.encode())
-                        self._fd = fd
-                        return
+                except OSError as exc:
+                    if not isinstance(exc, BlockingIOError):
+                        os.close(fd)
+                        raise
+                    os.close(fd)
+                    if time.monotonic() > deadline:
+                        raise InvalidInput(
+                            f"owner {self.owner!r} is in use by another live engine on this database (its liveness lock "
+                            f"in {self.folder} is held): give each engine its own owner, or leave Engine(owner=...) unset"
+                        ) from None
+                    time.sleep(0.02)
+                    continue
+                # A sweep may have taken the new, empty file for a gone holder's and removed it
+                # between the open and the lock: then the lock is on a file nobody finds. Again.
+                if os.fstat(fd).st_ino != _inode(self.path):
+                    os.close(fd)
+                    continue
+                try:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, self.owner.encode())
                 except OSError:
-                    pass
-                os.close(fd)
+                    os.close(fd)
+                    raise
+                self._fd = fd
+                return
         except OSError as exc:
-            log.debug("no liveness lock for %s in %s: %s", self.owner, self.folder, exc)
+            log.warning("no liveness lock for %s in %s (%s): after a crash its runs wait for their leases", self.owner, self.folder, exc)
 
     def release(self) -> None:
         """At close: the file goes (so the folder does not fill up), then the lock, and the
@@ -92,10 +127,12 @@ class LivenessLock:
 def end_leases_of_gone_holders(storage: Storage, lock: LivenessLock | None) -> int:
     """Expire the leases of the holders that are provably gone (SQLite: ``lock`` is this engine's),
     so their runs are recovered now rather than when the leases run out; how many runs."""
-    if lock is None:
+    if lock is None or fcntl is None:
         return 0
     ended = 0
-    for holder in sweep(lock.folder, keep=lock.owner):
+
+    def end(holder: str) -> None:
+        nonlocal ended
         count = storage.expire_holder(holder)
         if count:
             log.warning(
@@ -103,12 +140,16 @@ def end_leases_of_gone_holders(storage: Storage, lock: LivenessLock | None) -> i
                 "without waiting for their leases to run out", holder, count,
             )  # fmt: skip
         ended += count
+
+    sweep(lock.folder, keep=lock.owner, end=end)
     return ended
 
 
 def gone(folder: str, owner: str) -> bool:
     """Whether ``owner`` is provably gone: its lock file exists and its lock can be taken.
     Changes nothing (for ``flowrt recover --dry-run``)."""
+    if fcntl is None:
+        return False
     path = os.path.join(folder, hashlib.sha256(owner.encode()).hexdigest()[:24] + SUFFIX)
     try:
         fd = os.open(path, os.O_RDONLY)  # (a lock needs no more; another user's file is readable)
@@ -124,36 +165,42 @@ def gone(folder: str, owner: str) -> bool:
         os.close(fd)  # (the lock, if taken, goes with it)
 
 
-def sweep(folder: str, keep: str) -> list[str]:
-    """Remove the lock files of holders that are gone and return those holders, ``keep``'s
-    (this engine's) aside. A holder whose file is removed here is never "gone" again: the caller
-    ends its leases now, or they run out as before."""
+def sweep(folder: str, keep: str, end: Callable[[str], None]) -> None:
+    """For each holder that is gone, ``keep`` (this engine) aside: ``end(holder)``, then remove its
+    file. Its lock is held meanwhile, so an engine restarting with the same owner id waits in
+    :meth:`LivenessLock.hold` and claims nothing until ``end`` (the expiry of its leases) is done.
+    If ``end`` raises, the file stays (found again next time) and the error goes to the caller."""
     try:
         names = [name for name in os.listdir(folder) if name.endswith(SUFFIX)]
     except OSError:
-        return []
-    found = []
+        return
     for name in names:
         path = os.path.join(folder, name)
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, os.O_RDONLY)  # (a lock needs no more; another user's file is readable)
         except OSError:
             continue  # removed meanwhile (by its holder at close, or by another sweep)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # held: alive
             owner = _read(fd)
-            if owner == keep or os.fstat(fd).st_ino != os.stat(path).st_ino:
-                continue  # ours; or replaced meanwhile, so not the file we locked
-        except OSError:
-            continue  # held: alive (or the file went meanwhile)
-        else:
+            if owner == keep or os.fstat(fd).st_ino != _inode(path):
+                continue  # ours; or removed or replaced meanwhile, so not the file we locked
+            if owner:
+                end(owner)
             with contextlib.suppress(OSError):  # (another user's folder: it stays, and is found again)
                 os.unlink(path)
-            if owner:
-                found.append(owner)
         finally:
             os.close(fd)
-    return found
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
 
 def _read(fd: int) -> str:

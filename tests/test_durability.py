@@ -17,7 +17,7 @@ import logging
 
 import pytest
 
-from flowrt import Engine, Flow, RunBusy, ok
+from flowrt import Engine, Flow, RunBusy, StorageUnavailable, ok
 from flowrt.driver import recover
 
 HERE = Path(__file__).parent
@@ -149,6 +149,54 @@ def test_liveness_locks_of_engines_alive_in_this_process_are_not_taken_for_gone(
     finally:
         first.close()
     assert not folder.exists()
+
+
+def test_an_owner_id_a_live_engine_holds_is_refused_not_shared(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two live engines with one owner id could not tell their leases apart, and the first one's
+    death would end the second's: the second is refused (after a wait, see the next test)."""
+    from flowrt import InvalidInput, liveness  # noqa: PLC0415
+
+    monkeypatch.setattr(liveness, "HOLD_WAIT", 0.3)
+    with Engine(sqlite_url, owner="worker-1"):
+        with pytest.raises(InvalidInput, match="owner 'worker-1' is in use by another live engine"):
+            Engine(sqlite_url, owner="worker-1")
+    Engine(sqlite_url, owner="worker-1").close()  # once the first has closed, it is free again
+
+
+def test_a_sweep_holds_a_gone_holders_lock_until_its_leases_are_ended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine restarted with the same owner id cannot take its lock (and so claim nothing)
+    while a recovery elsewhere is still ending the leases of the one that died."""
+    from flowrt import InvalidInput, liveness  # noqa: PLC0415
+
+    monkeypatch.setattr(liveness, "HOLD_WAIT", 0.3)
+    folder = str(tmp_path / "db-owners")
+    dead = liveness.LivenessLock(folder, "worker-1")
+    dead.hold()
+    os.close(dead._fd)  # type: ignore[arg-type]  # the process dies: its lock goes, its file stays
+    seen: list[str] = []
+
+    def end(holder: str) -> None:
+        seen.append(holder)
+        with pytest.raises(InvalidInput):
+            liveness.LivenessLock(folder, "worker-1").hold()  # the restart waits, then gives up
+
+    liveness.sweep(folder, keep="recoverer", end=end)
+    assert seen == ["worker-1"] and os.listdir(folder) == []
+    again = liveness.LivenessLock(folder, "worker-1")
+    again.hold()  # after the sweep: free
+    assert again._fd is not None and not liveness.gone(folder, "worker-1")
+    again.release()
+
+    dead = liveness.LivenessLock(folder, "worker-2")
+    dead.hold()
+    os.close(dead._fd)  # type: ignore[arg-type]
+
+    def failing(holder: str) -> None:
+        raise StorageUnavailable("the database is away")
+
+    with pytest.raises(StorageUnavailable):
+        liveness.sweep(folder, keep="recoverer", end=failing)
+    assert liveness.gone(folder, "worker-2")  # its file stays: the next recovery finds it again
 
 
 def dry_run(url: str) -> dict[str, tuple[str, str]]:
