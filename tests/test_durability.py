@@ -59,21 +59,26 @@ def test_a_run_another_process_holds_says_when_its_lease_runs_out(shared_url: st
         assert engine.get(run_id).status == "RUNNING"  # type: ignore[union-attr]
 
 
-def _killed_mid_node(url: str, tmp_path: Path, *, kill: bool) -> tuple[str, subprocess.Popen[str]]:
+def _killed_mid_node(url: str, tmp_path: Path, *, kill: bool, ttl: str = "60") -> tuple[str, subprocess.Popen[str]]:
     """A worker process driving a run of engine_flows' linear flow, in its slow middle node with
-    a 60 s lease; killed with SIGKILL there when ``kill``, else left running (its node sleeps 60 s)."""
+    a ``ttl`` lease; killed with SIGKILL there when ``kill``, else left running (its node sleeps 60 s)."""
     marker = tmp_path / "in-middle"
     proc = subprocess.Popen(
         [*WORKER, url, "start-and-drive"],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "FLOWRT_TEST_MARKER": str(marker), "FLOWRT_TEST_SLEEP": "60", "FLOWRT_TEST_TTL": "60"},
+        env={**os.environ, "FLOWRT_TEST_MARKER": str(marker), "FLOWRT_TEST_SLEEP": "60", "FLOWRT_TEST_TTL": ttl},
     )
-    run_id = json.loads(proc.stdout.readline())["runId"]  # type: ignore[union-attr]
-    deadline = time.monotonic() + 20
-    while not marker.exists():
-        assert time.monotonic() < deadline, "worker never reached the slow node"
-        time.sleep(0.02)
+    try:
+        run_id = json.loads(proc.stdout.readline())["runId"]  # type: ignore[union-attr]
+        deadline = time.monotonic() + 20
+        while not marker.exists():
+            assert time.monotonic() < deadline, "worker never reached the slow node"
+            time.sleep(0.02)
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
     if kill:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
@@ -228,24 +233,7 @@ def test_run_started_in_one_process_is_finished_in_another(shared_url: str, side
 def test_kill_9_mid_node_counts_the_attempt_and_commits_nothing_twice(
     shared_url: str, side_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    marker = tmp_path / "in-middle"
-    proc = subprocess.Popen(
-        [*WORKER, shared_url, "start-and-drive"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "FLOWRT_TEST_MARKER": str(marker), "FLOWRT_TEST_SLEEP": "60", "FLOWRT_TEST_TTL": "1"},
-    )
-    try:
-        run_id = json.loads(proc.stdout.readline())["runId"]  # type: ignore[union-attr]
-        deadline = time.monotonic() + 20
-        while not marker.exists():
-            assert time.monotonic() < deadline, "worker never reached the slow node"
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    run_id, _ = _killed_mid_node(shared_url, tmp_path, kill=True, ttl="1")
     monkeypatch.setenv("FLOWRT_TEST_SLEEP", "0")
     from engine_flows import ALL  # noqa: PLC0415 - needs the tests folder on sys.path
 

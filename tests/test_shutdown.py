@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import pytest
@@ -53,20 +53,23 @@ def test_sigterm_waits_for_the_step_in_flight_and_says_so(tmp_path: Path) -> Non
         assert engine.storage.get_run(run_id).lease_owner is None  # type: ignore[union-attr]
 
 
-def test_a_step_past_the_grace_is_recovered_at_the_next_start_not_failed(tmp_path: Path) -> None:
+def _slow_run_stopped(tmp_path: Path, option: str, value: str, stop: Callable[[ServeProcess], None]) -> tuple[list[str], Path, str]:
+    """A server with ``option value`` whose run is in its slow node when ``stop`` stops it:
+    ``(args, side file, run id)``, for the restart."""
     side = tmp_path / "side.log"
     side.touch()
-    db = f"sqlite:///{tmp_path / 'f.db'}"
-    args = ["--flows", "http_flows:ALL", "--db", db, "--shutdown-grace", "1"]
+    args = ["--flows", "http_flows:ALL", "--db", f"sqlite:///{tmp_path / 'f.db'}", option, value]
     server = ServeProcess(args, {"HTTP_TEST_SIDE_FILE": str(side), "HTTP_TEST_SLEEP": "60"}).wait_ready()
     try:
         run_id = _start_slow(server, side)
-        began = time.monotonic()
-        assert server.terminate(30) == 0
-        assert time.monotonic() - began < 10
-        assert "will be recovered at the next start" in server.output()
+        stop(server)
     finally:
         server.close()
+    return args, side, run_id
+
+
+def _recovered_after_restart(args: list[str], side: Path, run_id: str) -> tuple[dict[str, Any], str]:
+    """Restart; the run completes with its interrupted attempt as the one WORKER_LOST: ``(run, log)``."""
     with serve_process(args, {"HTTP_TEST_SIDE_FILE": str(side), "HTTP_TEST_SLEEP": "0"}) as again:
         run = wait_for(
             lambda: (r := httpx.get(f"{again.url}/v1/runs/{run_id}").json())["status"] == "COMPLETED" and r,
@@ -77,33 +80,28 @@ def test_a_step_past_the_grace_is_recovered_at_the_next_start_not_failed(tmp_pat
         lost = [e for e in events if e["type"] == "NODE_FAILED"]
         assert [e["payloadJson"]["error"]["code"] for e in lost] == ["WORKER_LOST"]
         assert lost[0]["payloadJson"]["recovery"] == 1
+        return run, again.output()
+
+
+def test_a_step_past_the_grace_is_recovered_at_the_next_start_not_failed(tmp_path: Path) -> None:
+    def sigterm(server: ServeProcess) -> None:
+        began = time.monotonic()
+        assert server.terminate(30) == 0
+        assert time.monotonic() - began < 10
+        assert "will be recovered at the next start" in server.output()
+
+    _recovered_after_restart(*_slow_run_stopped(tmp_path, "--shutdown-grace", "1", sigterm))
 
 
 def test_after_kill_9_the_restarted_server_recovers_the_run_at_once_not_after_the_lease(tmp_path: Path) -> None:
     """The crash, not the deploy: kill -9 mid-node with a 60 s lease, then a restart. On SQLite the
     new server sees that the killed one is gone (its liveness lock is free) and continues the run
     at once, counting the lost attempt as WORKER_LOST."""
-    side = tmp_path / "side.log"
-    side.touch()
-    db = f"sqlite:///{tmp_path / 'f.db'}"
-    args = ["--flows", "http_flows:ALL", "--db", db, "--lease-ttl", "60"]
-    server = ServeProcess(args, {"HTTP_TEST_SIDE_FILE": str(side), "HTTP_TEST_SLEEP": "60"}).wait_ready()
-    try:
-        run_id = _start_slow(server, side)
-        server.kill()
-    finally:
-        server.close()
+    stopped = _slow_run_stopped(tmp_path, "--lease-ttl", "60", ServeProcess.kill)
     began = time.monotonic()
-    with serve_process(args, {"HTTP_TEST_SIDE_FILE": str(side), "HTTP_TEST_SLEEP": "0"}) as again:
-        run = wait_for(
-            lambda: (r := httpx.get(f"{again.url}/v1/runs/{run_id}").json())["status"] == "COMPLETED" and r,
-            30, "the run to complete after the restart",
-        )  # fmt: skip
-        assert time.monotonic() - began < 30  # not the 60 s the lease had left
-        assert "is gone (no process holds its liveness lock): its 1 run(s) are recovered now" in again.output()
-        lost = [e for e in httpx.get(f"{again.url}/v1/runs/{run_id}/timeline").json() if e["type"] == "NODE_FAILED"]
-        assert [e["payloadJson"]["error"]["code"] for e in lost] == ["WORKER_LOST"]
-        assert run["attempts"]["one"] == 2
+    _, log = _recovered_after_restart(*stopped)
+    assert time.monotonic() - began < 30  # not the 60 s the lease had left
+    assert "is gone (no process holds its liveness lock): its 1 run(s) are recovered now" in log
 
 
 def test_a_second_ctrl_c_abandons_at_once(tmp_path: Path) -> None:
