@@ -20,6 +20,10 @@ from .liveness import end_leases_of_gone_holders
 
 log = logging.getLogger("flowrt.driver")
 
+SWEEP_INTERVAL = 2.0
+"""Seconds between two looks by a process's drivers for lease holders that are gone (SQLite:
+:mod:`flowrt.liveness`), so a process that survives a crash beside it takes over at once."""
+
 
 class Drivers:
     """A pool of driver threads over one engine."""
@@ -37,6 +41,9 @@ class Drivers:
         self._threads_lock = threading.Lock()
         self.replaced = 0
         """Drivers that died of something nothing else caught, and were replaced."""
+        self._sweeps = engine.liveness is not None
+        self._next_sweep = 0.0
+        self._sweep_lock = threading.Lock()
         engine.add_listener(self.wake)
 
     def start(self) -> Drivers:
@@ -87,9 +94,20 @@ class Drivers:
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
+    def _sweep_if_due(self) -> None:
+        """Every :data:`SWEEP_INTERVAL`, one driver ends the leases of holders that are gone."""
+        now = time.monotonic()
+        with self._sweep_lock:
+            if now < self._next_sweep:
+                return
+            self._next_sweep = now + SWEEP_INTERVAL
+        end_leases_of_gone_holders(self.engine.storage, self.engine.liveness)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                if self._sweeps:
+                    self._sweep_if_due()
                 with self.engine.storage.session():  # one pooled connection for the whole run
                     worked = self.engine.drive_next(should_stop=self._stop.is_set)
             except StorageUnavailable as exc:

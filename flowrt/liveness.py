@@ -136,7 +136,7 @@ def end_leases_of_gone_holders(storage: Storage, lock: LivenessLock | None) -> i
         count = storage.expire_holder(holder)
         if count:
             log.warning(
-                "recovery: %s is gone (no process holds its liveness lock): its %d run(s) are recovered now, "
+                "%s is gone (no process holds its liveness lock): its %d run(s) are recovered now, "
                 "without waiting for their leases to run out", holder, count,
             )  # fmt: skip
         ended += count

@@ -18,7 +18,7 @@ import logging
 import pytest
 
 from flowrt import Engine, Flow, RunBusy, StorageUnavailable, ok
-from flowrt.driver import recover
+from flowrt.driver import Drivers, recover
 
 HERE = Path(__file__).parent
 WORKER = [sys.executable, str(HERE / "engine_flows.py")]
@@ -112,6 +112,28 @@ def test_after_kill_9_a_restart_recovers_the_dead_process_runs_without_waiting_f
         folder = Path(sqlite_url[len("sqlite:///") :] + "-owners")
         assert [p.read_text() for p in folder.iterdir()] == [engine.owner]  # the dead one's file is gone
     assert not folder.exists()  # and ours at close, with the folder it leaves empty
+
+
+def test_a_surviving_process_drivers_take_over_a_killed_ones_run_at_once(
+    sqlite_url: str, side_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes on one SQLite file: the one that survives a kill -9 beside it does not wait
+    out the dead one's 60 s lease; its drivers' sweep (every 2 s) ends it."""
+    monkeypatch.setenv("FLOWRT_TEST_SLEEP", "0")
+    from engine_flows import ALL  # noqa: PLC0415
+
+    with Engine(sqlite_url, flows=ALL, lease_ttl=60) as engine:  # up before the crash: no startup recovery
+        drivers = Drivers(engine, workers=1).start()
+        try:
+            run_id, _ = _killed_mid_node(sqlite_url, tmp_path, kill=True)
+            killed = time.monotonic()
+            while (run := engine.get(run_id)) is None or run.status != "COMPLETED":
+                assert time.monotonic() - killed < 20, "the surviving process never took the run over"
+                time.sleep(0.05)
+        finally:
+            drivers.stop()
+        assert run.attempts == {"first": 1, "middle": 2, "last": 1}
+        assert [e.payload["error"]["code"] for e in engine.timeline(run_id) if e.type == "NODE_FAILED"] == ["WORKER_LOST"]
 
 
 def test_a_live_process_keeps_its_runs_whatever_a_recovery_elsewhere_does(
