@@ -58,7 +58,7 @@ class LivenessLock:
     def __init__(self, folder: str, owner: str) -> None:
         self.folder = folder
         self.owner = owner
-        self.path = os.path.join(folder, hashlib.sha256(owner.encode()).hexdigest()[:24] + SUFFIX)
+        self.path = _path(folder, owner)
         self._fd: int | None = None
 
     def hold(self) -> None:
@@ -150,19 +150,13 @@ def gone(folder: str, owner: str) -> bool:
     Changes nothing (for ``flowrt recover --dry-run``)."""
     if fcntl is None:
         return False
-    path = os.path.join(folder, hashlib.sha256(owner.encode()).hexdigest()[:24] + SUFFIX)
-    try:
-        fd = os.open(path, os.O_RDONLY)  # (a lock needs no more; another user's file is readable)
-    except OSError:
+    fd = _take(_path(folder, owner))
+    if fd is None:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False  # held: alive
-    else:
         return _read(fd) == owner
     finally:
-        os.close(fd)  # (the lock, if taken, goes with it)
+        os.close(fd)  # (the lock goes with it)
 
 
 def sweep(folder: str, keep: str, end: Callable[[str], None]) -> None:
@@ -176,15 +170,10 @@ def sweep(folder: str, keep: str, end: Callable[[str], None]) -> None:
         return
     for name in names:
         path = os.path.join(folder, name)
+        fd = _take(path)
+        if fd is None:
+            continue  # held: alive (or removed meanwhile, by its holder at close or another sweep)
         try:
-            fd = os.open(path, os.O_RDONLY)  # (a lock needs no more; another user's file is readable)
-        except OSError:
-            continue  # removed meanwhile (by its holder at close, or by another sweep)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # held: alive
             owner = _read(fd)
             if owner == keep or os.fstat(fd).st_ino != _inode(path):
                 continue  # ours; or removed or replaced meanwhile, so not the file we locked
@@ -194,6 +183,25 @@ def sweep(folder: str, keep: str, end: Callable[[str], None]) -> None:
                 os.unlink(path)
         finally:
             os.close(fd)
+
+
+def _path(folder: str, owner: str) -> str:
+    """An owner's lock file: named by a hash, since an owner id may hold any character."""
+    return os.path.join(folder, hashlib.sha256(owner.encode()).hexdigest()[:24] + SUFFIX)
+
+
+def _take(path: str) -> int | None:
+    """The lock of someone else's file, taken (a descriptor holding it), or None: held, or no file."""
+    try:
+        fd = os.open(path, os.O_RDONLY)  # (a lock needs no more; another user's file is readable)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _inode(path: str) -> int | None:

@@ -138,12 +138,13 @@ def stuck_entry(
     lease_known: bool,
     lease_owner: str | None = None,
     lease_expires_at: int | None = None,
-    holder_gone: bool = False,
+    holder_gone: Callable[[str], bool] | None = None,
 ) -> Json | None:
     """Why recovery would (or would not) continue ``run``; None if it is not stuck at all.
 
     ``lease_known`` is False over HTTP, where the run object does not show leases;
-    ``holder_gone``: the lease's holder is provably gone (:mod:`flowrt.liveness`).
+    ``holder_gone(owner)``: whether the holder of a lease not yet run out is provably gone
+    (:mod:`flowrt.liveness`; SQLite, locally).
     """
     wake = _ms(run.get("wakeAt"))
     node = run.get("currentNodeId")
@@ -151,12 +152,13 @@ def stuck_entry(
         if wake is None or wake > now:
             return None  # waiting for a person or a future timer: nothing to recover
         reason, detail, action = "TIMER_DUE", f"timer was due at {run['wakeAt']}", "continue"
-    elif lease_known and lease_owner is not None and (lease_expires_at or 0) >= now and holder_gone:
-        reason = "HOLDER_GONE"
-        detail = f"held by {lease_owner}, a process that is gone; its attempt at {node} counts as WORKER_LOST"
-        action = "continue"
     elif lease_known and lease_owner is not None and (lease_expires_at or 0) >= now:
-        reason, detail, action = "LEASE_HELD", f"being executed by {lease_owner} (lease until {iso(lease_expires_at)})", "skip"
+        if holder_gone is not None and holder_gone(lease_owner):
+            reason = "HOLDER_GONE"
+            detail = f"held by {lease_owner}, a process that is gone; its attempt at {node} counts as WORKER_LOST"
+            action = "continue"
+        else:
+            reason, detail, action = "LEASE_HELD", f"being executed by {lease_owner} (lease until {iso(lease_expires_at)})", "skip"
     elif lease_known and lease_owner is not None:
         reason = "LEASE_EXPIRED"
         detail = f"lease of {lease_owner} expired at {iso(lease_expires_at)}; its attempt at {node} counts as WORKER_LOST"

@@ -6,6 +6,7 @@ engine, Peewee and the database drivers, which a remote command never needs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
@@ -169,6 +170,8 @@ class LocalBackend:
     def stuck_runs(self) -> list[Json]:
         now = now_ms()
         loaded = {(f.flow_id, f.version) for f in self.engine.flows}
+        lock = self.engine.liveness
+        holder_gone = None if lock is None else functools.partial(gone, lock.folder)
         found = []
         for run_id, status, lease_owner, wake_at in self.engine.storage.runnable_ids():
             if status == "WAITING" and (wake_at is None or wake_at > now):
@@ -177,10 +180,9 @@ class LocalBackend:
             run = self.engine.get(run_id)
             if row is None or run is None:
                 continue  # deleted meanwhile
-            lock = self.engine.liveness
             entry = stuck_entry(
                 run.to_json(), now, lease_known=True, lease_owner=row.lease_owner, lease_expires_at=row.lease_expires_at,
-                holder_gone=bool(row.lease_owner and lock and (row.lease_expires_at or 0) >= now and gone(lock.folder, row.lease_owner)),
+                holder_gone=holder_gone,
             )  # fmt: skip
             if entry is None:
                 continue
