@@ -8,6 +8,7 @@ pure data plus callables; executing it is the engine's job.
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Literal
@@ -432,3 +433,14 @@ def as_flow(obj: Any) -> Flow:
     if isinstance(built, Flow):
         return built.validate()
     raise DefinitionError(f"{obj!r} is neither a flowrt.Flow nor a @flow class")
+
+
+def version_key(version: str) -> tuple[Any, ...]:
+    """Semantic-version order: numeric parts compare as numbers, and a pre-release
+    (``1.0.0-beta``) sorts before its release; build metadata (``+...``) is ignored."""
+
+    def parts(text: str) -> tuple[Any, ...]:
+        return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-]", text) if p)
+
+    release, _, pre = version.split("+", 1)[0].partition("-")
+    return (parts(release), (1,) if not pre else (0, parts(pre)))

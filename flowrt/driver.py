@@ -24,6 +24,10 @@ SWEEP_INTERVAL = 2.0
 """Seconds between two looks by a process's drivers for lease holders that are gone (SQLite:
 :mod:`flowrt.liveness`), so a process that survives a crash beside it takes over at once."""
 
+RECOVERY_POLL = 0.25
+"""Seconds a recovery worker with nothing to claim waits before looking again while other
+workers still drive (it is woken at once when one of them parks a run for this process)."""
+
 
 class Drivers:
     """A pool of driver threads over one engine."""
@@ -161,30 +165,56 @@ def recover(
     except StorageUnavailable as exc:
         log.warning("recovery: could not end the leases of processes that are gone: %s", exc)
     found = len(engine.storage.runnable_ids())
-    driven = 0
-    lock = threading.Lock()
+    driven: set[str] = set()
+    busy = 0  # workers inside a drive now: each may yet hand the others a run
+    wakes = 0  # runs this process may have been handed (a claim ahead parked), counted
+    changed = threading.Condition()
+
+    def wake() -> None:
+        nonlocal wakes
+        with changed:
+            wakes += 1
+            changed.notify_all()
 
     def work() -> None:
-        nonlocal driven
+        nonlocal busy
         while stop is None or not stop.is_set():
+            with changed:
+                busy += 1
+                seen = wakes
+            run_id: str | None = None
             try:
                 with engine.storage.session():
-                    if not engine.drive_next(max_sleep=max_sleep, should_stop=None if stop is None else stop.is_set):
-                        return
+                    run_id = engine.drive_next_run(max_sleep=max_sleep, should_stop=None if stop is None else stop.is_set)
             except StorageUnavailable as exc:
                 log.error("recovery stopped: %s", exc)  # drivers or a later recover continue
                 return
             except FlowrtError as exc:
                 log.warning("recovery: %s", exc)
-            with lock:
-                driven += 1
-                if progress is not None:
-                    progress(driven, found)
+                continue
+            finally:
+                with changed:
+                    busy -= 1
+                    if busy == 0:
+                        changed.notify_all()  # the workers waiting on it may be done
+            with changed:
+                if run_id is not None:
+                    driven.add(run_id)
+                    if progress is not None:
+                        progress(len(driven), found)
+                    continue
+                if busy == 0:
+                    return  # nothing left, and no worker that could still claim the next one ahead
+                # A busy worker's claim ahead parks the next run for this process (and wakes
+                # us); a worker that quit here instead would leave it to wait for that drive.
+                if wakes == seen:
+                    changed.wait(RECOVERY_POLL)
 
+    engine.add_listener(wake)
     threads = [threading.Thread(target=work, name=f"flowrt-recover-{i}", daemon=True) for i in range(max(1, concurrency))]
-    for thread in threads:
-        thread.start()
     try:
+        for thread in threads:
+            thread.start()
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.1)  # in slices: a Ctrl-C in the calling thread is seen at once
@@ -192,8 +222,10 @@ def recover(
         if stop is not None:
             stop.set()  # the workers commit the step in hand and stop
         raise
-    report = RecoveryReport(found, driven, time.monotonic() - started)
-    log.info("recovery: %d runnable run(s) found, %d driven in %.2fs", found, driven, report.seconds)
+    finally:
+        engine.remove_listener(wake)
+    report = RecoveryReport(found, len(driven), time.monotonic() - started)
+    log.info("recovery: %d runnable run(s) found, %d driven in %.2fs", found, report.driven, report.seconds)
     _say_what_is_held_elsewhere(engine)
     return report
 

@@ -20,6 +20,7 @@ between the two.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -31,7 +32,7 @@ from typing import Any, Callable, Generator, Iterable, Literal
 
 from .clock import SYSTEM_CLOCK, Clock
 from .context import Context
-from .definitions import Flow, as_flow
+from .definitions import Flow, as_flow, version_key
 from .errors import (
     DefinitionError,
     FlowNotFound,
@@ -43,7 +44,7 @@ from .errors import (
 )
 from .execution import Executor
 from .leases import MAX_LEASE_TTL, Leases
-from .liveness import LivenessLock, owners_folder
+from .liveness import LivenessLock, end_leases_if_gone, end_leases_of, owners_folder
 from .runs import Event, EventType, Run, RunStatus, to_datetime
 from .repair import Repairs
 from .retention import Pruner, PruneReport, parse_age
@@ -58,17 +59,6 @@ __all__ = ["Context", "Engine"]
 log = logging.getLogger("flowrt.engine")
 
 _CURSOR = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # a run id
-
-
-def _version_key(version: str) -> tuple[Any, ...]:
-    """Semantic-version order: numeric parts compare as numbers, and a pre-release
-    (``1.0.0-beta``) sorts before its release; build metadata (``+...``) is ignored."""
-
-    def parts(text: str) -> tuple[Any, ...]:
-        return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-]", text) if p)
-
-    release, _, pre = version.split("+", 1)[0].partition("-")
-    return (parts(release), (1,) if not pre else (0, parts(pre)))
 
 
 class Engine:
@@ -121,6 +111,7 @@ class Engine:
             inline_backoff=inline_backoff,
             max_value_bytes=max_value_bytes,
             stopping=self._stopping,
+            end_if_gone=lambda holder: end_leases_if_gone(self.storage, self.liveness, holder),
         )
         self._repairs = Repairs(self._steps)
         self.pruner = Pruner(self.storage)
@@ -132,7 +123,10 @@ class Engine:
             self.liveness = LivenessLock(owners_folder(self.storage.db.database), self.owner)
             try:
                 self.liveness.hold()  # last: an init that fails leaves no lock behind
+                if self.liveness.inherited:  # a gone engine's leases under our id: not ours to wait for
+                    end_leases_of(self.storage, self.owner)
             except BaseException:
+                self.liveness.release()
                 if storage is None:  # (an owner id in use: the storage opened above is closed again)
                     self.storage.close()
                 raise
@@ -189,13 +183,13 @@ class Engine:
             self._flows[flow.key] = flow
             self._flow_keys = [f"{fid}@{ver}" for fid, ver in self._flows]
             latest = self._latest.get(flow.flow_id)
-            if latest is None or _version_key(flow.version) > _version_key(latest.version):
+            if latest is None or version_key(flow.version) > version_key(latest.version):
                 self._latest[flow.flow_id] = flow
         return self
 
     @property
     def flows(self) -> list[Flow]:
-        return sorted(self._flows.values(), key=lambda f: (f.flow_id, _version_key(f.version)))
+        return sorted(self._flows.values(), key=lambda f: (f.flow_id, version_key(f.version)))
 
     def list_flows(self) -> list[dict[str, Any]]:
         return [
@@ -490,8 +484,15 @@ class Engine:
         ``should_stop`` is asked between steps: a shutting-down driver hands the run back
         after the step in hand commits, instead of finishing the whole run.
         """
+        return self.drive_next_run(max_sleep=max_sleep, should_stop=should_stop) is not None
+
+    def drive_next_run(
+        self, *, max_sleep: float | None = None, should_stop: Callable[[], bool] | None = None
+    ) -> str | None:
+        """:meth:`drive_next`, answering which run it drove (None: there was none), so a
+        recovery counts runs, not drives: a run handed back in a backoff is driven again."""
         sleep_limit = self.inline_backoff if max_sleep is None else max_sleep
-        row = self.runner.drive_sync(self._steps.claim_parked())  # a run whose lease is parked here: no claim
+        row: RunRow | None = self.runner.drive_sync(self._steps.claim_parked())  # a lease parked here: no claim
         backlog = self._backlog
         for timers in (False, True):
             if row is None:
@@ -501,8 +502,8 @@ class Engine:
                 if not timers and backlog:  # runs were waiting in the database: likely more
                     self._claim_ahead()
                 self._run_sync(self._steps.drive(row, sleep_limit, should_stop), row.run_id)
-                return True
-        return False
+                return row.run_id
+        return None
 
     def _claim_ahead(self) -> None:
         """Claim the next runnable run inside this run's first commit, and park it for the
@@ -514,6 +515,7 @@ class Engine:
             if row is not None and error is None:  # released if closing
                 mark = getattr(write, "mark", None)
                 self.leases.park_new(row.run_id, row.lease_epoch, for_drivers=True, row=row, mark=mark)
+                self._notify()  # an idle driver takes it now, not after this run (a long step, say)
 
         self.storage.writer.enqueue(write, park)
 
@@ -556,12 +558,16 @@ class Engine:
         """Called (from any thread) when a run may have become runnable; drivers use it to wake."""
         self._listeners.append(callback)
 
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
+
     def wake_drivers(self) -> None:
         """Tell this process's drivers a run may be theirs to continue (one parked here, say)."""
         self._notify()
 
     def _notify(self) -> None:
-        for callback in self._listeners:
+        for callback in tuple(self._listeners):  # a recovery may remove its own meanwhile
             callback()
 
     # ------------------------------------------------------------------ performing the step core's requests

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .errors import RunBusy
 from .storage import RunRow, Storage
 
 log = logging.getLogger("flowrt.leases")
@@ -419,3 +420,15 @@ class _Hold:
 
     def __exit__(self, *exc: object) -> None:
         self.leases._let_go(self.row, self.lease)
+
+
+def run_busy(row: RunRow, now_ms: int) -> RunBusy:
+    """RUN_BUSY for a run another holder's lease keeps, saying when that lease runs out: after a
+    crash, the holder named may be a process that is gone, and then the run waits until then."""
+    left = ((row.lease_expires_at or 0) - now_ms) / 1000
+    when = f"in {left:.0f}s" if left >= 1 else "now"
+    return RunBusy(
+        f"run {row.run_id} is being executed by {row.lease_owner}; its lease runs out {when} (if that "
+        "process is gone, the run is recovered then, its attempt counted as WORKER_LOST)",
+        run_id=row.run_id,
+    )

@@ -60,6 +60,8 @@ class LivenessLock:
         self.owner = owner
         self.path = _path(folder, owner)
         self._fd: int | None = None
+        self.inherited = False
+        """Whether :meth:`hold` found the file of a gone engine with this same owner id."""
 
     def hold(self) -> None:
         """Take the lock; without it (a read-only folder, say) the leases simply run out as before.
@@ -100,6 +102,9 @@ class LivenessLock:
                 if os.fstat(fd).st_ino != _inode(self.path):
                     os.close(fd)
                     continue
+                # The file still names this owner: an engine with this (explicit) owner id died
+                # here and nobody has swept it yet. Its leases are ours now to end (Engine).
+                self.inherited = _read(fd) == self.owner
                 try:
                     os.ftruncate(fd, 0)
                     os.write(fd, self.owner.encode())
@@ -133,16 +138,21 @@ def end_leases_of_gone_holders(storage: Storage, lock: LivenessLock | None) -> i
 
     def end(holder: str) -> None:
         nonlocal ended
-        count = storage.expire_holder(holder)
-        if count:
-            log.warning(
-                "%s is gone (no process holds its liveness lock): its %d run(s) are recovered now, "
-                "without waiting for their leases to run out", holder, count,
-            )  # fmt: skip
-        ended += count
+        ended += end_leases_of(storage, holder)
 
     sweep(lock.folder, keep=lock.owner, end=end)
     return ended
+
+
+def end_leases_of(storage: Storage, holder: str) -> int:
+    """End a gone holder's leases (expiry 0: the next claim records the lost attempt), and say so."""
+    count = storage.expire_holder(holder)
+    if count:
+        log.warning(
+            "%s is gone (no process holds its liveness lock): its %d run(s) are recovered now, "
+            "without waiting for their leases to run out", holder, count,
+        )  # fmt: skip
+    return count
 
 
 def gone(folder: str, owner: str) -> bool:
@@ -159,7 +169,7 @@ def gone(folder: str, owner: str) -> bool:
         os.close(fd)  # (the lock goes with it)
 
 
-def sweep(folder: str, keep: str, end: Callable[[str], None]) -> None:
+def sweep(folder: str, keep: str, end: Callable[[str], object]) -> None:
     """For each holder that is gone, ``keep`` (this engine) aside: ``end(holder)``, then remove its
     file. Its lock is held meanwhile, so an engine restarting with the same owner id waits in
     :meth:`LivenessLock.hold` and claims nothing until ``end`` (the expiry of its leases) is done.
@@ -169,20 +179,35 @@ def sweep(folder: str, keep: str, end: Callable[[str], None]) -> None:
     except OSError:
         return
     for name in names:
-        path = os.path.join(folder, name)
-        fd = _take(path)
-        if fd is None:
-            continue  # held: alive (or removed meanwhile, by its holder at close or another sweep)
-        try:
-            owner = _read(fd)
-            if owner == keep or os.fstat(fd).st_ino != _inode(path):
-                continue  # ours; or removed or replaced meanwhile, so not the file we locked
-            if owner:
-                end(owner)
-            with contextlib.suppress(OSError):  # (another user's folder: it stays, and is found again)
-                os.unlink(path)
-        finally:
-            os.close(fd)
+        _end_if_gone(os.path.join(folder, name), None, keep, end)
+
+
+def end_leases_if_gone(storage: Storage, lock: LivenessLock | None, holder: str | None) -> bool:
+    """One holder's :func:`end_leases_of_gone_holders`, for a tick that finds a run held by it:
+    whether ``holder`` was gone (its leases now ended, so the tick may claim the run)."""
+    if lock is None or fcntl is None or holder is None or holder == lock.owner:
+        return False
+    return _end_if_gone(_path(lock.folder, holder), holder, lock.owner, lambda gone: end_leases_of(storage, gone))
+
+
+def _end_if_gone(path: str, holder: str | None, keep: str, end: Callable[[str], object]) -> bool:
+    """If the holder of the lock file at ``path`` (``holder``, when known) is gone: ``end`` it,
+    holding its lock, then remove the file. Whether it was gone."""
+    fd = _take(path)
+    if fd is None:
+        return False  # held: alive (or removed meanwhile, by its holder at close or another sweep)
+    try:
+        owner = _read(fd)
+        if not owner or owner == keep or (holder is not None and owner != holder):
+            return False
+        if os.fstat(fd).st_ino != _inode(path):
+            return False  # removed or replaced meanwhile, so not the file we locked
+        end(owner)
+        with contextlib.suppress(OSError):  # (another user's folder: it stays, and is found again)
+            os.unlink(path)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _path(folder: str, owner: str) -> str:

@@ -20,7 +20,8 @@ from typing import Any, Generator, Sequence
 
 from .errors import InvalidInput, RewindUnavailable, RunNotFound, RunNotRepairable
 from .runs import EventType, RunStatus
-from .steps import Query, Step, StepCore, run_busy
+from .leases import run_busy
+from .steps import Query, Step, StepCore
 from .storage import RunRow, Storage
 from .values import deep_merge, dumps, loads
 

@@ -39,9 +39,9 @@ from .clock import Clock
 from .context import Context
 from .definitions import Fail, Flow, Node, Ok, Result, Wait
 from .database import DUPLICATE
-from .errors import InvalidInput, PayloadTooLarge, RunBusy, RunNotFound, RunNotWaiting, StorageUnavailable
+from .errors import InvalidInput, PayloadTooLarge, RunNotFound, RunNotWaiting, StorageUnavailable
 from .execution import is_interrupt
-from .leases import Lease, Leases, Parked
+from .leases import Lease, Leases, Parked, run_busy
 from .routing import EdgeError, parse_until, select_edge
 from .runs import ACTIVE, FINISHED, EventType, RunStatus, to_datetime
 from .storage import DuplicateStep, EventRow, LeaseLost, RunRow, Storage
@@ -102,8 +102,11 @@ class StepCore:
         inline_backoff: float,
         max_value_bytes: int,
         stopping: threading.Event,
+        end_if_gone: Callable[[str | None], bool] = lambda holder: False,
     ) -> None:
         self.storage = storage
+        self.end_if_gone = end_if_gone
+        """Ends the leases of a holder provably gone (:mod:`flowrt.liveness`), saying if it was."""
         self.leases = leases
         self.owner = leases.owner
         self.flow_of = flow_of
@@ -214,6 +217,8 @@ class StepCore:
             raise RunNotFound(f"run {run_id} not found", run_id=run_id)
         if row.status in FINISHED:
             return row, False
+        if (yield Query(self.end_if_gone, (row.lease_owner,))):
+            return (yield from self._claim(run_id))  # its holder was gone (SQLite), its lease now ended
         raise run_busy(row, self.clock.now_ms())
 
     def claim_parked(self) -> Generator[Query, Any, RunRow | None]:
@@ -372,7 +377,7 @@ class StepCore:
             seq = row.last_seq + len(events) + 1
             events.append((row.run_id, seq, now, kind, *_event_fields(kind, node_id, attempts[node_id], payload), None))
 
-        stopped = f"worker {row.stale_owner} stopped while executing node {node_id} (its lease expired)"
+        stopped = f"worker {row.stale_owner} stopped while executing node {node_id} (its lease ended before the step committed)"
         if recoveries <= budget:
             error = {"code": "WORKER_LOST", "message": f"{stopped}; recovering it ({recoveries} of {budget})", "retryable": True}
             # Run again at once: the lease expiry already made it wait.
@@ -542,17 +547,6 @@ class StepCore:
 # ---------------------------------------------------------------------- helpers
 
 
-def run_busy(row: RunRow, now_ms: int) -> RunBusy:
-    """RUN_BUSY for a run another holder's lease keeps, saying when that lease runs out: after a
-    crash, the holder named may be a process that is gone, and then the run waits until then."""
-    left = ((row.lease_expires_at or 0) - now_ms) / 1000
-    when = f"in {left:.0f}s" if left >= 1 else "now"
-    return RunBusy(
-        f"run {row.run_id} is being executed by {row.lease_owner}; its lease runs out {when} (if that "
-        "process is gone, the run is recovered then, its attempt counted as WORKER_LOST)",
-        run_id=row.run_id,
-    )
-
 _NODE_EVENTS = frozenset({EventType.NODE_STARTED, EventType.NODE_FINISHED, EventType.NODE_FAILED})
 
 
@@ -596,5 +590,13 @@ def _apply_failure(
         event(EventType.NODE_FAILED, {"error": error, "retryInMs": delay}, now)
     else:
         new.status, new.error_json, new.wake_at = RunStatus.FAILED, dumps(error), None
-        event(EventType.NODE_FAILED, {"error": error}, now)
+        payload: dict[str, Any] = {"error": error}
+        if max_attempts > 1:  # a retry policy that did not retry: say why, or it looks ignored
+            payload["notRetried"] = (
+                f"all {max_attempts} attempts were used"
+                if error["retryable"]
+                else f"{error['code']} is not retryable (by default only {', '.join(sorted(RETRYABLE_CODES))} are; "
+                "fail(..., retryable=True) retries any code)"
+            )
+        event(EventType.NODE_FAILED, payload, now)
         event(EventType.RUN_ABORTED, {"error": error}, now)

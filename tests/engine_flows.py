@@ -55,7 +55,8 @@ ALL = [slow]
 def main() -> None:
     """``python engine_flows.py URL ACTION [RUN_ID]``: one engine call in a process of its own."""
     url, action = sys.argv[1], sys.argv[2]
-    engine = Engine(url, flows=ALL, lease_ttl=float(os.environ.get("FLOWRT_TEST_TTL", "30")))
+    ttl, owner = float(os.environ.get("FLOWRT_TEST_TTL", "30")), os.environ.get("FLOWRT_TEST_OWNER") or None
+    engine = Engine(url, flows=ALL, lease_ttl=ttl, owner=owner)
     if action == "start-and-tick":
         run = engine.start("slow-flow")
         run = engine.tick(run.run_id)

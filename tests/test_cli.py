@@ -305,6 +305,9 @@ def test_recover_dry_run_says_why_each_run_is_stuck_then_recovers_them(cli: Cli,
     engine.storage.claim(crashed, "dead-worker", 1)
     held = engine.start("flaky-fast").run_id
     engine.storage.claim(held, "busy-worker", 600_000)
+    abandoned = engine.start("flaky-fast").run_id  # a step given up at shutdown: its lease ended (expiry 0)
+    engine.storage.claim(abandoned, "stopped-worker", 600_000)
+    engine.storage.expire_holder("stopped-worker")
     timer = engine.tick(engine.start("nap").run_id).run_id
     retry_due = engine.tick(engine.start("flaky-fast").run_id).run_id
     retry_later = engine.tick(engine.start("flaky-slow").run_id).run_id
@@ -319,6 +322,7 @@ def test_recover_dry_run_says_why_each_run_is_stuck_then_recovers_them(cli: Cli,
     assert reasons == {
         never: ("NOT_DRIVEN", "continue"),
         crashed: ("LEASE_EXPIRED", "continue"),
+        abandoned: ("LEASE_EXPIRED", "continue"),
         held: ("LEASE_HELD", "skip"),
         timer: ("TIMER_DUE", "continue"),
         retry_due: ("RETRY_DUE", "continue"),
@@ -329,14 +333,18 @@ def test_recover_dry_run_says_why_each_run_is_stuck_then_recovers_them(cli: Cli,
     partial = ok_json(cli("recover", "--dry-run", "--json", FLOWRT_FLOWS="cli_flows:ALL"))
     skipped = {r["runId"]: r for r in partial["runs"] if r["action"] == "skip"}
     assert "order-flow@1.0.0 is not in --flows" in skipped[never]["detail"]
+    details = {r["runId"]: r["detail"] for r in dry["runs"]}
+    assert details[abandoned].startswith("lease of stopped-worker was ended (its process gave the step up")
+    assert "1970" not in details[abandoned] and "expired at 20" in details[crashed]
     human = cli("recover", "--dry-run").stdout
-    assert "dead-worker" in human and "busy-worker" in human and "6 run(s) would be continued, 2 skipped" in human
+    assert "dead-worker" in human and "busy-worker" in human and "7 run(s) would be continued, 2 skipped" in human
 
     report_started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     report = ok_json(cli("recover", "--json"))
     assert {r["runId"]: (r["before"], r["status"]) for r in report["runs"]} == {
         never: ("RUNNING", "COMPLETED"),
         crashed: ("RUNNING", "COMPLETED"),
+        abandoned: ("RUNNING", "COMPLETED"),
         timer: ("WAITING", "COMPLETED"),
         retry_due: ("RUNNING", "COMPLETED"),
         soon: ("RUNNING", "COMPLETED"),  # the backoff was waited out, as a tick waits it out

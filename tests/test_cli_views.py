@@ -350,3 +350,10 @@ def test_remote_commands_load_neither_the_engine_nor_pydantic(tmp_path: Path, en
                            capture_output=True, text=True, env=env_for(80), timeout=60)
     loaded = local.stdout.strip().splitlines()[-1]
     assert "peewee" in loaded and "pydantic" not in loaded and "litestar" not in loaded, loaded
+
+
+def test_a_failure_its_retry_policy_did_not_retry_says_why_in_the_timeline() -> None:
+    from flowrt.cli.timeline_view import describe_payload
+
+    payload = {"error": {"code": "FLAKY", "message": "boom"}, "notRetried": "FLAKY is not retryable"}
+    assert describe_payload("NODE_FAILED", payload) == "FLAKY: boom · not retried: FLAKY is not retryable"

@@ -237,6 +237,7 @@ def test_retry_exhausted_fails_the_run(make_engine: Any) -> None:
     assert timeline.count("NODE_FAILED") == 3 and timeline[-1] == "RUN_ABORTED"
     aborted = engine.timeline(run.run_id)[-1]
     assert (aborted.node_id, aborted.attempt, list(aborted.payload)) == (None, None, ["error"])
+    assert engine.timeline(run.run_id)[-2].payload["notRetried"] == "all 3 attempts were used"
 
 
 def test_non_retryable_error_fails_at_once(make_engine: Any) -> None:
@@ -244,6 +245,8 @@ def test_non_retryable_error_fails_at_once(make_engine: Any) -> None:
     run = engine.run_until_blocked(engine.start("flaky").run_id)
     assert run.status == "FAILED" and run.attempts == {"call": 1}
     assert run.error["retryable"] is False
+    failed = next(e for e in engine.timeline(run.run_id) if e.type == "NODE_FAILED")
+    assert failed.payload["notRetried"].startswith("INVALID_CARD is not retryable (by default only NETWORK_ERROR, ")
     # explicitly retryable wins over the code
     engine2 = Engine("memory://", flows=[flaky_flow(1, Retry(max_attempts=2), code="CUSTOM", retryable=True)])
     assert engine2.run_until_blocked(engine2.start("flaky").run_id).status == "COMPLETED"

@@ -161,7 +161,12 @@ def stuck_entry(
             reason, detail, action = "LEASE_HELD", f"being executed by {lease_owner} (lease until {iso(lease_expires_at)})", "skip"
     elif lease_known and lease_owner is not None:
         reason = "LEASE_EXPIRED"
-        detail = f"lease of {lease_owner} expired at {iso(lease_expires_at)}; its attempt at {node} counts as WORKER_LOST"
+        ended = (  # 0: ended on purpose, by a shutdown that gave the step up or a sweep that found the holder gone
+            f"lease of {lease_owner} was ended (its process gave the step up at shutdown, or was found gone)"
+            if not lease_expires_at
+            else f"lease of {lease_owner} expired at {iso(lease_expires_at)}"
+        )
+        detail = f"{ended}; its attempt at {node} counts as WORKER_LOST"
         action = "continue"
     elif wake is not None and wake > now:
         reason, detail, action = "RETRY_PENDING", f"retry backoff of {node} until {run['wakeAt']}", "skip"

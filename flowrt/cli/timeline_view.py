@@ -92,6 +92,8 @@ def describe_payload(kind: str, payload: Json, seq: int | None = None) -> str:
         text = f"{error.get('code')}: {error.get('message')}"
         if "retryInMs" in payload:
             text += f" · retry in {payload['retryInMs']} ms"
+        elif payload.get("notRetried"):
+            text += f" · not retried: {payload['notRetried']}"
         if error.get("traceback") and seq is not None and kind == "NODE_FAILED":
             text += f" · traceback: --seq {seq}"
         return _cut(text)

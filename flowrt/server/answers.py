@@ -71,7 +71,7 @@ def error_answer(status: int, code: str, message: str, headers: tuple[tuple[str,
 _HINTS = {
     "RUN_NOT_WAITING": "only a WAITING run can be resumed (a resume is never dropped silently)",
     "RUN_FINISHED": "only a RUNNING or WAITING run can be cancelled",
-    "RUN_BUSY": "another executor is stepping it; retry in a moment",
+    "RUN_BUSY": "retry once its step has committed",
     "RUN_NOT_REPAIRABLE": "see docs/concepts.md, 'Repairing runs'",
 }
 

@@ -303,10 +303,11 @@ class FlowRuntime:
         return api_state(self.app)
 
     def start(self) -> FlowRuntime:
-        """Run startup recovery, then start the drivers.
+        """Run startup recovery and start the drivers.
 
-        With drivers, recovery runs in the background while the server answers: the
-        drivers would pick up new runs anyway. Without (``--no-drive``), only
+        With drivers, recovery runs in the background while the server answers and the
+        drivers work beside it from the start: a run started now, or one whose short
+        backoff ends, does not wait for the whole backlog to be recovered. Without (``--no-drive``), only
         tick/resume may move a run once the server is up, so recovery finishes first;
         otherwise a client's first tick could meet a recovery worker (RUN_BUSY).
         """
@@ -320,7 +321,10 @@ class FlowRuntime:
         if self.drivers is None:
             self._recover()
             return self
-        self._background = threading.Thread(target=self._recover_then_drive, name="flowrt-recovery", daemon=True)
+        with self._lock:
+            if not self._stop.is_set():
+                self.drivers.start()
+        self._background = threading.Thread(target=self._recover, name="flowrt-recovery", daemon=True)
         self._background.start()
         return self
 
@@ -329,12 +333,6 @@ class FlowRuntime:
             recover(self.engine, concurrency=self.settings.recovery_concurrency, stop=self._stop)
         except Exception:  # noqa: BLE001 - serving goes on; drivers or ticks continue the runs later
             log.exception("startup recovery failed")
-
-    def _recover_then_drive(self) -> None:
-        self._recover()
-        with self._lock:
-            if self.drivers is not None and not self._stop.is_set():
-                self.drivers.start()
 
     def begin_shutdown(self) -> None:
         """Signal-safe (no locks, no logging here): long-polls answer now, recovery and
