@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -338,6 +339,9 @@ def test_recover_dry_run_says_why_each_run_is_stuck_then_recovers_them(cli: Cli,
     assert "1970" not in details[abandoned] and "expired at 20" in details[crashed]
     human = cli("recover", "--dry-run").stdout
     assert "dead-worker" in human and "busy-worker" in human and "7 run(s) would be continued, 2 skipped" in human
+    assert "run without --dry-run to recover" in human
+    flowless = cli("recover", "--dry-run", FLOWRT_FLOWS=None).stdout  # a recover would be refused without --flows
+    assert "2 skipped; run 'flowrt recover --flows module:NAME' to recover" in flowless
 
     report_started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     report = ok_json(cli("recover", "--json"))
@@ -365,6 +369,7 @@ def test_recover_says_when_a_run_it_moved_is_left_in_a_long_retry_backoff(cli: C
     assert "run 'flowrt recover' again after that" in result.stdout
     run = engine.get(run_id)
     assert run is not None and run.status == "RUNNING" and run.attempts == {"call": 1} and run.wake_at is not None
+    assert re.search(r"retrying\s+call at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", cli("status", run_id).stdout)
 
 
 def test_recover_shows_progress_only_on_a_terminal() -> None:

@@ -304,7 +304,8 @@ def recover(
     with session(db, url, token, flows, needs_flows=needs) as backend:
         candidates = backend.stuck_runs()
         if dry_run:
-            return out.stuck(candidates)
+            local_without_flows = url is None and not flows  # a real recover would be refused: say what it needs
+            return out.stuck(candidates, then="flowrt recover --flows module:NAME" if local_without_flows else None)
         todo = [c for c in candidates if c["action"] == "continue"]
         started = time.monotonic()
         with out.progress("recovering runs") as update:

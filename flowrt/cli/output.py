@@ -137,6 +137,9 @@ class Output:
             grid.add_row("node", run["currentNodeId"])
         if run.get("tenantId"):
             grid.add_row("tenant", run["tenantId"])
+        if run.get("status") == "RUNNING" and run.get("wakeAt"):  # parked in a retry backoff: say until when
+            retry = f"{run.get('currentNodeId')} at {self.clock.full(run['wakeAt'])}, after a failed attempt"
+            grid.add_row("retrying", retry + " (flowrt timeline shows it)")
         if run.get("status") == "WAITING":
             waiting = run.get("waitReason") or "(no reason given)"
             until = run.get("waitUntil") or run.get("wakeAt")
@@ -304,7 +307,8 @@ class Output:
 
     # -- recovery
 
-    def stuck(self, entries: list[Json]) -> None:
+    def stuck(self, entries: list[Json], then: str | None = None) -> None:
+        """The dry run's table; ``then``: the command that would recover them, if not the same without --dry-run."""
         if self.as_json:
             return self.json({"dryRun": True, "runs": entries})
         if not entries:
@@ -317,7 +321,8 @@ class Output:
         else:
             self.print(with_lines_under(self.console, narrow, [e["detail"] for e in entries]))
         todo = sum(1 for e in entries if e["action"] == "continue")
-        self.note(f"{todo} run(s) would be continued, {len(entries) - todo} skipped; run without --dry-run to recover")
+        how = f"run '{then}' to recover" if then else "run without --dry-run to recover"
+        self.note(f"{todo} run(s) would be continued, {len(entries) - todo} skipped; {how}")
 
     def _stuck_table(self, entries: list[Json], *, with_why: bool) -> Table:
         out = table()
