@@ -84,7 +84,9 @@ class Drivers:
 
     def wake(self) -> None:
         with self._wakeup:
-            self._pending += 1
+            # At most one pending wake a driver: each claim ahead wakes, and wakes piled up
+            # under load would send the drivers on as many empty claims once it is over.
+            self._pending = min(self._pending + 1, self.workers)
             self._wakeup.notify()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -195,14 +197,16 @@ def recover(
             finally:
                 with changed:
                     busy -= 1
+                    if run_id is not None:
+                        driven.add(run_id)
+                    count = len(driven)
                     if busy == 0:
                         changed.notify_all()  # the workers waiting on it may be done
+            if run_id is not None:
+                if progress is not None:
+                    progress(count, found)
+                continue
             with changed:
-                if run_id is not None:
-                    driven.add(run_id)
-                    if progress is not None:
-                        progress(len(driven), found)
-                    continue
                 if busy == 0:
                     return  # nothing left, and no worker that could still claim the next one ahead
                 # A busy worker's claim ahead parks the next run for this process (and wakes

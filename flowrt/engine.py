@@ -44,7 +44,7 @@ from .errors import (
 )
 from .execution import Executor
 from .leases import MAX_LEASE_TTL, Leases
-from .liveness import LivenessLock, end_leases_if_gone, end_leases_of, owners_folder
+from .liveness import LivenessLock, end_leases_if_gone, hold_liveness
 from .runs import Event, EventType, Run, RunStatus, to_datetime
 from .repair import Repairs
 from .retention import Pruner, PruneReport, parse_age
@@ -111,7 +111,9 @@ class Engine:
             inline_backoff=inline_backoff,
             max_value_bytes=max_value_bytes,
             stopping=self._stopping,
-            end_if_gone=lambda holder: end_leases_if_gone(self.storage, self.liveness, holder),
+            end_if_gone=(lambda holder: end_leases_if_gone(self.storage, self.liveness, holder))
+            if self.storage.kind == "sqlite"
+            else None,
         )
         self._repairs = Repairs(self._steps)
         self.pruner = Pruner(self.storage)
@@ -119,17 +121,12 @@ class Engine:
         self._backlog = False  # the last claim ahead found a run: drivers go on claiming ahead
         self._listeners: list[Callable[[], None]] = []
         self.register(*flows)
-        if self.storage.kind == "sqlite":  # every holder is on this machine: its lock says if it lives
-            self.liveness = LivenessLock(owners_folder(self.storage.db.database), self.owner)
-            try:
-                self.liveness.hold()  # last: an init that fails leaves no lock behind
-                if self.liveness.inherited:  # a gone engine's leases under our id: not ours to wait for
-                    end_leases_of(self.storage, self.owner)
-            except BaseException:
-                self.liveness.release()
-                if storage is None:  # (an owner id in use: the storage opened above is closed again)
-                    self.storage.close()
-                raise
+        try:
+            self.liveness = hold_liveness(self.storage, self.owner)  # last: an init that fails leaves no lock behind
+        except BaseException:
+            if storage is None:  # (an owner id in use: the storage opened above is closed again)
+                self.storage.close()
+            raise
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -116,17 +116,40 @@ class LivenessLock:
         except OSError as exc:
             log.warning("no liveness lock for %s in %s (%s): after a crash its runs wait for their leases", self.owner, self.folder, exc)
 
-    def release(self) -> None:
+    def release(self, keep_file: bool = False) -> None:
         """At close: the file goes (so the folder does not fill up), then the lock, and the
-        folder too if it is left empty (a read of the database leaves nothing behind)."""
+        folder too if it is left empty (a read of the database leaves nothing behind).
+        ``keep_file``: an init that failed to end an :attr:`inherited` engine's leases leaves the
+        file naming it, so the next start finds that engine gone again."""
         fd, self._fd = self._fd, None
         if fd is None:
             return
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        if not keep_file:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
         os.close(fd)
         with contextlib.suppress(OSError):  # not empty: another process has the database open
             os.rmdir(self.folder)
+
+
+def hold_liveness(storage: Storage, owner: str) -> LivenessLock | None:
+    """An engine's liveness lock, held: on SQLite, where every holder is on this machine (else None).
+
+    An engine with this same (explicit) owner id that died here, not swept since, left its file
+    naming it: its leases are ended now, since they are not this engine's to wait for (and a
+    lease of its own that ran out is never free to an engine). If that fails, the file stays, to
+    be found again at the next start."""
+    if storage.kind != "sqlite":
+        return None
+    lock = LivenessLock(owners_folder(storage.db.database), owner)
+    lock.hold()
+    try:
+        if lock.inherited:
+            end_leases_of(storage, owner)
+    except BaseException:
+        lock.release(keep_file=True)
+        raise
+    return lock
 
 
 def end_leases_of_gone_holders(storage: Storage, lock: LivenessLock | None) -> int:
@@ -198,11 +221,12 @@ def _end_if_gone(path: str, holder: str | None, keep: str, end: Callable[[str], 
         return False  # held: alive (or removed meanwhile, by its holder at close or another sweep)
     try:
         owner = _read(fd)
-        if not owner or owner == keep or (holder is not None and owner != holder):
+        if owner == keep or (holder is not None and owner != holder):
             return False
         if os.fstat(fd).st_ino != _inode(path):
             return False  # removed or replaced meanwhile, so not the file we locked
-        end(owner)
+        if owner:  # (an empty file: a process killed between creating it and writing its id)
+            end(owner)
         with contextlib.suppress(OSError):  # (another user's folder: it stays, and is found again)
             os.unlink(path)
         return True

@@ -15,6 +15,9 @@ from typing import Any
 
 import peewee as pw
 
+from .runs import EventType
+from .values import dumps
+
 SCHEMA_VERSION = 4
 
 RUN_COLUMNS = (
@@ -114,10 +117,28 @@ step_values = operator.attrgetter(*STEP_COLUMNS)
 step_values_in_place = operator.attrgetter(*STEP_COLUMNS_IN_PLACE)
 
 EventRow = tuple[Any, ...]
+
 """Written as (run_id, seq, at, type, node_id, attempt, payload_json, change_json); read
 without change_json. ``change_json`` is what the event did to the run's state and outputs,
 so a run can be rewound (:mod:`flowrt.repair`): ``{"output", "patch"}`` on a NODE_FINISHED,
 a full ``{"state", "outputs"}`` snapshot on RUN_STARTED and RUN_REWOUND, NULL otherwise."""
+
+_NODE_EVENTS = frozenset({EventType.NODE_STARTED, EventType.NODE_FINISHED, EventType.NODE_FAILED})
+
+
+def event_fields(kind: str, node_id: str | None, attempt: int | None, payload: dict[str, Any]) -> tuple[Any, ...]:
+    """An event's ``node_id, attempt, payload_json`` in the reference's shape.
+
+    The reference puts ``nodeId`` and ``attempt`` first in every NODE_* payload and
+    ``nodeId`` in RUN_WAITING's, and takes the event's own ``nodeId``/``attempt`` from the
+    payload, so run-level events (RUN_COMPLETED, RUN_ABORTED) have both null and
+    RUN_WAITING has its node but no attempt. flowrt's extra keys follow theirs.
+    """
+    if kind in _NODE_EVENTS:
+        payload = {"nodeId": node_id, "attempt": attempt, **payload}
+    elif kind == EventType.RUN_WAITING:
+        payload = {"nodeId": node_id, **payload}
+    return payload.get("nodeId"), payload.get("attempt"), dumps(payload)
 
 
 # --------------------------------------------------------------------------- models

@@ -44,6 +44,7 @@ from .execution import is_interrupt
 from .leases import Lease, Leases, Parked, run_busy
 from .routing import EdgeError, parse_until, select_edge
 from .runs import ACTIVE, FINISHED, EventType, RunStatus, to_datetime
+from .schema import event_fields
 from .storage import DuplicateStep, EventRow, LeaseLost, RunRow, Storage
 from .values import deep_merge, dumps, dumps_user, loads, too_large
 from .writer import Apply
@@ -102,11 +103,11 @@ class StepCore:
         inline_backoff: float,
         max_value_bytes: int,
         stopping: threading.Event,
-        end_if_gone: Callable[[str | None], bool] = lambda holder: False,
+        end_if_gone: Callable[[str], bool] | None = None,
     ) -> None:
         self.storage = storage
         self.end_if_gone = end_if_gone
-        """Ends the leases of a holder provably gone (:mod:`flowrt.liveness`), saying if it was."""
+        """SQLite: ends the leases of a holder provably gone (:mod:`flowrt.liveness`), saying if it was."""
         self.leases = leases
         self.owner = leases.owner
         self.flow_of = flow_of
@@ -200,7 +201,7 @@ class StepCore:
         while self.leases.returning(run_id):
             yield Sleep(0.005)
 
-    def _claim(self, run_id: str) -> Generator[Query, Any, tuple[RunRow, bool]]:
+    def _claim(self, run_id: str, retried: bool = False) -> Generator[Query, Any, tuple[RunRow, bool]]:
         """``(row, claimed)``; an ended run comes back unclaimed, a held one raises RunBusy.
 
         A lease parked here by the run's previous step needs no claim (see :meth:`_still_parked`)."""
@@ -217,8 +218,9 @@ class StepCore:
             raise RunNotFound(f"run {run_id} not found", run_id=run_id)
         if row.status in FINISHED:
             return row, False
-        if (yield Query(self.end_if_gone, (row.lease_owner,))):
-            return (yield from self._claim(run_id))  # its holder was gone (SQLite), its lease now ended
+        end_if_gone = self.end_if_gone if not retried and row.lease_owner not in (None, self.owner) else None
+        if end_if_gone is not None and (yield Query(end_if_gone, (row.lease_owner,))):
+            return (yield from self._claim(run_id, retried=True))  # its holder was gone (SQLite): lease ended
         raise run_busy(row, self.clock.now_ms())
 
     def claim_parked(self) -> Generator[Query, Any, RunRow | None]:
@@ -375,7 +377,7 @@ class StepCore:
 
         def event(kind: str, payload: dict[str, Any]) -> None:
             seq = row.last_seq + len(events) + 1
-            events.append((row.run_id, seq, now, kind, *_event_fields(kind, node_id, attempts[node_id], payload), None))
+            events.append((row.run_id, seq, now, kind, *event_fields(kind, node_id, attempts[node_id], payload), None))
 
         stopped = f"worker {row.stale_owner} stopped while executing node {node_id} (its lease ended before the step committed)"
         if recoveries <= budget:
@@ -414,7 +416,7 @@ class StepCore:
         def event(kind: str, payload: dict[str, Any], at: int, change: str | None = None) -> None:
             nonlocal seq
             seq += 1
-            events.append((run_id, seq, at, kind, *_event_fields(kind, node_id, attempt, payload), change))
+            events.append((run_id, seq, at, kind, *event_fields(kind, node_id, attempt, payload), change))
 
         node = flow.nodes.get(node_id) if node_id else None
         cached = False
@@ -547,24 +549,6 @@ class StepCore:
 # ---------------------------------------------------------------------- helpers
 
 
-_NODE_EVENTS = frozenset({EventType.NODE_STARTED, EventType.NODE_FINISHED, EventType.NODE_FAILED})
-
-
-def _event_fields(kind: str, node_id: str | None, attempt: int | None, payload: dict[str, Any]) -> tuple[Any, ...]:
-    """An event's ``node_id, attempt, payload_json`` in the reference's shape.
-
-    The reference puts ``nodeId`` and ``attempt`` first in every NODE_* payload and
-    ``nodeId`` in RUN_WAITING's, and takes the event's own ``nodeId``/``attempt`` from the
-    payload, so run-level events (RUN_COMPLETED, RUN_ABORTED) have both null and
-    RUN_WAITING has its node but no attempt. flowrt's extra keys follow theirs.
-    """
-    if kind in _NODE_EVENTS:
-        payload = {"nodeId": node_id, "attempt": attempt, **payload}
-    elif kind == EventType.RUN_WAITING:
-        payload = {"nodeId": node_id, **payload}
-    return payload.get("nodeId"), payload.get("attempt"), dumps(payload)
-
-
 def _execute(lease: Lease, node: Node, ctx: Context) -> Generator[Any, Any, Result]:
     """Ask the executor to run the handler, marking the lease as mid-execution meanwhile."""
     lease.executing, lease.node_id, lease.executing_since = True, node.id, time.monotonic()
@@ -592,10 +576,13 @@ def _apply_failure(
         new.status, new.error_json, new.wake_at = RunStatus.FAILED, dumps(error), None
         payload: dict[str, Any] = {"error": error}
         if max_attempts > 1:  # a retry policy that did not retry: say why, or it looks ignored
+            code = error["code"]
             payload["notRetried"] = (
                 f"all {max_attempts} attempts were used"
                 if error["retryable"]
-                else f"{error['code']} is not retryable (by default only {', '.join(sorted(RETRYABLE_CODES))} are; "
+                else f"{code} was marked not retryable (retryable=False)"
+                if code in RETRYABLE_CODES
+                else f"{code} is not retryable (by default only {', '.join(sorted(RETRYABLE_CODES))} are; "
                 "fail(..., retryable=True) retries any code)"
             )
         event(EventType.NODE_FAILED, payload, now)

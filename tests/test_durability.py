@@ -202,6 +202,37 @@ def test_liveness_locks_of_engines_alive_in_this_process_are_not_taken_for_gone(
     assert not folder.exists()
 
 
+def test_an_engine_reopened_with_a_dead_ones_owner_id_ends_its_leases_even_after_a_failed_try(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lease of an engine's own id that ran out is never free to it, so a restart with the
+    explicit owner of an engine that died must end that id's leases itself; and if that fails,
+    the dead engine's file must stay for the next try."""
+    from flowrt import liveness  # noqa: PLC0415
+
+    flow = Flow("reopened", "1.0.0")
+    flow.add_node("only", lambda ctx: ok(), entry=True)
+    with Engine(sqlite_url, flows=[flow]) as setup:
+        run_id = setup.start("reopened").run_id
+        assert setup.storage.claim(run_id, "worker-7", 600_000) is not None
+    folder = Path(sqlite_url[len("sqlite:///") :] + "-owners")
+    folder.mkdir()
+    (folder / Path(liveness._path(str(folder), "worker-7")).name).write_text("worker-7")  # as it died: unlocked
+
+    def outage(self: Any, owner: str) -> int:
+        raise StorageUnavailable("database is locked")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("flowrt.lease_bookkeeping.LeaseBookkeeping.expire_holder", outage)
+        with pytest.raises(StorageUnavailable):
+            Engine(sqlite_url, flows=[flow], owner="worker-7")
+    assert [p.read_text() for p in folder.iterdir()] == ["worker-7"]  # kept, for the next start
+    with Engine(sqlite_url, flows=[flow], owner="worker-7") as engine:
+        run = engine.run_until_blocked(run_id)
+        assert run.status == "COMPLETED"
+        assert [e.payload["error"]["code"] for e in engine.timeline(run_id) if e.type == "NODE_FAILED"] == ["WORKER_LOST"]
+
+
 def test_an_owner_id_a_live_engine_holds_is_refused_not_shared(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two live engines with one owner id could not tell their leases apart, and the first one's
     death would end the second's: the second is refused (after a wait, see the next test)."""

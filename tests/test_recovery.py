@@ -1,5 +1,6 @@
 """Startup recovery's pace and its count: every runnable run is driven at once, by as many
-workers as it has, each run counted once; and a server's drivers work beside it."""
+workers as it has, each run counted once; a server's drivers work beside it and stop first at
+shutdown; and the wakes that claims ahead send the drivers stay bounded."""
 
 from __future__ import annotations
 
@@ -83,3 +84,63 @@ def test_a_servers_drivers_move_new_runs_while_startup_recovery_is_still_busy(tm
     finally:
         release.set()
         runtime.close(timeout=20)
+
+
+def test_a_shutdown_during_startup_recovery_stops_the_drivers_claiming_at_once(tmp_path: Any) -> None:
+    """The drivers work beside recovery, so a shutdown must stop them first: not only once the
+    recovery worker's (here longer) step is done, while they go on starting new nodes."""
+    started: list[tuple[float, str]] = []
+    flow = Flow("backlog", "1.0.0")
+
+    def step(ctx: Context) -> Any:
+        thread = threading.current_thread().name
+        started.append((time.monotonic(), thread))
+        time.sleep(1.5 if thread.startswith("flowrt-recover") else 0.2)
+        return ok()
+
+    flow.add_node("only", step, entry=True)
+    settings = Settings.resolve(flows=[flow], database_url=f"sqlite:///{tmp_path / 'flowrt.db'}", port=0)
+    settings.recovery_concurrency, settings.workers = 1, 2
+    runtime = FlowRuntime(settings)
+    for _ in range(30):
+        runtime.engine.start("backlog")
+    runtime.start()
+    deadline = time.monotonic() + 20
+    while not any(name.startswith("flowrt-recover") for _, name in started) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert any(name.startswith("flowrt-recover") for _, name in started), started
+    closing = time.monotonic()
+    runtime.close(timeout=20)
+    late = [(round(at - closing, 3), name) for at, name in started if at > closing + 0.05]
+    assert late == [], f"nodes started after the shutdown began: {late}"
+
+
+def test_the_wakes_of_claims_ahead_do_not_pile_up_into_empty_claims_once_the_work_is_done(make_engine: Any) -> None:
+    """Each claim ahead wakes an idle driver; under load nobody is idle, and wakes counted up
+    meanwhile must not send the drivers on one empty claim each once the backlog is gone."""
+    from flowrt.driver import Drivers
+
+    flow = Flow("many", "1.0.0")
+    flow.add_node("only", lambda ctx: ok(), entry=True)
+    engine = make_engine(flow)
+    run_ids = [engine.start("many").run_id for _ in range(300)]
+    empty = 0
+    real = engine.storage.claim_next
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal empty
+        row = real(*args, **kwargs)
+        empty += row is None
+        return row
+
+    engine.storage.claim_next = counted
+    drivers = Drivers(engine, workers=4, poll_interval=0.25).start()
+    try:
+        deadline = time.monotonic() + 60
+        while engine.get(run_ids[-1]).status != "COMPLETED" or len(engine.list_runs(status="COMPLETED", limit=500)[0]) < 300:
+            assert time.monotonic() < deadline, "the drivers never finished the backlog"
+            time.sleep(0.05)
+        time.sleep(1.0)
+    finally:
+        drivers.stop()
+    assert empty <= 4 * 2 * (1.5 / 0.25 + 2), empty  # each idle driver: two probes a poll, and a wake or two

@@ -383,15 +383,15 @@ class FlowRuntime:
         def left() -> float:
             return 0.0 if self._abandon.is_set() else max(0.0, deadline - time.monotonic())
 
+        with self._lock:
+            if self.drivers is not None:  # first: they work beside a startup recovery still under way
+                self.drivers.stop(0)  # stop claiming; the steps in hand go on
         # Waits in short slices, so a second signal (abandon_now) ends them at once.
         background = self._background
         while background is not None and background.is_alive() and left() > 0:
             background.join(min(0.05, left()))
-        with self._lock:
-            if self.drivers is not None:
-                self.drivers.stop(0)  # stop claiming; the steps in hand go on
-                while self.drivers.alive() and left() > 0:
-                    time.sleep(0.05)
+        while self.drivers is not None and self.drivers.alive() and left() > 0:
+            time.sleep(0.05)
         if self.retention is not None:
             self.retention.stop()  # it stops between two batches
         self._closed = True
