@@ -16,7 +16,7 @@ from typing import Callable
 
 from .engine import Engine
 from .errors import FlowrtError, StorageUnavailable
-from .liveness import end_leases_of_gone_holders
+from .liveness import end_leases_of_gone_holders, holds_its_lock
 
 log = logging.getLogger("flowrt.driver")
 
@@ -166,7 +166,10 @@ def recover(
         end_leases_of_gone_holders(engine.storage, engine.liveness)  # a process killed before this one started
     except StorageUnavailable as exc:
         log.warning("recovery: could not end the leases of processes that are gone: %s", exc)
-    found = len(engine.storage.runnable_ids())
+    now = engine.clock.now_ms()
+    active = engine.storage.runnable_ids()
+    found = sum(1 for _, _, _, wake_at in active if wake_at is None or wake_at <= now)
+    later = len(active) - found  # a timer or a retry backoff not over yet: the drivers' work, later
     driven: set[str] = set()
     busy = 0  # workers inside a drive now: each may yet hand the others a run
     wakes = 0  # runs this process may have been handed (a claim ahead parked), counted
@@ -229,7 +232,10 @@ def recover(
     finally:
         engine.remove_listener(wake)
     report = RecoveryReport(found, len(driven), time.monotonic() - started)
-    log.info("recovery: %d runnable run(s) found, %d driven in %.2fs", found, report.driven, report.seconds)
+    log.info(
+        "recovery: %d runnable run(s) found, %d driven in %.2fs%s", found, report.driven, report.seconds,
+        f" ({later} more due later: timers or retry backoffs)" if later else "",
+    )  # fmt: skip
     _say_what_is_held_elsewhere(engine)
     return report
 
@@ -239,11 +245,21 @@ def _say_what_is_held_elsewhere(engine: Engine) -> None:
     their leases run out: say so, or a recovery that drove none of them looks like a fault."""
     now = engine.clock.now_ms()
     try:
-        count, owner, first = engine.storage.held_elsewhere(engine.owner, now)
+        holders = engine.storage.held_elsewhere(engine.owner, now)
     except StorageUnavailable:
         return
-    if count:
-        left = max(0.0, ((first or 0) - now) / 1000)
+    folder = engine.liveness.folder if engine.liveness is not None else None
+    alive = [h for h in holders if folder is not None and holds_its_lock(folder, h[0])]  # SQLite
+    if alive:
+        log.info(
+            "recovery: %d run(s) held by other live processes (%s) are left to them; should one die, a process "
+            "with drivers on this file takes its runs over at once", sum(n for _, n, _ in alive),
+            ", ".join(h for h, _, _ in alive[:3]) + (", ..." if len(alive) > 3 else ""),
+        )  # fmt: skip
+    unknown = [h for h in holders if h not in alive]
+    if unknown:
+        count, owner, first = sum(n for _, n, _ in unknown), unknown[0][0], min(f for _, _, f in unknown)
+        left = max(0.0, (first - now) / 1000)
         log.warning(
             "recovery: %d run(s) held by other processes' leases (%s%s) are left to them; if those processes are gone, "
             "the runs are recovered as their leases run out, the first in %.0fs (--lease-ttl)",

@@ -422,9 +422,17 @@ class _Hold:
         self.leases._let_go(self.row, self.lease)
 
 
-def run_busy(row: RunRow, now_ms: int) -> RunBusy:
+def run_busy(row: RunRow, now_ms: int, *, holder_alive: bool = False) -> RunBusy:
     """RUN_BUSY for a run another holder's lease keeps, saying when that lease runs out: after a
-    crash, the holder named may be a process that is gone, and then the run waits until then."""
+    crash, the holder named may be a process that is gone, and then the run waits until then.
+    ``holder_alive``: the holder is known to live (SQLite: its liveness lock is held), so there
+    is nothing to wait out; should it die, the run is taken over at once."""
+    if holder_alive:
+        return RunBusy(
+            f"run {row.run_id} is being executed by {row.lease_owner}, a live process; retry once its step has "
+            "committed (should that process die, the run is taken over at once, its attempt counted as WORKER_LOST)",
+            run_id=row.run_id,
+        )
     left = ((row.lease_expires_at or 0) - now_ms) / 1000
     when = f"in {left:.0f}s" if left >= 1 else "now"
     return RunBusy(

@@ -99,17 +99,17 @@ class Listings:
             ("RUNNING", "WAITING"),
         )
 
-    def held_elsewhere(self, owner: str, now_ms: int) -> tuple[int, str | None, int | None]:
-        """``(count, an owner, first expiry)`` of active runs whose lease another owner holds
-        at ``now_ms``: what a recovery could not take (after a crash, perhaps a process that is gone)."""
+    def held_elsewhere(self, owner: str, now_ms: int) -> list[tuple[str, int, int]]:
+        """``(holder, runs, first expiry)`` for each other owner whose lease keeps active runs at
+        ``now_ms``: what a recovery could not take (after a crash, perhaps a process that is gone)."""
         p = self.db.param
         rows = self._read(
-            "SELECT COUNT(*), MIN(lease_owner), MIN(lease_expires_at) FROM flowrt_runs "
-            f"WHERE status IN ({p}, {p}) AND lease_owner IS NOT NULL AND lease_owner <> {p} AND lease_expires_at > {p}",
+            "SELECT lease_owner, COUNT(*), MIN(lease_expires_at) FROM flowrt_runs "
+            f"WHERE status IN ({p}, {p}) AND lease_owner IS NOT NULL AND lease_owner <> {p} AND lease_expires_at > {p} "
+            "GROUP BY lease_owner ORDER BY lease_owner",
             ("RUNNING", "WAITING", owner, now_ms),
         )
-        count, some_owner, first = rows[0] if rows else (0, None, None)
-        return int(count or 0), some_owner, first
+        return [(holder, int(count), int(first)) for holder, count, first in rows]
 
     def running_ids(self) -> list[str]:
         return [r[0] for r in self._read(self._sql.running_ids, ("RUNNING",))]

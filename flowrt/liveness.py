@@ -192,6 +192,11 @@ def gone(folder: str, owner: str) -> bool:
         os.close(fd)  # (the lock goes with it)
 
 
+def holds_its_lock(folder: str, owner: str) -> bool:
+    """Whether ``owner`` provably lives: its lock file exists and its lock is held (for messages)."""
+    return fcntl is not None and os.path.exists(_path(folder, owner)) and not gone(folder, owner)
+
+
 def sweep(folder: str, keep: str, end: Callable[[str], object]) -> None:
     """For each holder that is gone, ``keep`` (this engine) aside: ``end(holder)``, then remove its
     file. Its lock is held meanwhile, so an engine restarting with the same owner id waits in
@@ -205,12 +210,16 @@ def sweep(folder: str, keep: str, end: Callable[[str], object]) -> None:
         _end_if_gone(os.path.join(folder, name), None, keep, end)
 
 
-def end_leases_if_gone(storage: Storage, lock: LivenessLock | None, holder: str | None) -> bool:
+def end_leases_if_gone(storage: Storage, lock: LivenessLock | None, holder: str | None) -> bool | None:
     """One holder's :func:`end_leases_of_gone_holders`, for a tick that finds a run held by it:
-    whether ``holder`` was gone (its leases now ended, so the tick may claim the run)."""
+    True if ``holder`` was gone (its leases now ended, so the tick may claim the run); False if
+    it lives (its lock is held); None if nothing says (no lock file: its lease runs out as before)."""
     if lock is None or fcntl is None or holder is None or holder == lock.owner:
-        return False
-    return _end_if_gone(_path(lock.folder, holder), holder, lock.owner, lambda gone: end_leases_of(storage, gone))
+        return None
+    path = _path(lock.folder, holder)
+    if _end_if_gone(path, holder, lock.owner, lambda gone: end_leases_of(storage, gone)):
+        return True
+    return False if os.path.exists(path) else None
 
 
 def _end_if_gone(path: str, holder: str | None, keep: str, end: Callable[[str], object]) -> bool:

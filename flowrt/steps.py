@@ -103,11 +103,12 @@ class StepCore:
         inline_backoff: float,
         max_value_bytes: int,
         stopping: threading.Event,
-        end_if_gone: Callable[[str], bool] | None = None,
+        end_if_gone: Callable[[str], bool | None] | None = None,
     ) -> None:
         self.storage = storage
         self.end_if_gone = end_if_gone
-        """SQLite: ends the leases of a holder provably gone (:mod:`flowrt.liveness`), saying if it was."""
+        """SQLite: ends the leases of a holder provably gone (:mod:`flowrt.liveness`); True if it was,
+        False if it provably lives, None if nothing says (no lock file)."""
         self.leases = leases
         self.owner = leases.owner
         self.flow_of = flow_of
@@ -219,9 +220,10 @@ class StepCore:
         if row.status in FINISHED:
             return row, False
         end_if_gone = self.end_if_gone if not retried and row.lease_owner not in (None, self.owner) else None
-        if end_if_gone is not None and (yield Query(end_if_gone, (row.lease_owner,))):
+        gone = None if end_if_gone is None else (yield Query(end_if_gone, (row.lease_owner,)))
+        if gone:
             return (yield from self._claim(run_id, retried=True))  # its holder was gone (SQLite): lease ended
-        raise run_busy(row, self.clock.now_ms())
+        raise run_busy(row, self.clock.now_ms(), holder_alive=gone is False)
 
     def claim_parked(self) -> Generator[Query, Any, RunRow | None]:
         """A run whose lease is parked here, taken for a driver of this process (no claim)."""

@@ -103,8 +103,10 @@ def thread_server(
 class ServeProcess:
     """``flowrt serve`` in a child process, with its combined log kept in a file."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()  # (a port of a server this one restarts)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="flowrt-serve-", suffix=".log", delete=False)
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWRT_") and k not in ("PORT", "HOST")}

@@ -10,6 +10,8 @@ and with local mode reading the server's own database.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -238,3 +240,56 @@ def test_real_processes_against_the_server(server: Server) -> None:
     assert "COMPLETED" in done.stdout and "\x1b[" not in done.stdout
     missing = flowrt_process("status", "nope", "--json", env=remote)
     assert (missing.returncode, missing.stdout, missing.stderr) == (3, "", "error: run nope not found (RUN_NOT_FOUND)\n")
+
+
+def test_start_wait_goes_on_through_a_server_restart(tmp_path: Path) -> None:
+    """The run is started: a server killed and restarted meanwhile (a deploy) must not turn
+    `start --wait` into a failure that a script would answer by starting the run again."""
+    from http_helpers import ServeProcess  # noqa: PLC0415
+    from test_cli import _process_env  # noqa: PLC0415
+
+    args = ["--flows", "http_flows:ALL", "--db", f"sqlite:///{tmp_path / 'flowrt.db'}"]
+    env = {"HTTP_TEST_SLEEP": "1.5"}
+    first = ServeProcess(args, env).wait_ready()
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "flowrt.cli", "start", "slow-http", "--wait", "--json", "--url", first.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_process_env(),
+    )  # fmt: skip
+    second = None
+    try:
+        deadline = time.monotonic() + 20
+        while not httpx.get(first.url + "/v1/runs").json().get("runs"):
+            assert time.monotonic() < deadline, "the run was never started"
+            time.sleep(0.05)
+        first.kill()
+        time.sleep(1.5)  # the CLI meets a refused connection
+        second = ServeProcess(args, env, port=first.port).wait_ready()
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+        first.close()
+        if second is not None:
+            second.close()
+    assert waiting.returncode == 0, err
+    assert json.loads(out)["status"] == "COMPLETED"
+    assert "still waiting for run" in err and "which goes on there" in err
+
+
+def test_remote_recover_says_which_runs_it_left_to_the_servers_drivers(tmp_path: Path) -> None:
+    from test_cli import _process_env  # noqa: PLC0415
+
+    args = ["--flows", "http_flows:ALL", "--db", f"sqlite:///{tmp_path / 'flowrt.db'}"]
+    side = tmp_path / "executions.log"
+    with serve_process(args, {"HTTP_TEST_SLEEP": "3", "HTTP_TEST_SIDE_FILE": str(side)}) as srv:
+        httpx.post(srv.url + "/v1/runs/start", json={"flowId": "slow-http"}).raise_for_status()
+        deadline = time.monotonic() + 20
+        while not side.exists():  # a driver is inside the first node now
+            assert time.monotonic() < deadline, "no driver took the run"
+            time.sleep(0.05)
+        done = subprocess.run(
+            [sys.executable, "-m", "flowrt.cli", "recover", "--url", srv.url],
+            capture_output=True, text=True, env=_process_env(), timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Recovered 0 run(s)" in done.stdout, done.stdout
+    assert "1 run(s) left as they are: another executor is moving it (the server's drivers)" in done.stderr + done.stdout

@@ -161,7 +161,7 @@ def test_a_surviving_process_drivers_take_over_a_killed_ones_run_at_once(
 
 
 def test_a_live_process_keeps_its_runs_whatever_a_recovery_elsewhere_does(
-    sqlite_url: str, side_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sqlite_url: str, side_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     run_id, proc = _killed_mid_node(sqlite_url, tmp_path, kill=False)
     try:
@@ -170,8 +170,11 @@ def test_a_live_process_keeps_its_runs_whatever_a_recovery_elsewhere_does(
 
         with Engine(sqlite_url, flows=ALL, lease_ttl=60) as engine:
             assert dry_run(sqlite_url)[run_id] == ("LEASE_HELD", "skip")
-            assert recover(engine).driven == 0
-            with pytest.raises(RunBusy, match="its lease runs out in"):
+            with caplog.at_level(logging.INFO, logger="flowrt"):
+                assert recover(engine).driven == 0
+            assert "recovery: 1 run(s) held by other live processes" in caplog.text  # no lease to wait out
+            assert "--lease-ttl" not in caplog.text
+            with pytest.raises(RunBusy, match="a live process; retry once its step has committed"):
                 engine.tick(run_id)
             row = engine.storage.get_run(run_id)
             assert row is not None and row.lease_owner != engine.owner and row.status == "RUNNING"

@@ -144,3 +144,20 @@ def test_the_wakes_of_claims_ahead_do_not_pile_up_into_empty_claims_once_the_wor
     finally:
         drivers.stop()
     assert empty <= 4 * 2 * (1.5 / 0.25 + 2), empty  # each idle driver: two probes a poll, and a wake or two
+
+
+def test_runs_not_due_yet_are_not_counted_as_found(make_engine: Any, caplog: Any) -> None:
+    """A run in a retry backoff is RUNNING but not runnable before its wakeAt: recovery's
+    "found" is what it could drive now, and the log says how many are due later."""
+    import logging  # noqa: PLC0415
+
+    flow = Flow("backs-off", "1.0.0")
+    flow.add_node("call", lambda ctx: fail("NETWORK_ERROR", "down"), entry=True, retry=Retry(max_attempts=3, base_delay_ms=60_000))
+    engine = make_engine(flow)
+    later = engine.tick(engine.start("backs-off").run_id)
+    assert later.status == "RUNNING" and later.wake_at is not None
+    with caplog.at_level(logging.INFO, logger="flowrt.driver"):
+        report = recover(engine)
+    assert (report.found, report.driven) == (0, 0)
+    assert "recovery: 0 runnable run(s) found, 0 driven in" in caplog.text
+    assert "(1 more due later: timers or retry backoffs)" in caplog.text

@@ -309,13 +309,14 @@ def recover(
         todo = [c for c in candidates if c["action"] == "continue"]
         started = time.monotonic()
         with out.progress("recovering runs") as update:
-            backend.recover(candidates, concurrency=concurrency, progress=update)
+            left = backend.recover(candidates, concurrency=concurrency, progress=update)
         seconds = round(time.monotonic() - started, 3)
         report = []
         for entry in todo:
             run = backend.get(entry["runId"])
             report.append(
                 {
+                    **({"leftBecause": left[entry["runId"]]} if entry["runId"] in left else {}),
                     "runId": run["runId"],
                     "flowId": run["flowId"],
                     "flowVersion": run["flowVersion"],
@@ -327,6 +328,9 @@ def recover(
                 }
             )
     out.recovered({"seconds": seconds, "runs": report})
+    skipped = sum(1 for c in candidates if c["action"] == "skip")
+    if skipped:
+        out.note(f"{skipped} run(s) skipped, not due yet or held by another process: 'flowrt recover --dry-run' says why")
     backing_off = sorted(r["wakeAt"] for r in report if r["status"] == "RUNNING" and r["wakeAt"])
     if backing_off:  # a backoff longer than a tick waits out (Engine(inline_backoff=...))
         out.note(

@@ -193,13 +193,14 @@ class LocalBackend:
             found.append(entry)
         return found
 
-    def recover(self, candidates: list[Json], *, concurrency: int, progress: OnProgress | None) -> None:
+    def recover(self, candidates: list[Json], *, concurrency: int, progress: OnProgress | None) -> dict[str, str]:
         """Ctrl-C stops claiming: the steps in hand finish (their runs are handed back), then it exits.
         A retry backoff met on the way is waited out as a ``tick`` would (up to the engine's
         inline backoff): with no server, nothing else would continue the run."""
         stop = threading.Event()
         try:
             recover(self.engine, concurrency=concurrency, progress=progress, stop=stop, max_sleep=self.engine.inline_backoff)
+            return {}  # (runs other processes hold are not candidates here: their leases are visible)
         except KeyboardInterrupt:
             deadline = time.monotonic() + 30
             while any(t.name.startswith("flowrt-recover-") and t.is_alive() for t in threading.enumerate()):

@@ -321,6 +321,9 @@ class Output:
         else:
             self.print(with_lines_under(self.console, narrow, [e["detail"] for e in entries]))
         todo = sum(1 for e in entries if e["action"] == "continue")
+        if not todo:
+            self.note(f"nothing would be continued now; {len(entries)} skipped (see WHY)")
+            return
         how = f"run '{then}' to recover" if then else "run without --dry-run to recover"
         self.note(f"{todo} run(s) would be continued, {len(entries) - todo} skipped; {how}")
 
@@ -343,13 +346,17 @@ class Output:
     def recovered(self, report: Json) -> None:
         if self.as_json:
             return self.json(report)
-        counts = Counter(r["status"] for r in report["runs"])
+        moved = [r for r in report["runs"] if "leftBecause" not in r]
+        counts = Counter(r["status"] for r in moved)
         parts = [Text.assemble((str(n), "bold"), " ", status_text(s)) for s, n in sorted(counts.items())]
-        line = Text(f"Recovered {len(report['runs'])} run(s) in {report['seconds']:.2f} s")
+        line = Text(f"Recovered {len(moved)} run(s) in {report['seconds']:.2f} s")
         if parts:
             line.append(": ")
             line.append(Text(", ").join(parts))
         self.print(line)
+        reasons = Counter(r["leftBecause"] for r in report["runs"] if "leftBecause" in r)
+        for why, n in sorted(reasons.items()):
+            self.note(f"{n} run(s) left as they are: {why}")
         if 0 < len(report["runs"]) <= 50:
             out = table()
             for name in ("RUN ID", "FLOW", "WAS", "NOW", "NODE"):
@@ -357,7 +364,8 @@ class Output:
             for r in report["runs"]:
                 out.add_row(
                     r["runId"], Text(f"{r['flowId']}@{r['flowVersion']}", no_wrap=True, overflow="ellipsis"),
-                    r["reason"], status_text(r["status"]), r.get("currentNodeId") or "",
+                    r["reason"], Text.assemble(status_text(r["status"]), " (left)" if "leftBecause" in r else ""),
+                    r.get("currentNodeId") or "",
                 )
             self.print(out)
 

@@ -11,14 +11,16 @@ nothing of the engine, so remote commands start fast.
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Iterator
 
 from ..client import Client
-from ..errors import FlowNotRegistered, HttpError, RunBusy, RunNotWaiting, Unsupported
+from ..errors import FlowNotRegistered, HttpError, RunBusy, RunNotWaiting, ServerUnreachable, StorageUnavailable, Unsupported
 from ..runs import Event, Run, now_ms
 from .backends import Json, OnProgress, stuck_entry
 from .errors import NotOffered, RemoteError, Stopped, UsageProblem
@@ -29,6 +31,8 @@ LONG_POLL_SECONDS = 60
 POLL_INTERVAL = 0.2
 #: Seconds to connect, and for each answer (a long-poll's hold comes on top).
 TIMEOUT = 30.0
+#: How long ``--wait`` goes on waiting while the server cannot be reached (a restart, a deploy).
+WAIT_THROUGH_OUTAGE = 30.0
 #: How long the server prunes before answering; the CLI asks again while it says ``more``.
 #: Well under TIMEOUT, so each slice's answer (one batch past it at most) comes within it.
 PRUNE_SLICE_SECONDS = 10.0
@@ -102,12 +106,31 @@ class RemoteBackend:
     def settle(self, run_id: str) -> Json:
         """Until the run leaves RUNNING (long-polls where drivers move it, ticks elsewhere).
 
-        Ctrl-C only stops watching: the run goes on on the server."""
-        try:
-            with self._asking("GET /v1/runs/{runId}"):
-                return self.client.wait(run_id).to_json()
-        except KeyboardInterrupt:
-            raise Stopped(run_id, None, abandoned=False) from None
+        Ctrl-C only stops watching: the run goes on on the server. So does a server that goes
+        away meanwhile (a restart, a deploy): the run is started, and a script that read a
+        failure as "not started" would start it again. So the wait goes on through
+        :data:`WAIT_THROUGH_OUTAGE` of it, and an error past that says the run goes on."""
+        away_since: float | None = None
+        while True:
+            try:
+                with self._asking("GET /v1/runs/{runId}"):
+                    return self.client.wait(run_id).to_json()
+            except KeyboardInterrupt:
+                raise Stopped(run_id, None, abandoned=False) from None
+            except (ServerUnreachable, StorageUnavailable) as exc:
+                now = time.monotonic()
+                if away_since is None:
+                    away_since = now
+                    print(f"{exc.message}; still waiting for run {run_id}, which goes on there", file=sys.stderr)
+                if now - away_since >= WAIT_THROUGH_OUTAGE:
+                    raise type(exc)(
+                        f"{exc.message}; run {run_id} was started and goes on there: watch it with "
+                        f"'flowrt status {run_id} --url {self.where} --watch'"
+                    ) from exc
+            try:
+                time.sleep(1.0)
+            except KeyboardInterrupt:
+                raise Stopped(run_id, None, abandoned=False) from None
 
     def tick(self, run_id: str) -> Json:
         with self._asking("POST /v1/runs/{runId}/tick"):
@@ -204,10 +227,12 @@ class RemoteBackend:
         found.sort(key=lambda e: e["runId"])
         return found
 
-    def recover(self, candidates: list[Json], *, concurrency: int, progress: OnProgress | None) -> None:
-        """Continue each stuck run with tick (RUNNING) or a null resume (due timer), as a driver would."""
+    def recover(self, candidates: list[Json], *, concurrency: int, progress: OnProgress | None) -> dict[str, str]:
+        """Continue each stuck run with tick (RUNNING) or a null resume (due timer), as a driver would;
+        the runs left to someone else (the server's drivers were moving one already), and why."""
         todo = [c for c in candidates if c["action"] == "continue"]
         done = 0
+        left: dict[str, str] = {}
         lock = threading.Lock()
 
         def one(entry: Json) -> None:
@@ -217,10 +242,10 @@ class RemoteBackend:
                     self.resume(entry["runId"], None, wait=False)
                 else:
                     self._tick_until_blocked(entry["runId"])
-            except (RunBusy, RunNotWaiting):
-                pass  # someone else (the server's drivers) is moving it
-            except FlowNotRegistered:
-                pass  # the server does not load this run's flow version; another one may
+            except (RunBusy, RunNotWaiting):  # someone else (the server's drivers) is moving it
+                left[entry["runId"]] = "another executor is moving it (the server's drivers)"
+            except FlowNotRegistered:  # another server may load this run's flow version
+                left[entry["runId"]] = "the server does not load its flow version"
             with lock:
                 done += 1
                 if progress is not None:
@@ -229,6 +254,7 @@ class RemoteBackend:
         with ThreadPoolExecutor(max(1, concurrency)) as pool:
             for future in [pool.submit(one, entry) for entry in todo]:
                 future.result()
+        return left
 
     def _tick_until_blocked(self, run_id: str) -> None:
         last = None
