@@ -143,3 +143,46 @@ def test_remote_ctrl_c_stops_watching_and_says_how_to_watch(tmp_path: Path) -> N
         run_id = side.read_text().split()[0]
         assert f"stopped watching run {run_id}; it goes on on the server" in err, err
         assert f"flowrt status {run_id} --watch --url {server.url}" in err and "Traceback" not in err
+
+
+def test_ctrl_c_during_a_local_recover_says_what_it_waits_for_and_how_to_go_on(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    with Engine(url, flows=ALL) as engine:
+        run_id = engine.start("slow-flow").run_id  # RUNNING, nobody driving it
+    marker = tmp_path / "in-middle"
+    proc = _cli(tmp_path, "recover", "--flows", "engine_flows:ALL", "--db", url, sleep="2", marker=marker)
+    _wait_for(marker, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert f"Ctrl-C: letting 1 step(s) in hand finish: run {run_id} at middle (Ctrl-C again abandons them" in err, err
+    assert "recovery stopped by Ctrl-C: run 'flowrt recover' again, with the same options, to continue the rest" in err
+    for noise in ("Traceback", "KeyboardInterrupt", "will be recovered at the next start"):
+        assert noise not in err, err
+    with Engine(url, flows=ALL) as engine:
+        run = engine.get(run_id)
+        assert run is not None and run.status == "RUNNING" and run.current_node_id == "last"  # middle committed
+
+
+def test_a_second_ctrl_c_during_a_local_recover_abandons_the_step_and_the_next_recover_recovers_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    with Engine(url, flows=ALL) as engine:
+        run_id = engine.start("slow-flow").run_id
+    marker = tmp_path / "in-middle"
+    proc = _cli(tmp_path, "recover", "--flows", "engine_flows:ALL", "--db", url, sleep="30", marker=marker)
+    _wait_for(marker, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "second Ctrl-C: abandoning the steps in hand" in err and "Traceback" not in err, err
+    marker.unlink()
+    again = _cli(tmp_path, "recover", "--flows", "engine_flows:ALL", "--db", url, sleep="0")
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+    with Engine(url, flows=ALL) as engine:
+        run = engine.get(run_id)
+        assert run is not None and run.status == "COMPLETED" and run.attempts["middle"] == 2
+        lost = [e.payload["error"]["code"] for e in engine.timeline(run_id) if e.type == "NODE_FAILED"]
+        assert lost == ["WORKER_LOST"]  # an interruption, not a failure

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
 import sys
 import threading
 import time
 from datetime import datetime
+from types import FrameType
 from typing import Any
 
 from .. import errors as flowrt_errors
 from ..driver import recover
 from ..engine import Engine
 from ..errors import RunBusy
+from ..execution import Interrupted
 from ..liveness import gone
 from ..loader import load_all
 from ..runs import RunStatus, now_ms
@@ -194,19 +198,41 @@ class LocalBackend:
         return found
 
     def recover(self, candidates: list[Json], *, concurrency: int, progress: OnProgress | None) -> dict[str, str]:
-        """Ctrl-C stops claiming: the steps in hand finish (their runs are handed back), then it exits.
+        """Ctrl-C stops claiming: the steps in hand finish (their runs are handed back), then it
+        exits 130; a second Ctrl-C abandons them (recovered, not failed, when continued).
         A retry backoff met on the way is waited out as a ``tick`` would (up to the engine's
-        inline backoff): with no server, nothing else would continue the run."""
+        inline backoff): with no server, nothing else would continue the run.
+
+        The first Ctrl-C raises nothing: it only sets ``stop``. (A KeyboardInterrupt landing in
+        the main thread's ``Thread.join`` can leave that thread marked as stopped while it still
+        runs, in Python 3.11, so nothing could wait for its step afterwards.)"""
         stop = threading.Event()
+
+        def on_sigint(sig: int, frame: FrameType | None) -> None:
+            if stop.is_set():
+                raise Interrupted  # the second: abandon the steps in hand
+            stop.set()
+            steps = self.engine.leases.in_flight(blocking=False)
+            if steps:
+                listed = ", ".join(f"run {s.run_id} at {s.node_id}" for s in steps[:4]) + (", ..." if len(steps) > 4 else "")
+                os.write(2, (  # os.write, not print: a signal handler may interrupt a print in progress
+                    f"\nCtrl-C: letting {len(steps)} step(s) in hand finish: {listed} (Ctrl-C again abandons them; "
+                    "they are then recovered, not failed, when the runs are continued)\n"
+                ).encode())  # fmt: skip
+
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, on_sigint) if main else None
         try:
             recover(self.engine, concurrency=concurrency, progress=progress, stop=stop, max_sleep=self.engine.inline_backoff)
-            return {}  # (runs other processes hold are not candidates here: their leases are visible)
-        except KeyboardInterrupt:
-            deadline = time.monotonic() + 30
-            while any(t.name.startswith("flowrt-recover-") and t.is_alive() for t in threading.enumerate()):
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-            raise
-
-
+        except Interrupted:
+            print("second Ctrl-C: abandoning the steps in hand; the next 'flowrt recover' recovers them (not failed)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            raise KeyboardInterrupt from None
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
+        if stop.is_set():
+            print("recovery stopped by Ctrl-C: run 'flowrt recover' again, with the same options, to continue the rest",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            raise KeyboardInterrupt
+        return {}  # (runs other processes hold are not candidates here: their leases are visible)
