@@ -489,3 +489,20 @@ def test_a_failing_nodes_traceback_is_printed_once(tmp_path: Path) -> None:
     assert "node explode raised ValueError: kaboom" in done.stderr  # the engine's warning, one line
     assert (done.stdout + done.stderr).count("Traceback (most recent call last)") == 1
     assert "raise ValueError('kaboom')" in done.stdout  # in the run's view
+
+
+def test_a_local_wait_says_when_it_sleeps_through_a_retry_backoff(tmp_path: Path) -> None:
+    """A silent wait of seconds reads as a hung command: the backoff is announced, once."""
+    (tmp_path / "backoff_flows.py").write_text(
+        "from flowrt import Flow, Retry, fail, ok\n"
+        "flow = Flow('backs-off', '1.0.0')\n"
+        "flow.add_node('call', lambda ctx: fail('RATE_LIMIT', 'slow down') if ctx.attempt == 1 else ok(), entry=True,\n"
+        "              retry=Retry(max_attempts=2, base_delay_ms=3000))\n"
+        "ALL = [flow]\n"
+    )
+    done = flowrt_process("start", "backs-off", "--wait", "--flows", "backoff_flows:ALL", cwd=tmp_path,
+                          env={"DATABASE_URL": f"sqlite:///{tmp_path / 'flowrt.db'}"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "COMPLETED" in done.stdout
+    said = [line for line in done.stderr.splitlines() if "retrying at" in line]
+    assert len(said) == 1 and said[0].startswith("node call failed (RATE_LIMIT: slow down); retrying at 20"), done.stderr

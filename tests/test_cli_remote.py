@@ -293,3 +293,26 @@ def test_remote_recover_says_which_runs_it_left_to_the_servers_drivers(tmp_path:
     assert done.returncode == 0, done.stderr
     assert "Recovered 0 run(s)" in done.stdout, done.stdout
     assert "1 run(s) left as they are: another executor is moving it (the server's drivers)" in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_tick_wait_watches_a_run_the_servers_drivers_hold(tmp_path: Path, where: str) -> None:
+    """`tick --wait` goes on as `start --wait` does: a run another executor holds is watched
+    until it waits or ends, not answered RUN_BUSY (the command Ctrl-C prints must work)."""
+    from test_cli import _process_env  # noqa: PLC0415
+
+    db = f"sqlite:///{tmp_path / 'flowrt.db'}"
+    side = tmp_path / "executions.log"
+    with serve_process(["--flows", "http_flows:ALL", "--db", db], {"HTTP_TEST_SLEEP": "1", "HTTP_TEST_SIDE_FILE": str(side)}) as srv:
+        run_id = httpx.post(srv.url + "/v1/runs/start", json={"flowId": "slow-http"}).json()["runId"]
+        deadline = time.monotonic() + 20
+        while not side.exists():
+            assert time.monotonic() < deadline, "no driver took the run"
+            time.sleep(0.05)
+        target = ["--url", srv.url] if where == "remote" else ["--db", db, "--flows", "http_flows:ALL"]
+        done = subprocess.run(
+            [sys.executable, "-m", "flowrt.cli", "tick", run_id, "--wait", "--json", *target],
+            capture_output=True, text=True, env=_process_env(HTTP_TEST_SLEEP="1"), timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "COMPLETED"

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Iterator, Optional
 
 import typer
 
+from ..errors import RunBusy
 from . import bulk
 from .bulk import DryRun, FlowFilter, Since, Status, TenantFilter, Until, Yes
 from .errors import INTERRUPTED, RUN_FAILED, Stopped, UsageProblem
@@ -165,7 +166,12 @@ def tick(
     with _stops_on_ctrl_c(db, url, flows, run_id), session(
         db, url, token, flows, needs_flows="to tick a run (it runs a node)"
     ) as backend:
-        run = backend.tick(run_id)
+        try:
+            run = backend.tick(run_id)
+        except RunBusy:
+            if not wait:
+                raise
+            run = {"status": "RUNNING"}  # another executor holds it (a server): --wait watches it, as start does
         if wait and run.get("status") == "RUNNING":
             run = backend.settle(run_id)
     out = Output(as_json)

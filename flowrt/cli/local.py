@@ -6,6 +6,7 @@ engine, Peewee and the database drivers, which a remote command never needs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -24,7 +25,7 @@ from ..errors import RunBusy
 from ..execution import Interrupted
 from ..liveness import gone
 from ..loader import load_all
-from ..runs import RunStatus, now_ms
+from ..runs import RunStatus, iso, now_ms
 from .errors import Stopped
 from .interrupts import finish_step_on_ctrl_c
 from .backends import Json, OnProgress, require_existing_sqlite, stuck_entry, version_key
@@ -110,7 +111,11 @@ class LocalBackend:
         """Drive the run here until it waits or ends; if another process holds it, watch it.
 
         Ctrl-C lets the step in hand finish and stops (see :mod:`.interrupts`)."""
-        with finish_step_on_ctrl_c(self.engine, run_id) as stopping:
+        done = threading.Event()
+        threading.Thread(target=self._say_backoffs, args=(run_id, done), name="flowrt-cli-backoffs", daemon=True).start()
+        with contextlib.ExitStack() as stack:
+            stack.callback(done.set)
+            stopping = stack.enter_context(finish_step_on_ctrl_c(self.engine, run_id))
             while True:
                 try:
                     run = self.engine.run_until_blocked(run_id, should_stop=stopping)
@@ -123,6 +128,27 @@ class LocalBackend:
                         raise Stopped(run_id, run.current_node_id, abandoned=False, run=run.to_json())
                     # Still RUNNING: parked in a long backoff by another driver; wait for it.
                 time.sleep(POLL_INTERVAL)
+
+    def _say_backoffs(self, run_id: str, done: threading.Event) -> None:
+        """While ``settle`` sleeps through a retry backoff of a second or more, say so once a
+        backoff (on stderr): a silent minute reads as a hung command."""
+        said = None
+        while not done.wait(0.5):
+            try:
+                row = self.engine.storage.get_run(run_id)
+                if row is None or row.status != RunStatus.RUNNING or row.wake_at is None or row.wake_at == said:
+                    continue
+                left = (row.wake_at - now_ms()) / 1000
+                failed = [e for e in self.engine.timeline(run_id, after=max(0, row.last_seq - 4)) if e.type == "NODE_FAILED"]
+            except Exception:  # noqa: BLE001 - only a hint; the wait itself reports what is wrong
+                continue
+            if left < 0.5 or not failed:
+                continue
+            said, error = row.wake_at, failed[-1].payload.get("error") or {}
+            print(
+                f"node {row.current_node_id} failed ({error.get('code')}: {error.get('message')}); retrying at "
+                f"{iso(row.wake_at)} (in {left:.0f}s)", file=sys.stderr, flush=True,
+            )  # fmt: skip
 
     def cancel(self, run_id: str, reason: str | None) -> Json:
         return self.engine.cancel(run_id, reason, by=BY).to_json()
