@@ -207,7 +207,7 @@ def recover(
                         changed.notify_all()  # the workers waiting on it may be done
             if run_id is not None:
                 if progress is not None:
-                    progress(count, found)
+                    progress(count, max(found, count))  # (runs that fell due meanwhile are driven too)
                 continue
             with changed:
                 if busy == 0:

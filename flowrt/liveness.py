@@ -193,8 +193,25 @@ def gone(folder: str, owner: str) -> bool:
 
 
 def holds_its_lock(folder: str, owner: str) -> bool:
-    """Whether ``owner`` provably lives: its lock file exists and its lock is held (for messages)."""
-    return fcntl is not None and os.path.exists(_path(folder, owner)) and not gone(folder, owner)
+    """Whether ``owner`` provably lives: its lock file names it and its lock is held (for messages;
+    a file that cannot be opened, or a lock that cannot be tried, proves nothing)."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(_path(folder, owner), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        if _read(fd) != owner:
+            return False
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True  # held: the holder lives
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # (a lock taken here goes with it)
+    return False
 
 
 def sweep(folder: str, keep: str, end: Callable[[str], object]) -> None:
@@ -216,10 +233,9 @@ def end_leases_if_gone(storage: Storage, lock: LivenessLock | None, holder: str 
     it lives (its lock is held); None if nothing says (no lock file: its lease runs out as before)."""
     if lock is None or fcntl is None or holder is None or holder == lock.owner:
         return None
-    path = _path(lock.folder, holder)
-    if _end_if_gone(path, holder, lock.owner, lambda gone: end_leases_of(storage, gone)):
+    if _end_if_gone(_path(lock.folder, holder), holder, lock.owner, lambda gone: end_leases_of(storage, gone)):
         return True
-    return False if os.path.exists(path) else None
+    return False if holds_its_lock(lock.folder, holder) else None
 
 
 def _end_if_gone(path: str, holder: str | None, keep: str, end: Callable[[str], object]) -> bool:

@@ -361,7 +361,7 @@ def test_recover_dry_run_says_why_each_run_is_stuck_then_recovers_them(cli: Cli,
     again = cli("recover").stdout
     assert "Recovered 0 run(s)" in again
     assert "3 run(s) skipped, not due yet or held by another process: 'flowrt recover --dry-run' says why" in again
-    assert "nothing would be continued now; 3 skipped (see WHY)" in cli("recover", "--dry-run").stdout
+    assert "nothing would be continued now; 3 skipped, each for the reason shown" in cli("recover", "--dry-run").stdout
 
 
 def test_recover_says_when_a_run_it_moved_is_left_in_a_long_retry_backoff(cli: Cli, engine: Engine) -> None:

@@ -316,3 +316,46 @@ def test_tick_wait_watches_a_run_the_servers_drivers_hold(tmp_path: Path, where:
         )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["status"] == "COMPLETED"
+
+
+def test_each_outage_during_a_remote_wait_gets_its_own_allowance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short restart early in a long wait must not use up the allowance of a deploy an hour later."""
+    from flowrt.errors import ServerUnreachable  # noqa: PLC0415
+    from flowrt.runs import Run  # noqa: PLC0415
+
+    clock = {"now": 0.0}
+
+    class FakeTime:
+        @staticmethod
+        def monotonic() -> float:
+            return clock["now"]
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            clock["now"] += seconds
+
+    def run(status: str) -> Run:
+        return Run.from_json({"runId": "r1", "flowId": "f", "flowVersion": "1", "status": status,
+                              "createdAt": "2026-12-04T00:00:00.000Z", "updatedAt": "2026-12-04T00:00:00.000Z"})
+
+    answers: list[Any] = [ServerUnreachable("refused"), run("RUNNING"), "an hour", ServerUnreachable("refused"),
+                          run("COMPLETED")]  # fmt: skip
+
+    class FakeClient:
+        def wait(self, run_id: str, timeout: float | None = None) -> Run:
+            answer = answers.pop(0)
+            if answer == "an hour":
+                clock["now"] += 3600
+                answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(remote, "time", FakeTime)
+    backend = remote.RemoteBackend("http://127.0.0.1:9", None)
+    backend.client = FakeClient()  # type: ignore[assignment]
+    assert backend.settle("r1")["status"] == "COMPLETED"
+    answers[:] = [ServerUnreachable("refused")] * 40
+    with pytest.raises(ServerUnreachable, match="run r1 was started and goes on there"):
+        backend.settle("r1")
+    assert len(answers) == 40 - 31  # one call a second, for 30 s

@@ -168,9 +168,10 @@ def tick(
     ) as backend:
         try:
             run = backend.tick(run_id)
-        except RunBusy:
+        except RunBusy as busy:
             if not wait:
                 raise
+            print(f"{busy.message}; watching it until it waits or ends", file=sys.stderr, flush=True)
             run = {"status": "RUNNING"}  # another executor holds it (a server): --wait watches it, as start does
         if wait and run.get("status") == "RUNNING":
             run = backend.settle(run_id)
@@ -337,7 +338,7 @@ def recover(
     skipped = sum(1 for c in candidates if c["action"] == "skip")
     if skipped:
         out.note(f"{skipped} run(s) skipped, not due yet or held by another process: 'flowrt recover --dry-run' says why")
-    backing_off = sorted(r["wakeAt"] for r in report if r["status"] == "RUNNING" and r["wakeAt"])
+    backing_off = sorted(r["wakeAt"] for r in report if r["status"] == "RUNNING" and r["wakeAt"] and "leftBecause" not in r)
     if backing_off:  # a backoff longer than a tick waits out (Engine(inline_backoff=...))
         out.note(
             f"{len(backing_off)} run(s) left RUNNING in a retry backoff, the first due at {backing_off[0]}: "

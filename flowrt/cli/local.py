@@ -130,8 +130,8 @@ class LocalBackend:
                 time.sleep(POLL_INTERVAL)
 
     def _say_backoffs(self, run_id: str, done: threading.Event) -> None:
-        """While ``settle`` sleeps through a retry backoff of a second or more, say so once a
-        backoff (on stderr): a silent minute reads as a hung command."""
+        """While ``settle`` sleeps through a retry backoff (half a second or more left when it
+        looks), say so once a backoff, on stderr: a silent minute reads as a hung command."""
         said = None
         while not done.wait(0.5):
             try:
@@ -142,7 +142,7 @@ class LocalBackend:
                 failed = [e for e in self.engine.timeline(run_id, after=max(0, row.last_seq - 4)) if e.type == "NODE_FAILED"]
             except Exception:  # noqa: BLE001 - only a hint; the wait itself reports what is wrong
                 continue
-            if left < 0.5 or not failed:
+            if left < 0.5 or not failed or done.is_set():
                 continue
             said, error = row.wake_at, failed[-1].payload.get("error") or {}
             print(
@@ -239,12 +239,14 @@ class LocalBackend:
                 raise Interrupted  # the second: abandon the steps in hand
             stop.set()
             steps = self.engine.leases.in_flight(blocking=False)
-            if steps:
-                listed = ", ".join(f"run {s.run_id} at {s.node_id}" for s in steps[:4]) + (", ..." if len(steps) > 4 else "")
-                os.write(2, (  # os.write, not print: a signal handler may interrupt a print in progress
-                    f"\nCtrl-C: letting {len(steps)} step(s) in hand finish: {listed} (Ctrl-C again abandons them; "
-                    "they are then recovered, not failed, when the runs are continued)\n"
-                ).encode())  # fmt: skip
+            listed = ", ".join(f"run {s.run_id} at {s.node_id}" for s in steps[:4]) + (", ..." if len(steps) > 4 else "")
+            said = (
+                f"Ctrl-C: letting {len(steps)} step(s) in hand finish: {listed} (Ctrl-C again abandons them; "
+                "they are then recovered, not failed, when the runs are continued)"
+                if steps
+                else "Ctrl-C: stopping (no step in hand)"
+            )
+            os.write(2, f"\n{said}\n".encode())  # os.write, not print: a signal handler may interrupt a print
 
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, on_sigint) if main else None

@@ -322,7 +322,7 @@ class Output:
             self.print(with_lines_under(self.console, narrow, [e["detail"] for e in entries]))
         todo = sum(1 for e in entries if e["action"] == "continue")
         if not todo:
-            self.note(f"nothing would be continued now; {len(entries)} skipped (see WHY)")
+            self.note(f"nothing would be continued now; {len(entries)} skipped, each for the reason shown")
             return
         how = f"run '{then}' to recover" if then else "run without --dry-run to recover"
         self.note(f"{todo} run(s) would be continued, {len(entries) - todo} skipped; {how}")

@@ -33,6 +33,8 @@ POLL_INTERVAL = 0.2
 TIMEOUT = 30.0
 #: How long ``--wait`` goes on waiting while the server cannot be reached (a restart, a deploy).
 WAIT_THROUGH_OUTAGE = 30.0
+#: ``--wait`` waits in slices of this many seconds, so a slice that worked ends an outage's count.
+WAIT_SLICE = 60.0
 #: How long the server prunes before answering; the CLI asks again while it says ``more``.
 #: Well under TIMEOUT, so each slice's answer (one batch past it at most) comes within it.
 PRUNE_SLICE_SECONDS = 10.0
@@ -109,21 +111,29 @@ class RemoteBackend:
         Ctrl-C only stops watching: the run goes on on the server. So does a server that goes
         away meanwhile (a restart, a deploy): the run is started, and a script that read a
         failure as "not started" would start it again. So the wait goes on through
-        :data:`WAIT_THROUGH_OUTAGE` of it, and an error past that says the run goes on."""
+        :data:`WAIT_THROUGH_OUTAGE` of it (counted from its first failed call; each outage gets
+        its own), and an error past that says the run goes on. A proxy's 502/503/504 during a
+        deploy counts as an outage too."""
         away_since: float | None = None
         while True:
             try:
                 with self._asking("GET /v1/runs/{runId}"):
-                    return self.client.wait(run_id).to_json()
+                    run = self.client.wait(run_id, timeout=WAIT_SLICE)  # in slices: one that worked ends an outage
+                if run.status != "RUNNING":
+                    return run.to_json()
+                away_since = None
+                continue
             except KeyboardInterrupt:
                 raise Stopped(run_id, None, abandoned=False) from None
-            except (ServerUnreachable, StorageUnavailable) as exc:
+            except (ServerUnreachable, StorageUnavailable, HttpError) as exc:
+                if isinstance(exc, HttpError) and exc.http_status not in (502, 503, 504):
+                    raise
                 now = time.monotonic()
                 if away_since is None:
                     away_since = now
                     print(f"{exc.message}; still waiting for run {run_id}, which goes on there", file=sys.stderr)
                 if now - away_since >= WAIT_THROUGH_OUTAGE:
-                    raise type(exc)(
+                    raise ServerUnreachable(
                         f"{exc.message}; run {run_id} was started and goes on there: watch it with "
                         f"'flowrt status {run_id} --url {self.where} --watch'"
                     ) from exc
