@@ -587,5 +587,6 @@ def _apply_failure(
                 else f"{code} is not retryable (by default only {', '.join(sorted(RETRYABLE_CODES))} are; "
                 "fail(..., retryable=True) retries any code)"
             )
+            new.error_json = dumps({**error, "notRetried": payload["notRetried"]})  # the run says it too
         event(EventType.NODE_FAILED, payload, now)
         event(EventType.RUN_ABORTED, {"error": error}, now)

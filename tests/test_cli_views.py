@@ -357,3 +357,12 @@ def test_a_failure_its_retry_policy_did_not_retry_says_why_in_the_timeline() -> 
 
     payload = {"error": {"code": "FLAKY", "message": "boom"}, "notRetried": "FLAKY is not retryable"}
     assert describe_payload("NODE_FAILED", payload) == "FLAKY: boom · not retried: FLAKY is not retryable"
+
+
+def test_status_of_a_failed_run_says_why_its_retry_policy_did_not_retry() -> None:
+    out = Output(False)
+    out.console = Console(width=100, record=True, color_system=None)
+    error = {"code": "FLAKY", "message": "boom", "retryable": False, "notRetried": "FLAKY is not retryable (by default ...)"}
+    out.console.print(out.run_renderable({"runId": "r1", "flowId": "f", "flowVersion": "1", "status": "FAILED", "error": error}))
+    text = out.console.export_text()
+    assert "error        FLAKY: boom" in text and "not retried  FLAKY is not retryable (by default ...)" in text

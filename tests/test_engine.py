@@ -232,7 +232,9 @@ def test_retry_exhausted_fails_the_run(make_engine: Any) -> None:
     engine = make_engine(flaky_flow(5, Retry(max_attempts=3, base_delay_ms=1)))
     run = engine.run_until_blocked(engine.start("flaky").run_id)
     assert run.status == "FAILED" and run.attempts == {"call": 3}
-    assert run.error == {"code": "NETWORK_ERROR", "message": "attempt 3 failed", "retryable": True}
+    assert run.error == {
+        "code": "NETWORK_ERROR", "message": "attempt 3 failed", "retryable": True, "notRetried": "all 3 attempts were used"
+    }  # fmt: skip
     timeline = types(engine, run.run_id)
     assert timeline.count("NODE_FAILED") == 3 and timeline[-1] == "RUN_ABORTED"
     aborted = engine.timeline(run.run_id)[-1]
@@ -279,6 +281,7 @@ def test_exception_becomes_failure_with_code_and_retryable(make_engine: Any) -> 
     engine.register(g)
     run = engine.run_until_blocked(engine.start("raises2").run_id)
     traceback = run.error.pop("traceback")
+    assert run.error.pop("notRetried").startswith("DECLINED is not retryable")  # with Retry(3): why it stopped
     assert run.error == {"code": "DECLINED", "message": "card declined", "retryable": False}
     # The user's frame and the exception are kept; flowrt's own frames are not.
     assert 'in boom2\n    raise PaymentDeclined("card declined")' in traceback

@@ -147,6 +147,8 @@ class Output:
         error = run.get("error")
         if isinstance(error, dict) and error:
             grid.add_row("error", Text(f"{error.get('code')}: {error.get('message')}", style="red"))
+            if error.get("notRetried"):
+                grid.add_row("not retried", str(error["notRetried"]))
         grid.add_row("input", short_json(run.get("inputJson")))
         grid.add_row("state", short_json(run.get("stateJson")))
         outputs = run.get("outputsJson") or {}
