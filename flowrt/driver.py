@@ -45,7 +45,9 @@ class Drivers:
         self._threads_lock = threading.Lock()
         self.replaced = 0
         """Drivers that died of something nothing else caught, and were replaced."""
-        self._sweeps = engine.liveness is not None
+        # SQLite: holders that are gone (liveness locks). Elsewhere, an explicit owner id: leases
+        # of an earlier engine with that id, once they run out (see Leases.end_lapsed_untracked).
+        self._sweeps = engine.liveness is not None or engine.owner_given
         self._next_sweep = 0.0
         self._sweep_lock = threading.Lock()
         engine.add_listener(self.wake)
@@ -107,7 +109,10 @@ class Drivers:
             if now < self._next_sweep:
                 return
             self._next_sweep = now + SWEEP_INTERVAL
-        end_leases_of_gone_holders(self.engine.storage, self.engine.liveness)
+        if self.engine.liveness is not None:
+            end_leases_of_gone_holders(self.engine.storage, self.engine.liveness)
+        if self.engine.owner_given:
+            self.engine.leases.end_lapsed_untracked()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -43,7 +43,7 @@ from .errors import (
     RunNotFound,
 )
 from .execution import Executor
-from .leases import MAX_LEASE_TTL, Leases
+from .leases import MAX_LEASE_TTL, Leases, end_lapsed_leases_of_an_earlier_engine
 from .liveness import LivenessLock, end_leases_if_gone, hold_liveness
 from .runs import Event, EventType, Run, RunStatus, to_datetime
 from .repair import Repairs
@@ -94,6 +94,7 @@ class Engine:
         self.inline_backoff = inline_backoff
         self.max_value_bytes = max_value_bytes
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.owner_given = owner is not None  # then an earlier engine may have had this id
         self.liveness: LivenessLock | None = None
         """SQLite: this engine's liveness lock, which tells other processes whether it lives."""
         self._flows: dict[tuple[str, str], Flow] = {}
@@ -122,8 +123,12 @@ class Engine:
         self._listeners: list[Callable[[], None]] = []
         self.register(*flows)
         try:
-            self.liveness = hold_liveness(self.storage, self.owner)  # last: an init that fails leaves no lock behind
+            self.liveness = hold_liveness(self.storage, self.owner)  # an init that fails leaves no lock behind
+            if owner is not None:  # (on SQLite after the lock: no live engine has this id but us)
+                end_lapsed_leases_of_an_earlier_engine(self.storage, owner)
         except BaseException:
+            if self.liveness is not None:
+                self.liveness.release()
             if storage is None:  # (an owner id in use: the storage opened above is closed again)
                 self.storage.close()
             raise

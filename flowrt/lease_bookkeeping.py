@@ -28,19 +28,24 @@ class LeaseBookkeeping:
 
         def _write(self, *, one_statement: bool = False) -> contextlib.AbstractContextManager[Any]: ...
 
-    def release_lapsed(self, owner: str, keep: Sequence[str]) -> None:
-        """Release ``owner``'s leases that ran out, but those of ``keep`` (at most 500)."""
+    def release_lapsed(self, owner: str, keep: Sequence[str], *, expire: bool = False) -> int:
+        """Release ``owner``'s leases that ran out, but those of ``keep`` (at most 500); how many.
+
+        ``expire``: end them instead (expiry 0), so the next claim records the attempt they
+        interrupted as WORKER_LOST: an earlier engine with this owner id died holding them."""
         p = self.db.param
         lapsed = (
             f"status IN ('RUNNING', 'WAITING') AND lease_owner = {p} AND lease_expires_at > 0 AND lease_expires_at < {p}"
         )
         now = self.clock.now_ms()
         if not self._read(f"SELECT 1 FROM flowrt_runs WHERE {lapsed} LIMIT 1", (owner, now)):
-            return  # the usual case: a read, no write
+            return 0  # the usual case: a read, no write
         if keep:
             lapsed += f" AND run_id NOT IN ({', '.join([p] * len(keep))})"
+        ended = "lease_expires_at = 0" if expire else "lease_owner = NULL, lease_expires_at = NULL"
         with self._write() as cur:
-            cur.execute(f"UPDATE flowrt_runs SET lease_owner = NULL, lease_expires_at = NULL WHERE {lapsed}", (owner, now, *keep))
+            cur.execute(f"UPDATE flowrt_runs SET {ended} WHERE {lapsed}", (owner, now, *keep))
+            return int(cur.rowcount)
 
     def release_many(self, leases: Sequence[tuple[str, int]]) -> None:
         """Hand back many ``(run_id, epoch)`` leases in one transaction (parked ones, at close)."""

@@ -320,6 +320,15 @@ class Leases:
         with self._lock:
             return len(self._held)
 
+    def end_lapsed_untracked(self) -> int:
+        """:func:`end_lapsed_leases_of_an_earlier_engine` while this engine runs: of its owner id's
+        leases that ran out, those it tracks nowhere are a gone engine's (with that explicit id)."""
+        with self._lock:
+            tracked = [*self._held, *self._parked, *self._returning, *self._to_release, *self._to_expire]
+        if len(tracked) > 500:
+            return 0  # (as the renewer: a statement of bounded size; the next look may do it)
+        return self.storage.release_lapsed(self.owner, tracked, expire=True)
+
     # -- shutdown
 
     def abandon_all(self) -> list[str]:
@@ -440,3 +449,15 @@ def run_busy(row: RunRow, now_ms: int, *, holder_alive: bool = False) -> RunBusy
         "process is gone, the run is recovered then, its attempt counted as WORKER_LOST)",
         run_id=row.run_id,
     )
+
+
+def end_lapsed_leases_of_an_earlier_engine(storage: Storage, owner: str) -> int:
+    """At an engine's start with an explicit owner id, which may be an engine's that died
+    (Postgres: no liveness proof). A lease of one's own id that merely ran out is never free to
+    oneself (a step of this process may be committing), but a starting engine holds none yet:
+    lapsed ones are a gone engine's, ended here (expiry 0) so they are recovered, WORKER_LOST
+    recorded, instead of stuck for good. Its leases not run out yet are left to run out."""
+    ended = storage.release_lapsed(owner, [], expire=True)
+    if ended:
+        log.warning("%d run(s) held by an earlier engine with owner %r, whose leases ran out: recovered now", ended, owner)
+    return ended

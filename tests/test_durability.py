@@ -236,6 +236,33 @@ def test_an_engine_reopened_with_a_dead_ones_owner_id_ends_its_leases_even_after
         assert [e.payload["error"]["code"] for e in engine.timeline(run_id) if e.type == "NODE_FAILED"] == ["WORKER_LOST"]
 
 
+def test_an_engine_with_a_dead_engines_explicit_owner_recovers_its_leases_once_they_run_out(shared_url: str) -> None:
+    """Postgres has no liveness proof, and a lease of one's own id that ran out is never free to
+    oneself: without this, the runs an engine with owner "worker-9" held when it died would stay
+    stuck for good after a restart with the same id (at start, and while it runs with drivers)."""
+    flow = Flow("same-id", "1.0.0")
+    flow.add_node("only", lambda ctx: ok(), entry=True)
+    with Engine(shared_url, flows=[flow]) as setup:
+        lapsed = setup.start("same-id").run_id
+        later = setup.start("same-id").run_id
+        assert setup.storage.claim(lapsed, "worker-9", 1) is not None  # ran out before the restart
+        assert setup.storage.claim(later, "worker-9", 1500) is not None  # runs out after it
+    time.sleep(0.01)
+    with Engine(shared_url, flows=[flow], owner="worker-9") as engine:
+        run = engine.run_until_blocked(lapsed)
+        assert run.status == "COMPLETED"
+        assert [e.payload["error"]["code"] for e in engine.timeline(lapsed) if e.type == "NODE_FAILED"] == ["WORKER_LOST"]
+        drivers = Drivers(engine, workers=1, poll_interval=0.05).start()
+        try:
+            deadline = time.monotonic() + 20
+            while (row := engine.get(later)) is None or row.status != "COMPLETED":
+                assert time.monotonic() < deadline, "the earlier engine's lease was never taken over"
+                time.sleep(0.05)
+        finally:
+            drivers.stop()
+        assert [e.payload["error"]["code"] for e in engine.timeline(later) if e.type == "NODE_FAILED"] == ["WORKER_LOST"]
+
+
 def test_an_owner_id_a_live_engine_holds_is_refused_not_shared(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two live engines with one owner id could not tell their leases apart, and the first one's
     death would end the second's: the second is refused (after a wait, see the next test)."""
