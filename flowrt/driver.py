@@ -45,8 +45,8 @@ class Drivers:
         self._threads_lock = threading.Lock()
         self.replaced = 0
         """Drivers that died of something nothing else caught, and were replaced."""
-        # SQLite: holders that are gone (liveness locks). Elsewhere, an explicit owner id: leases
-        # of an earlier engine with that id, once they run out (see Leases.end_lapsed_untracked).
+        # SQLite: holders that are gone (liveness locks). And with an explicit owner id: the leases
+        # an earlier engine with that id held, as they run out (Leases.end_earlier_engines_lapsed).
         self._sweeps = engine.liveness is not None or engine.owner_given
         self._next_sweep = 0.0
         self._sweep_lock = threading.Lock()
@@ -112,7 +112,7 @@ class Drivers:
         if self.engine.liveness is not None:
             end_leases_of_gone_holders(self.engine.storage, self.engine.liveness)
         if self.engine.owner_given:
-            self.engine.leases.end_lapsed_untracked()
+            self.engine.leases.end_earlier_engines_lapsed()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

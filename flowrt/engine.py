@@ -124,8 +124,8 @@ class Engine:
         self.register(*flows)
         try:
             self.liveness = hold_liveness(self.storage, self.owner)  # an init that fails leaves no lock behind
-            if owner is not None:  # (on SQLite after the lock: no live engine has this id but us)
-                end_lapsed_leases_of_an_earlier_engine(self.storage, owner)
+            if owner is not None:  # (after the lock: on SQLite no other live engine has this id)
+                end_lapsed_leases_of_an_earlier_engine(self.leases)
         except BaseException:
             if self.liveness is not None:
                 self.liveness.release()

@@ -47,6 +47,31 @@ class LeaseBookkeeping:
             cur.execute(f"UPDATE flowrt_runs SET {ended} WHERE {lapsed}", (owner, now, *keep))
             return int(cur.rowcount)
 
+    def leases_of(self, owner: str) -> list[tuple[str, int, int]]:
+        """``(run_id, epoch, expiry)`` of the active runs whose lease ``owner`` holds and that has not run out."""
+        p = self.db.param
+        rows = self._read(
+            f"SELECT run_id, lease_epoch, lease_expires_at FROM flowrt_runs WHERE status IN ('RUNNING', 'WAITING') "
+            f"AND lease_owner = {p} AND lease_expires_at >= {p}",
+            (owner, self.clock.now_ms()),
+        )
+        return [(run_id, int(epoch), int(expiry)) for run_id, epoch, expiry in rows]
+
+    def end_lapsed(self, owner: str, leases: Sequence[tuple[str, int]]) -> int:
+        """End (expiry 0) those of ``leases`` -- ``(run_id, epoch)`` -- that ``owner`` still holds
+        at that epoch and that have run out; how many."""
+        p = self.db.param
+        now, ended = self.clock.now_ms(), 0
+        with self._write() as cur:
+            for run_id, epoch in leases:
+                cur.execute(
+                    f"UPDATE flowrt_runs SET lease_expires_at = 0 WHERE run_id = {p} AND lease_epoch = {p} "
+                    f"AND lease_owner = {p} AND lease_expires_at > 0 AND lease_expires_at < {p}",
+                    (run_id, epoch, owner, now),
+                )
+                ended += int(cur.rowcount)
+        return ended
+
     def release_many(self, leases: Sequence[tuple[str, int]]) -> None:
         """Hand back many ``(run_id, epoch)`` leases in one transaction (parked ones, at close)."""
         with self._write() as cur:

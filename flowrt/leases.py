@@ -96,6 +96,9 @@ class Leases:
         self._held: dict[str, Lease] = {}
         self._lock = threading.Lock()
         self._to_release: dict[str, int] = {}  # run_id -> epoch: releases the database missed
+        self.earlier: dict[str, tuple[int, int]] = {}
+        """An earlier engine's leases with this explicit owner id, not run out when this one started:
+        run_id -> (epoch, expiry); see :meth:`end_earlier_engines_lapsed`."""
         self._to_expire: set[str] = set()
         self._renewer: threading.Thread | None = None
         self._renewer_checked = 0.0
@@ -320,14 +323,20 @@ class Leases:
         with self._lock:
             return len(self._held)
 
-    def end_lapsed_untracked(self) -> int:
-        """:func:`end_lapsed_leases_of_an_earlier_engine` while this engine runs: of its owner id's
-        leases that ran out, those it tracks nowhere are a gone engine's (with that explicit id)."""
-        with self._lock:
-            tracked = [*self._held, *self._parked, *self._returning, *self._to_release, *self._to_expire]
-        if len(tracked) > 500:
-            return 0  # (as the renewer: a statement of bounded size; the next look may do it)
-        return self.storage.release_lapsed(self.owner, tracked, expire=True)
+    def end_earlier_engines_lapsed(self) -> int:
+        """The leases an earlier engine with this (explicit) owner id still had when this one
+        started (:func:`end_lapsed_leases_of_an_earlier_engine`), ended as each runs out, each at
+        its epoch: never a lease of this engine's own. Nothing to do, no query, once all are."""
+        now = self.storage.clock.now_ms()
+        due = [(run_id, epoch) for run_id, (epoch, expiry) in list(self.earlier.items()) if expiry < now]
+        if not due:
+            return 0
+        ended = self.storage.end_lapsed(self.owner, due)
+        for run_id, _ in due:
+            self.earlier.pop(run_id, None)
+        if ended:
+            log.warning("%d run(s) an earlier engine with owner %r held: their leases ran out, recovered now", ended, self.owner)
+        return ended
 
     # -- shutdown
 
@@ -451,13 +460,16 @@ def run_busy(row: RunRow, now_ms: int, *, holder_alive: bool = False) -> RunBusy
     )
 
 
-def end_lapsed_leases_of_an_earlier_engine(storage: Storage, owner: str) -> int:
+def end_lapsed_leases_of_an_earlier_engine(leases: Leases) -> int:
     """At an engine's start with an explicit owner id, which may be an engine's that died
     (Postgres: no liveness proof). A lease of one's own id that merely ran out is never free to
     oneself (a step of this process may be committing), but a starting engine holds none yet:
     lapsed ones are a gone engine's, ended here (expiry 0) so they are recovered, WORKER_LOST
-    recorded, instead of stuck for good. Its leases not run out yet are left to run out."""
+    recorded, instead of stuck for good. Those not run out yet are noted (:attr:`Leases.earlier`),
+    for the drivers to end as they run out."""
+    storage, owner = leases.storage, leases.owner
     ended = storage.release_lapsed(owner, [], expire=True)
     if ended:
         log.warning("%d run(s) held by an earlier engine with owner %r, whose leases ran out: recovered now", ended, owner)
+    leases.earlier = {run_id: (epoch, expiry) for run_id, epoch, expiry in storage.leases_of(owner)}
     return ended

@@ -17,7 +17,7 @@ import logging
 
 import pytest
 
-from flowrt import Engine, Flow, RunBusy, StorageUnavailable, ok
+from flowrt import Engine, Flow, Retry, RunBusy, StorageUnavailable, ok
 from flowrt.driver import Drivers, recover
 
 HERE = Path(__file__).parent
@@ -246,9 +246,10 @@ def test_an_engine_with_a_dead_engines_explicit_owner_recovers_its_leases_once_t
         lapsed = setup.start("same-id").run_id
         later = setup.start("same-id").run_id
         assert setup.storage.claim(lapsed, "worker-9", 1) is not None  # ran out before the restart
-        assert setup.storage.claim(later, "worker-9", 1500) is not None  # runs out after it
+        assert setup.storage.claim(later, "worker-9", 4000) is not None  # runs out after it
     time.sleep(0.01)
     with Engine(shared_url, flows=[flow], owner="worker-9") as engine:
+        assert engine.storage.get_run(later).lease_expires_at > 0 and later in engine.leases.earlier  # type: ignore[union-attr]
         run = engine.run_until_blocked(lapsed)
         assert run.status == "COMPLETED"
         assert [e.payload["error"]["code"] for e in engine.timeline(lapsed) if e.type == "NODE_FAILED"] == ["WORKER_LOST"]
@@ -261,6 +262,28 @@ def test_an_engine_with_a_dead_engines_explicit_owner_recovers_its_leases_once_t
         finally:
             drivers.stop()
         assert [e.payload["error"]["code"] for e in engine.timeline(later) if e.type == "NODE_FAILED"] == ["WORKER_LOST"]
+
+
+def test_a_live_engines_own_lease_it_lost_track_of_is_handed_back_not_taken_for_a_dead_ones(shared_url: str) -> None:
+    """Only the leases an earlier engine with the same explicit id held when this one started are
+    ended as lost work: one of this engine's own (a claim ahead whose answer was lost, say) is
+    handed back by the renewer, and no WORKER_LOST is made up for a node that never ran."""
+    flow = Flow("lost-track", "1.0.0")
+    flow.add_node("only", lambda ctx: ok(), entry=True, retry=Retry(max_recoveries=0))
+    with Engine(shared_url, flows=[flow], owner="worker-9", lease_ttl=12) as engine:  # renewer every 4 s, sweep 2 s
+        run_id = engine.start("lost-track").run_id
+        assert engine.storage.claim(run_id, "worker-9", 300) is not None  # ours in the database, tracked nowhere
+        engine.start("lost-track", keep_lease=True)  # a lease this engine does track: its renewer runs
+        drivers = Drivers(engine, workers=1, poll_interval=0.05).start()
+        try:
+            deadline = time.monotonic() + 20
+            while (run := engine.get(run_id)) is None or run.status == "RUNNING":
+                assert time.monotonic() < deadline, "the lost lease was never handed back"
+                time.sleep(0.05)
+        finally:
+            drivers.stop()
+        assert run.status == "COMPLETED", run.error
+        assert [e.type for e in engine.timeline(run_id) if e.type == "NODE_FAILED"] == []
 
 
 def test_an_owner_id_a_live_engine_holds_is_refused_not_shared(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
