@@ -262,6 +262,7 @@ class StepCore:
             row: RunRow | None = yield Query(self.storage.get_run, (run_id,))
             if row is None or row.lease_owner != self.owner or row.lease_epoch != epoch or row.status not in ACTIVE:
                 return None
+            now = self.clock.now_ms()  # after the read: a slow one must not extend the lease into the past
             if (row.lease_expires_at or 0) < now + self.leases.ttl_ms // 2:
                 if not (yield Query(self.storage.extend, (run_id, self.owner, epoch, now + self.leases.ttl_ms))):
                     return None  # taken by another process as it ran out: theirs now
