@@ -16,7 +16,7 @@ from typing import Callable
 
 from .engine import Engine
 from .errors import FlowrtError, StorageUnavailable
-from .liveness import end_leases_of_gone_holders, holds_its_lock
+from .liveness import end_leases_of_gone_holders, gone
 
 log = logging.getLogger("flowrt.driver")
 
@@ -254,7 +254,7 @@ def _say_what_is_held_elsewhere(engine: Engine) -> None:
     except StorageUnavailable:
         return
     folder = engine.liveness.folder if engine.liveness is not None else None
-    alive = [h for h in holders if folder is not None and holds_its_lock(folder, h[0])]  # SQLite
+    alive = [h for h in holders if folder is not None and gone(folder, h[0]) is False]  # SQLite: their locks are held
     if alive:
         log.info(
             "recovery: %d run(s) held by other live processes (%s) are left to them; should one die, a process "

@@ -178,40 +178,28 @@ def end_leases_of(storage: Storage, holder: str) -> int:
     return count
 
 
-def gone(folder: str, owner: str) -> bool:
-    """Whether ``owner`` is provably gone: its lock file exists and its lock can be taken.
-    Changes nothing (for ``flowrt recover --dry-run``)."""
+def gone(folder: str, owner: str) -> bool | None:
+    """Whether ``owner`` is provably gone: True if its lock file names it and its lock can be
+    taken; False if that lock is held (it lives); None if nothing says (no file, or one this
+    process may not open). Changes nothing: a lock taken here goes at once (for ``flowrt recover
+    --dry-run`` and messages)."""
     if fcntl is None:
-        return False
-    fd = _take(_path(folder, owner))
-    if fd is None:
-        return False
-    try:
-        return _read(fd) == owner
-    finally:
-        os.close(fd)  # (the lock goes with it)
-
-
-def holds_its_lock(folder: str, owner: str) -> bool:
-    """Whether ``owner`` provably lives: its lock file names it and its lock is held (for messages;
-    a file that cannot be opened, or a lock that cannot be tried, proves nothing)."""
-    if fcntl is None:
-        return False
+        return None
     try:
         fd = os.open(_path(folder, owner), os.O_RDONLY)
     except OSError:
-        return False
+        return None
     try:
         if _read(fd) != owner:
-            return False
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return None
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return True  # held: the holder lives
+        return False  # held: the holder lives
     except OSError:
-        return False
+        return None
     finally:
-        os.close(fd)  # (a lock taken here goes with it)
-    return False
+        os.close(fd)  # (the lock, if taken, goes with it)
+    return True
 
 
 def sweep(folder: str, keep: str, end: Callable[[str], object]) -> None:
@@ -235,7 +223,7 @@ def end_leases_if_gone(storage: Storage, lock: LivenessLock | None, holder: str 
         return None
     if _end_if_gone(_path(lock.folder, holder), holder, lock.owner, lambda gone: end_leases_of(storage, gone)):
         return True
-    return False if holds_its_lock(lock.folder, holder) else None
+    return False if gone(lock.folder, holder) is False else None
 
 
 def _end_if_gone(path: str, holder: str | None, keep: str, end: Callable[[str], object]) -> bool:

@@ -140,7 +140,7 @@ def stuck_entry(
     lease_known: bool,
     lease_owner: str | None = None,
     lease_expires_at: int | None = None,
-    holder_gone: Callable[[str], bool] | None = None,
+    holder_gone: Callable[[str], bool | None] | None = None,
 ) -> Json | None:
     """Why recovery would (or would not) continue ``run``; None if it is not stuck at all.
 
