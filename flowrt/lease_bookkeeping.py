@@ -28,32 +28,28 @@ class LeaseBookkeeping:
 
         def _write(self, *, one_statement: bool = False) -> contextlib.AbstractContextManager[Any]: ...
 
-    def release_lapsed(self, owner: str, keep: Sequence[str], *, expire: bool = False) -> int:
-        """Release ``owner``'s leases that ran out, but those of ``keep`` (at most 500); how many.
-
-        ``expire``: end them instead (expiry 0), so the next claim records the attempt they
-        interrupted as WORKER_LOST: an earlier engine with this owner id died holding them."""
+    def release_lapsed(self, owner: str, keep: Sequence[str]) -> None:
+        """Release ``owner``'s leases that ran out, but those of ``keep`` (at most 500)."""
         p = self.db.param
         lapsed = (
             f"status IN ('RUNNING', 'WAITING') AND lease_owner = {p} AND lease_expires_at > 0 AND lease_expires_at < {p}"
         )
         now = self.clock.now_ms()
         if not self._read(f"SELECT 1 FROM flowrt_runs WHERE {lapsed} LIMIT 1", (owner, now)):
-            return 0  # the usual case: a read, no write
+            return  # the usual case: a read, no write
         if keep:
             lapsed += f" AND run_id NOT IN ({', '.join([p] * len(keep))})"
-        ended = "lease_expires_at = 0" if expire else "lease_owner = NULL, lease_expires_at = NULL"
         with self._write() as cur:
-            cur.execute(f"UPDATE flowrt_runs SET {ended} WHERE {lapsed}", (owner, now, *keep))
-            return int(cur.rowcount)
+            cur.execute(f"UPDATE flowrt_runs SET lease_owner = NULL, lease_expires_at = NULL WHERE {lapsed}", (owner, now, *keep))
 
     def leases_of(self, owner: str) -> list[tuple[str, int, int]]:
-        """``(run_id, epoch, expiry)`` of the active runs whose lease ``owner`` holds and that has not run out."""
+        """``(run_id, epoch, expiry)`` of the active runs whose lease ``owner`` holds (run out or not;
+        not those ended on purpose, expiry 0)."""
         p = self.db.param
         rows = self._read(
             f"SELECT run_id, lease_epoch, lease_expires_at FROM flowrt_runs WHERE status IN ('RUNNING', 'WAITING') "
-            f"AND lease_owner = {p} AND lease_expires_at >= {p}",
-            (owner, self.clock.now_ms()),
+            f"AND lease_owner = {p} AND lease_expires_at > 0",
+            (owner,),
         )
         return [(run_id, int(epoch), int(expiry)) for run_id, epoch, expiry in rows]
 

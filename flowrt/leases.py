@@ -464,12 +464,8 @@ def end_lapsed_leases_of_an_earlier_engine(leases: Leases) -> int:
     """At an engine's start with an explicit owner id, which may be an engine's that died
     (Postgres: no liveness proof). A lease of one's own id that merely ran out is never free to
     oneself (a step of this process may be committing), but a starting engine holds none yet:
-    lapsed ones are a gone engine's, ended here (expiry 0) so they are recovered, WORKER_LOST
-    recorded, instead of stuck for good. Those not run out yet are noted (:attr:`Leases.earlier`),
-    for the drivers to end as they run out."""
-    storage, owner = leases.storage, leases.owner
-    ended = storage.release_lapsed(owner, [], expire=True)
-    if ended:
-        log.warning("%d run(s) held by an earlier engine with owner %r, whose leases ran out: recovered now", ended, owner)
-    leases.earlier = {run_id: (epoch, expiry) for run_id, epoch, expiry in storage.leases_of(owner)}
-    return ended
+    every lease of its id is a gone engine's. They are noted (:attr:`Leases.earlier`); those run
+    out already are ended now (expiry 0), so they are recovered, WORKER_LOST recorded, instead
+    of stuck for good, and the drivers end the rest as each runs out."""
+    leases.earlier = {run_id: (epoch, expiry) for run_id, epoch, expiry in leases.storage.leases_of(leases.owner)}
+    return leases.end_earlier_engines_lapsed()
