@@ -117,7 +117,6 @@ step_values = operator.attrgetter(*STEP_COLUMNS)
 step_values_in_place = operator.attrgetter(*STEP_COLUMNS_IN_PLACE)
 
 EventRow = tuple[Any, ...]
-
 """Written as (run_id, seq, at, type, node_id, attempt, payload_json, change_json); read
 without change_json. ``change_json`` is what the event did to the run's state and outputs,
 so a run can be rewound (:mod:`flowrt.repair`): ``{"output", "patch"}`` on a NODE_FINISHED,

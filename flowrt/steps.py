@@ -576,8 +576,8 @@ def _apply_failure(
         new.wake_at = now + delay if delay > 0 else None
         event(EventType.NODE_FAILED, {"error": error, "retryInMs": delay}, now)
     else:
-        new.status, new.error_json, new.wake_at = RunStatus.FAILED, dumps(error), None
         payload: dict[str, Any] = {"error": error}
+        run_error = error
         if max_attempts > 1:  # a retry policy that did not retry: say why, or it looks ignored
             code = error["code"]
             payload["notRetried"] = (
@@ -588,6 +588,7 @@ def _apply_failure(
                 else f"{code} is not retryable (by default only {', '.join(sorted(RETRYABLE_CODES))} are; "
                 "fail(..., retryable=True) retries any code)"
             )
-            new.error_json = dumps({**error, "notRetried": payload["notRetried"]})  # the run says it too
+            run_error = {**error, "notRetried": payload["notRetried"]}  # the run says it too
+        new.status, new.error_json, new.wake_at = RunStatus.FAILED, dumps(run_error), None
         event(EventType.NODE_FAILED, payload, now)
         event(EventType.RUN_ABORTED, {"error": error}, now)

@@ -115,32 +115,30 @@ class RemoteBackend:
         its own), and an error past that says the run goes on. A proxy's 502/503/504 during a
         deploy counts as an outage too."""
         away_since: float | None = None
-        while True:
-            try:
-                with self._asking("GET /v1/runs/{runId}"):
-                    run = self.client.wait(run_id, timeout=WAIT_SLICE)  # in slices: one that worked ends an outage
-                if run.status != "RUNNING":
-                    return run.to_json()
-                away_since = None
-                continue
-            except KeyboardInterrupt:
-                raise Stopped(run_id, None, abandoned=False) from None
-            except (ServerUnreachable, StorageUnavailable, HttpError) as exc:
-                if isinstance(exc, HttpError) and exc.http_status not in (502, 503, 504):
-                    raise
-                now = time.monotonic()
-                if away_since is None:
-                    away_since = now
-                    print(f"{exc.message}; still waiting for run {run_id}, which goes on there", file=sys.stderr)
-                if now - away_since >= WAIT_THROUGH_OUTAGE:
-                    raise ServerUnreachable(
-                        f"{exc.message}; run {run_id} was started and goes on there: watch it with "
-                        f"'flowrt status {run_id} --url {self.where} --watch'"
-                    ) from exc
-            try:
+        try:
+            while True:
+                try:
+                    with self._asking("GET /v1/runs/{runId}"):
+                        run = self.client.wait(run_id, timeout=WAIT_SLICE)  # in slices: one that worked ends an outage
+                    if run.status != "RUNNING":
+                        return run.to_json()
+                    away_since = None
+                    continue
+                except (ServerUnreachable, StorageUnavailable, HttpError) as exc:
+                    if isinstance(exc, HttpError) and exc.http_status not in (502, 503, 504):
+                        raise
+                    now = time.monotonic()
+                    if away_since is None:
+                        away_since = now
+                        print(f"{exc.message}; still waiting for run {run_id}, which goes on there", file=sys.stderr)
+                    if now - away_since >= WAIT_THROUGH_OUTAGE:
+                        raise ServerUnreachable(
+                            f"{exc.message}; run {run_id} was started and goes on there: watch it with "
+                            f"'flowrt status {run_id} --url {self.where} --watch'"
+                        ) from exc
                 time.sleep(1.0)
-            except KeyboardInterrupt:
-                raise Stopped(run_id, None, abandoned=False) from None
+        except KeyboardInterrupt:
+            raise Stopped(run_id, None, abandoned=False) from None
 
     def tick(self, run_id: str) -> Json:
         with self._asking("POST /v1/runs/{runId}/tick"):
